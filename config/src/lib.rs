@@ -1,0 +1,179 @@
+//! Tributary's configuration: one TOML file, overridden by `TRIBUTARY_*` environment
+//! variables, overridden in turn by command-line flags.
+//!
+//! Every key has its default in [`Config::default`] (and the documented example
+//! `tributary.toml` at the repository root). A key `a.b_c` is set from the environment
+//! as `TRIBUTARY_A_B_C`. [`load`] returns every problem at once, each naming its key
+//! and the allowed values, so that a bad deployment is refused at start with a message
+//! an operator can act on.
+
+mod layers;
+mod validate;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use layers::{load, Sources};
+
+/// The whole configuration tree.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Kafka listener, HOST:PORT.
+    pub listen: String,
+    /// HOST:PORT given to clients in Metadata; empty means the listen address.
+    pub advertised_listener: String,
+    /// HTTP listener for /metrics and /health, HOST:PORT.
+    pub http_listen: String,
+    /// Directory for the journal, metadata log and local segment store.
+    pub data_dir: PathBuf,
+    /// This broker's node id.
+    pub node_id: i32,
+    /// Log filter (`tracing` directives); `RUST_LOG` wins when set.
+    pub log_level: String,
+    pub journal: JournalConfig,
+    pub topics: TopicDefaults,
+    pub limits: Limits,
+    pub cache: CacheConfig,
+}
+
+/// When an append is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Acknowledge only once the journal write is fsynced (group-committed).
+    Fsync,
+    /// Acknowledge once written; fsync every `journal.fsync_interval_ms`.
+    Interval,
+}
+
+/// The shared write-ahead journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    pub durability: Durability,
+    /// With `durability = "interval"`: milliseconds between fsyncs.
+    pub fsync_interval_ms: u64,
+    /// Size at which a journal file is closed and a new one started.
+    pub file_bytes: u64,
+    /// Most bytes one group commit writes before it fsyncs.
+    pub group_commit_bytes: u64,
+    /// Depth of the queue in front of the journal writer (backpressure).
+    pub queue_depth: usize,
+}
+
+/// Defaults for topics, and what applies to topic creation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicDefaults {
+    /// Create a topic when a client asks Metadata for one that does not exist.
+    pub auto_create: bool,
+    /// Partitions of auto-created topics and of CreateTopics with -1.
+    pub num_partitions: i32,
+    /// Largest record batch accepted (`max.message.bytes` default).
+    pub message_max_bytes: i32,
+    /// Default `retention.ms` (-1: forever).
+    pub retention_ms: i64,
+    /// Default `retention.bytes` (-1: unbounded).
+    pub retention_bytes: i64,
+    /// Default `segment.bytes`.
+    pub segment_bytes: i64,
+    /// Default `segment.ms`.
+    pub segment_ms: i64,
+}
+
+/// Protection against clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request frame (`socket.request.max.bytes`).
+    pub socket_request_max_bytes: u64,
+    /// Requests one connection may have in flight before the broker stops reading.
+    pub max_in_flight_per_connection: usize,
+    /// Most simultaneous client connections.
+    pub max_connections: usize,
+}
+
+/// The in-memory cache of recent batches that serves tailing consumers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Most bytes of recent batches kept per partition.
+    pub partition_bytes: u64,
+    /// Most bytes kept over all partitions.
+    pub total_bytes: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:9092".into(),
+            advertised_listener: String::new(),
+            http_listen: "127.0.0.1:9644".into(),
+            data_dir: PathBuf::from("./data"),
+            node_id: 0,
+            log_level: "info".into(),
+            journal: JournalConfig::default(),
+            topics: TopicDefaults::default(),
+            limits: Limits::default(),
+            cache: CacheConfig::default(),
+        }
+    }
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            durability: Durability::Fsync,
+            fsync_interval_ms: 5,
+            file_bytes: 256 * 1024 * 1024,
+            group_commit_bytes: 8 * 1024 * 1024,
+            queue_depth: 4096,
+        }
+    }
+}
+
+impl Default for TopicDefaults {
+    fn default() -> Self {
+        TopicDefaults {
+            auto_create: true,
+            num_partitions: 1,
+            message_max_bytes: 1024 * 1024 + 12,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            segment_bytes: 64 * 1024 * 1024,
+            segment_ms: 7 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { socket_request_max_bytes: 100 * 1024 * 1024, max_in_flight_per_connection: 64, max_connections: 10_000 }
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig { partition_bytes: 4 * 1024 * 1024, total_bytes: 512 * 1024 * 1024 }
+    }
+}
+
+impl Config {
+    /// The address clients are told to connect to.
+    pub fn advertised(&self) -> &str {
+        if self.advertised_listener.is_empty() {
+            &self.listen
+        } else {
+            &self.advertised_listener
+        }
+    }
+}
+
+/// Why the configuration was refused: every problem found, each naming its key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}

@@ -1,0 +1,108 @@
+//! Range checks that serde cannot express. Every problem is collected, each naming
+//! its key and the allowed range.
+
+use std::net::SocketAddr;
+
+use crate::{Config, ConfigError};
+
+fn range<T: PartialOrd + std::fmt::Display>(p: &mut Vec<String>, key: &str, v: T, lo: T, hi: T) {
+    if v < lo || v > hi {
+        p.push(format!("{key}: {v} is out of range [{lo}, {hi}]"));
+    }
+}
+
+fn address(p: &mut Vec<String>, key: &str, v: &str) {
+    let ok = v.parse::<SocketAddr>().is_ok()
+        || v.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !ok {
+        p.push(format!("{key}: {v:?} is not HOST:PORT"));
+    }
+}
+
+/// Checks every range; returns all problems at once.
+pub(crate) fn check(c: &Config) -> Result<(), ConfigError> {
+    let mut p = Vec::new();
+    address(&mut p, "listen", &c.listen);
+    address(&mut p, "http_listen", &c.http_listen);
+    if !c.advertised_listener.is_empty() {
+        address(&mut p, "advertised_listener", &c.advertised_listener);
+    }
+    if c.data_dir.as_os_str().is_empty() {
+        p.push("data_dir: must not be empty".into());
+    }
+    range(&mut p, "node_id", c.node_id, 0, i32::MAX);
+    range(&mut p, "journal.fsync_interval_ms", c.journal.fsync_interval_ms, 1, 60_000);
+    range(&mut p, "journal.file_bytes", c.journal.file_bytes, 1 << 20, 1 << 34);
+    range(&mut p, "journal.group_commit_bytes", c.journal.group_commit_bytes, 1 << 16, 1 << 30);
+    range(&mut p, "journal.queue_depth", c.journal.queue_depth, 1, 1 << 20);
+    range(&mut p, "topics.num_partitions", c.topics.num_partitions, 1, 100_000);
+    range(&mut p, "topics.message_max_bytes", c.topics.message_max_bytes, 64, i32::MAX);
+    range(&mut p, "topics.retention_ms", c.topics.retention_ms, -1, i64::MAX);
+    range(&mut p, "topics.retention_bytes", c.topics.retention_bytes, -1, i64::MAX);
+    range(&mut p, "topics.segment_bytes", c.topics.segment_bytes, 1 << 14, 1 << 34);
+    range(&mut p, "topics.segment_ms", c.topics.segment_ms, 1, i64::MAX);
+    range(&mut p, "limits.socket_request_max_bytes", c.limits.socket_request_max_bytes, 1 << 10, i32::MAX as u64);
+    range(&mut p, "limits.max_in_flight_per_connection", c.limits.max_in_flight_per_connection, 1, 1024);
+    range(&mut p, "limits.max_connections", c.limits.max_connections, 1, 1_000_000);
+    range(&mut p, "cache.partition_bytes", c.cache.partition_bytes, 0, 1 << 34);
+    range(&mut p, "cache.total_bytes", c.cache.total_bytes, 0, 1 << 40);
+    if c.topics.message_max_bytes as u64 > c.limits.socket_request_max_bytes {
+        p.push(format!(
+            "topics.message_max_bytes: {} exceeds limits.socket_request_max_bytes ({})",
+            c.topics.message_max_bytes, c.limits.socket_request_max_bytes
+        ));
+    }
+    if p.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError { problems: p })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each row: a mutation of the defaults and the key its error must name.
+    #[test]
+    fn every_range_error_names_its_key() {
+        type Mutation = fn(&mut Config);
+        let rows: &[(Mutation, &str)] = &[
+            (|c| c.listen = "nowhere".into(), "listen"),
+            (|c| c.http_listen = ":x".into(), "http_listen"),
+            (|c| c.advertised_listener = "host".into(), "advertised_listener"),
+            (|c| c.data_dir = "".into(), "data_dir"),
+            (|c| c.node_id = -1, "node_id"),
+            (|c| c.journal.fsync_interval_ms = 0, "journal.fsync_interval_ms"),
+            (|c| c.journal.file_bytes = 10, "journal.file_bytes"),
+            (|c| c.journal.group_commit_bytes = 1, "journal.group_commit_bytes"),
+            (|c| c.journal.queue_depth = 0, "journal.queue_depth"),
+            (|c| c.topics.num_partitions = 0, "topics.num_partitions"),
+            (|c| c.topics.message_max_bytes = 1, "topics.message_max_bytes"),
+            (|c| c.topics.retention_ms = -2, "topics.retention_ms"),
+            (|c| c.topics.retention_bytes = -2, "topics.retention_bytes"),
+            (|c| c.topics.segment_bytes = 1, "topics.segment_bytes"),
+            (|c| c.topics.segment_ms = 0, "topics.segment_ms"),
+            (|c| c.limits.socket_request_max_bytes = 3_000_000_000, "limits.socket_request_max_bytes"),
+            (|c| c.limits.max_in_flight_per_connection = 0, "limits.max_in_flight_per_connection"),
+            (|c| c.limits.max_connections = 0, "limits.max_connections"),
+            (|c| c.cache.partition_bytes = u64::MAX, "cache.partition_bytes"),
+            (|c| c.cache.total_bytes = u64::MAX, "cache.total_bytes"),
+        ];
+        for (mutate, key) in rows {
+            let mut c = Config::default();
+            mutate(&mut c);
+            let err = check(&c).expect_err(key);
+            assert_eq!(err.problems.len(), 1, "{key}: {err}");
+            assert!(err.problems[0].starts_with(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn all_problems_are_reported_together() {
+        let mut c = Config::default();
+        c.node_id = -5;
+        c.topics.num_partitions = -1;
+        assert_eq!(check(&c).unwrap_err().problems.len(), 2);
+    }
+}

@@ -1,0 +1,101 @@
+//! Request and response headers.
+//!
+//! [`peek`] reads the api key, api version and correlation id from the fixed first
+//! eight bytes without decoding anything else, so that the broker can answer an
+//! unknown API or an unsupported version (KIP-511) before the typed decoder, which
+//! fails on unknown keys, ever sees the request.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::frame::MIN_REQUEST_LEN;
+use crate::message::{Request, Response};
+use crate::CodecError;
+
+/// The first fields of every request header, whatever its version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prelude {
+    pub api_key: i16,
+    pub api_version: i16,
+    pub correlation_id: i32,
+}
+
+/// Reads the fixed prefix of a request header. `frame` is the request without its
+/// length prefix; frames shorter than [`MIN_REQUEST_LEN`] are rejected by framing.
+pub fn peek(frame: &[u8]) -> Option<Prelude> {
+    if frame.len() < MIN_REQUEST_LEN {
+        return None;
+    }
+    Some(Prelude {
+        api_key: i16::from_be_bytes([frame[0], frame[1]]),
+        api_version: i16::from_be_bytes([frame[2], frame[3]]),
+        correlation_id: i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]),
+    })
+}
+
+/// Decodes the header and the typed body of a request whose key and version the
+/// caller has already checked as supported.
+pub fn decode_request(key: ApiKey, version: i16, mut frame: Bytes) -> Result<(RequestHeader, Request), CodecError> {
+    let header_version = key.request_header_version(version);
+    let header = RequestHeader::decode(&mut frame, header_version).map_err(|e| CodecError::Decode {
+        what: "request header",
+        api_key: key as i16,
+        version,
+        reason: e.to_string(),
+    })?;
+    let body = Request::decode(key, version, &mut frame)?;
+    Ok((header, body))
+}
+
+/// Encodes a complete response frame: length prefix, response header, body.
+pub fn encode_response(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &Response,
+) -> Result<Bytes, CodecError> {
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    // ApiVersions answers always use header v0 so that a client that sent a version we
+    // do not know can still read the answer (KIP-511).
+    let header_version = if key == ApiKey::ApiVersions { 0 } else { key.response_header_version(version) };
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut buf, header_version)
+        .map_err(|e| CodecError::Encode { what: "response header", version, reason: e.to_string() })?;
+    response.encode(version, &mut buf)?;
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf.freeze())
+}
+
+/// Reads a response frame's correlation id (for tests and tools that act as clients).
+pub fn response_correlation_id(frame: &[u8]) -> Option<i32> {
+    let mut b = frame;
+    (b.remaining() >= 4).then(|| b.get_i32())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::ApiVersionsResponse;
+
+    #[test]
+    fn peek_reads_fixed_prefix() {
+        let frame = [0u8, 18, 0, 3, 0, 0, 0, 7, 0xff, 0xff];
+        assert_eq!(peek(&frame), Some(Prelude { api_key: 18, api_version: 3, correlation_id: 7 }));
+        assert_eq!(peek(&frame[..9]), None);
+    }
+
+    #[test]
+    fn api_versions_response_uses_header_v0_at_v3() {
+        let resp = Response::ApiVersions(ApiVersionsResponse::default());
+        let frame = encode_response(ApiKey::ApiVersions, 3, 42, &resp).unwrap();
+        let len = i32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, frame.len() - 4);
+        assert_eq!(response_correlation_id(&frame[4..]), Some(42));
+        // header v0 has no tagged fields: the error code follows the correlation id
+        assert_eq!(&frame[8..10], &[0, 0]);
+    }
+}
