@@ -150,13 +150,20 @@ impl Default for TopicDefaults {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { socket_request_max_bytes: 100 * 1024 * 1024, max_in_flight_per_connection: 64, max_connections: 10_000 }
+        Limits {
+            socket_request_max_bytes: 100 * 1024 * 1024,
+            max_in_flight_per_connection: 64,
+            max_connections: 10_000,
+        }
     }
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { partition_bytes: 4 * 1024 * 1024, total_bytes: 512 * 1024 * 1024 }
+        CacheConfig {
+            partition_bytes: 4 * 1024 * 1024,
+            total_bytes: 512 * 1024 * 1024,
+        }
     }
 }
 

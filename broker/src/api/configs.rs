@@ -1,0 +1,190 @@
+//! DescribeConfigs for topics (every known key with its effective value and source)
+//! and for this broker (its settings under their Kafka names, read-only).
+
+use tributary_protocol::kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use tributary_protocol::kafka_protocol::messages::{
+    DescribeConfigsRequest, DescribeConfigsResponse,
+};
+use tributary_protocol::kafka_protocol::protocol::StrBytes;
+
+use super::errors::{of, Error};
+use super::RequestCtx;
+use crate::storage::topic_config::{ConfigType, TOPIC_CONFIGS};
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+pub(crate) const SOURCE_TOPIC_OVERRIDE: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+
+struct Entry {
+    name: String,
+    value: String,
+    source: i8,
+    read_only: bool,
+    config_type: ConfigType,
+}
+
+pub(crate) fn describe(
+    ctx: &RequestCtx,
+    request: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
+    let mut results = Vec::with_capacity(request.resources.len());
+    for resource in request.resources {
+        let name = resource.resource_name.to_string();
+        let mut result = DescribeConfigsResult::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(resource.resource_name.clone());
+        let entries = match resource.resource_type {
+            RESOURCE_TOPIC => topic_entries(ctx, &name),
+            RESOURCE_BROKER if name.is_empty() || name == ctx.broker.node.id.to_string() => {
+                Ok(broker_entries(ctx))
+            }
+            RESOURCE_BROKER => Err((of(Error::InvalidRequest), format!("unknown broker {name}"))),
+            other => Err((
+                of(Error::InvalidRequest),
+                format!("resource type {other} is not supported"),
+            )),
+        };
+        match entries {
+            Ok(entries) => {
+                let keys = resource.configuration_keys.as_ref();
+                result.configs = entries
+                    .into_iter()
+                    .filter(|e| {
+                        keys.is_none_or(|k| k.is_empty() || k.iter().any(|k| k.as_str() == e.name))
+                    })
+                    .map(|e| render(e, request.include_synonyms, ctx.version))
+                    .collect();
+            }
+            Err((code, message)) => {
+                result.error_code = code;
+                result.error_message = Some(StrBytes::from_string(message));
+            }
+        }
+        results.push(result);
+    }
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+fn topic_entries(ctx: &RequestCtx, name: &str) -> Result<Vec<Entry>, (i16, String)> {
+    let storage = &ctx.broker.storage;
+    let topic = storage.topic(name).ok_or_else(|| {
+        (
+            of(Error::UnknownTopicOrPartition),
+            format!("topic {name} does not exist"),
+        )
+    })?;
+    let config = topic.config();
+    Ok(TOPIC_CONFIGS
+        .iter()
+        .map(|def| {
+            let (value, is_override) = config.value(def, storage.topic_defaults());
+            Entry {
+                name: def.name.to_string(),
+                value,
+                source: if is_override {
+                    SOURCE_TOPIC_OVERRIDE
+                } else {
+                    SOURCE_DEFAULT
+                },
+                read_only: false,
+                config_type: def.type_name,
+            }
+        })
+        .collect())
+}
+
+fn broker_entries(ctx: &RequestCtx) -> Vec<Entry> {
+    let c = &ctx.broker.config;
+    let node = &ctx.broker.node;
+    let entry = |name: &str, value: String, config_type: ConfigType| Entry {
+        name: name.to_string(),
+        value,
+        source: SOURCE_STATIC_BROKER,
+        read_only: true,
+        config_type,
+    };
+    vec![
+        entry("node.id", c.node_id.to_string(), ConfigType::Int),
+        entry("broker.id", c.node_id.to_string(), ConfigType::Int),
+        entry(
+            "listeners",
+            format!("PLAINTEXT://{}", c.listen),
+            ConfigType::List,
+        ),
+        entry(
+            "advertised.listeners",
+            format!("PLAINTEXT://{}:{}", node.host, node.port),
+            ConfigType::List,
+        ),
+        entry(
+            "log.dirs",
+            c.data_dir.display().to_string(),
+            ConfigType::String,
+        ),
+        entry(
+            "auto.create.topics.enable",
+            c.topics.auto_create.to_string(),
+            ConfigType::Boolean,
+        ),
+        entry(
+            "num.partitions",
+            c.topics.num_partitions.to_string(),
+            ConfigType::Int,
+        ),
+        entry("default.replication.factor", "1".into(), ConfigType::Int),
+        entry(
+            "message.max.bytes",
+            c.topics.message_max_bytes.to_string(),
+            ConfigType::Int,
+        ),
+        entry(
+            "log.retention.ms",
+            c.topics.retention_ms.to_string(),
+            ConfigType::Long,
+        ),
+        entry(
+            "log.retention.bytes",
+            c.topics.retention_bytes.to_string(),
+            ConfigType::Long,
+        ),
+        entry(
+            "log.segment.bytes",
+            c.topics.segment_bytes.to_string(),
+            ConfigType::Int,
+        ),
+        entry(
+            "log.roll.ms",
+            c.topics.segment_ms.to_string(),
+            ConfigType::Long,
+        ),
+        entry(
+            "socket.request.max.bytes",
+            c.limits.socket_request_max_bytes.to_string(),
+            ConfigType::Int,
+        ),
+        entry("min.insync.replicas", "1".into(), ConfigType::Int),
+    ]
+}
+
+fn render(e: Entry, include_synonyms: bool, version: i16) -> DescribeConfigsResourceResult {
+    let value = Some(StrBytes::from_string(e.value));
+    let mut r = DescribeConfigsResourceResult::default()
+        .with_name(StrBytes::from_string(e.name.clone()))
+        .with_value(value.clone())
+        .with_read_only(e.read_only)
+        .with_config_source(e.source);
+    if include_synonyms {
+        r.synonyms = vec![DescribeConfigsSynonym::default()
+            .with_name(StrBytes::from_string(e.name))
+            .with_value(value)
+            .with_source(e.source)];
+    }
+    if version >= 3 {
+        r.config_type = e.config_type as i8;
+    }
+    r
+}

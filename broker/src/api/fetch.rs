@@ -1,0 +1,175 @@
+//! Fetch: whole batches from each requested partition, from the batch holding the
+//! fetch offset, within the partition and response byte limits (the first batch
+//! always, KIP-74), waiting up to `max_wait_ms` for `min_bytes` (woken by new durable
+//! data). Fetch sessions (KIP-227) are answered without creating one (session id 0),
+//! which clients take as "send full requests"; a request naming a session we do not
+//! have gets FETCH_SESSION_ID_NOT_FOUND.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::time::Instant;
+use tributary_protocol::batch::BatchHeader;
+use tributary_protocol::kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, PartitionData,
+};
+use tributary_protocol::kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+
+use super::errors::{self, of, Error};
+use super::{Reply, RequestCtx};
+use crate::broker::Broker;
+use crate::storage::{StorageError, Topic};
+
+const READ_COMMITTED: i8 = 1;
+
+pub(crate) fn handle(ctx: &RequestCtx, request: FetchRequest) -> Reply {
+    let broker = ctx.broker.clone();
+    let version = ctx.version;
+    Reply::Later(Box::pin(async move {
+        fetch(broker, version, request).await.into()
+    }))
+}
+
+async fn fetch(broker: Arc<Broker>, version: i16, request: FetchRequest) -> FetchResponse {
+    if version >= 7 && request.session_id != 0 {
+        return FetchResponse::default().with_error_code(of(Error::FetchSessionIdNotFound));
+    }
+    let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
+    let mut durable = broker.storage.durable_changes();
+    loop {
+        durable.borrow_and_update();
+        let (response, bytes, errors) = read_all(&broker, version, &request).await;
+        if bytes >= request.min_bytes.max(0) as usize || errors || Instant::now() >= deadline {
+            return response;
+        }
+        tokio::select! {
+            changed = durable.changed() => if changed.is_err() { return response },
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// One pass over every requested partition. Returns the response, the bytes in it,
+/// and whether any partition had an error (which answers at once).
+async fn read_all(
+    broker: &Broker,
+    version: i16,
+    request: &FetchRequest,
+) -> (FetchResponse, usize, bool) {
+    let storage = &broker.storage;
+    let mut budget = if version >= 3 {
+        request.max_bytes.max(0) as usize
+    } else {
+        usize::MAX
+    };
+    let mut total = 0usize;
+    let mut any_error = false;
+    let mut responses = Vec::with_capacity(request.topics.len());
+    for wanted in &request.topics {
+        let topic: Option<Arc<Topic>> = if version >= 13 {
+            storage.topic_by_id(&wanted.topic_id)
+        } else {
+            storage.topic(wanted.topic.0.as_str())
+        };
+        let unknown = if version >= 13 {
+            of(Error::UnknownTopicId)
+        } else {
+            of(Error::UnknownTopicOrPartition)
+        };
+        let mut partitions = Vec::with_capacity(wanted.partitions.len());
+        for p in &wanted.partitions {
+            let mut data = PartitionData::default()
+                .with_partition_index(p.partition)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1)
+                .with_records(Some(Bytes::new()));
+            if version >= 4 && request.isolation_level == READ_COMMITTED {
+                data.aborted_transactions = Some(Vec::new());
+            }
+            if version >= 12 {
+                data.current_leader.leader_id = BrokerId(broker.node.id);
+                data.current_leader.leader_epoch = 0;
+            }
+            let Some(log) = topic.as_ref().and_then(|t| t.partition(p.partition)) else {
+                data.error_code = unknown;
+                any_error = true;
+                partitions.push(data);
+                continue;
+            };
+            let limit = (p.partition_max_bytes.max(0) as usize).min(budget);
+            match storage.read(log, p.fetch_offset, limit, total == 0).await {
+                Ok(read) => {
+                    data.high_watermark = read.offsets.high_watermark;
+                    data.last_stable_offset = read.offsets.high_watermark;
+                    data.log_start_offset = read.offsets.log_start_offset;
+                    let size: usize = read.batches.iter().map(|b| b.len()).sum();
+                    if size > 0 {
+                        let records: i64 = read
+                            .batches
+                            .iter()
+                            .filter_map(|b| BatchHeader::parse(b).ok())
+                            .map(|h| h.records_count as i64)
+                            .sum();
+                        broker
+                            .metrics
+                            .fetch_bytes
+                            .with_label_values(&[&log.topic])
+                            .inc_by(size as u64);
+                        broker
+                            .metrics
+                            .fetch_records
+                            .with_label_values(&[&log.topic])
+                            .inc_by(records as u64);
+                        data.records = Some(concat(read.batches, size));
+                    }
+                    total += size;
+                    budget = budget.saturating_sub(size);
+                }
+                Err(e) => {
+                    if let StorageError::OffsetOutOfRange {
+                        log_start_offset,
+                        high_watermark,
+                        ..
+                    } = e
+                    {
+                        data.high_watermark = high_watermark;
+                        data.last_stable_offset = high_watermark;
+                        data.log_start_offset = log_start_offset;
+                    }
+                    data.error_code = errors::code(&e);
+                    broker
+                        .metrics
+                        .request_errors
+                        .with_label_values(&["Fetch", &data.error_code.to_string()])
+                        .inc();
+                    any_error = true;
+                }
+            }
+            partitions.push(data);
+        }
+        responses.push(
+            FetchableTopicResponse::default()
+                .with_topic(wanted.topic.clone())
+                .with_topic_id(wanted.topic_id)
+                .with_partitions(partitions),
+        );
+    }
+    (
+        FetchResponse::default().with_responses(responses),
+        total,
+        any_error,
+    )
+}
+
+fn concat(batches: Vec<Bytes>, size: usize) -> Bytes {
+    if batches.len() == 1 {
+        return batches.into_iter().next().expect("invariant: one batch");
+    }
+    let mut buf = BytesMut::with_capacity(size);
+    for b in batches {
+        buf.extend_from_slice(&b);
+    }
+    buf.freeze()
+}

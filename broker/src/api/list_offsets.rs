@@ -1,0 +1,69 @@
+//! ListOffsets: per partition, the offset for a timestamp: -2 earliest, -1 latest
+//! (the high watermark), -3 the record with the largest timestamp (v7+), -4 earliest
+//! local (v8+), -5 latest tiered (v9+, none yet), or the first record at or after a
+//! given time (offset -1 when there is none).
+
+use tributary_protocol::kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use tributary_protocol::kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use super::errors::{self, of, Error};
+use super::RequestCtx;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
+
+pub(crate) async fn handle(ctx: &RequestCtx, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let storage = &ctx.broker.storage;
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for wanted in request.topics {
+        let topic = storage.topic(wanted.name.0.as_str());
+        let mut partitions = Vec::with_capacity(wanted.partitions.len());
+        for p in wanted.partitions {
+            let mut r = ListOffsetsPartitionResponse::default()
+                .with_partition_index(p.partition_index)
+                .with_timestamp(-1)
+                .with_offset(-1);
+            if ctx.version >= 4 {
+                r.leader_epoch = 0;
+            }
+            let Some(log) = topic.as_ref().and_then(|t| t.partition(p.partition_index)) else {
+                r.error_code = of(Error::UnknownTopicOrPartition);
+                partitions.push(r);
+                continue;
+            };
+            let offsets = log.offsets();
+            let found = match p.timestamp {
+                LATEST => Ok(Some((offsets.high_watermark, -1))),
+                EARLIEST | EARLIEST_LOCAL => Ok(Some((offsets.log_start_offset, -1))),
+                MAX_TIMESTAMP => storage.max_timestamp(log).await,
+                LATEST_TIERED => Ok(None),
+                t if t >= 0 => storage.offset_for_timestamp(log, t).await,
+                _ => {
+                    r.error_code = of(Error::InvalidRequest);
+                    partitions.push(r);
+                    continue;
+                }
+            };
+            match found {
+                Ok(Some((offset, timestamp))) => {
+                    r.offset = offset;
+                    r.timestamp = timestamp;
+                }
+                Ok(None) => {}
+                Err(e) => r.error_code = errors::code(&e),
+            }
+            partitions.push(r);
+        }
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(wanted.name)
+                .with_partitions(partitions),
+        );
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}

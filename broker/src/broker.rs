@@ -1,0 +1,49 @@
+//! The state every handler sees: configuration, the storage engine, metrics, and who
+//! this broker is on the wire.
+
+use std::sync::Arc;
+
+use tributary_config::Config;
+
+use crate::metrics::Metrics;
+use crate::storage::Storage;
+
+/// This broker as clients see it in Metadata.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+}
+
+/// Shared broker state.
+#[derive(Debug)]
+pub struct Broker {
+    pub config: Config,
+    pub storage: Arc<Storage>,
+    pub metrics: Arc<Metrics>,
+    pub node: Node,
+}
+
+impl Broker {
+    pub fn new(config: Config, storage: Arc<Storage>, metrics: Arc<Metrics>) -> Self {
+        let advertised = config.advertised().to_string();
+        let (host, port) = advertised
+            .rsplit_once(':')
+            .unwrap_or((advertised.as_str(), "9092"));
+        let node = Node {
+            id: config.node_id,
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port: port.parse().unwrap_or(9092),
+        };
+        Broker {
+            config,
+            storage,
+            metrics,
+            node,
+        }
+    }
+}

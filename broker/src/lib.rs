@@ -1,0 +1,103 @@
+//! Tributary: a stream storage broker that speaks the Kafka wire protocol.
+//!
+//! # Layout
+//! - [`server`]: the Kafka listener; one task per connection reads frames, and
+//!   `dispatch` peeks at the API key and version, decodes, and routes to `api`.
+//! - `api`: one module per API family, each a `handle(ctx, request) -> response`
+//!   that validates, calls [`storage`], and builds the answer; `api::SUPPORTED` is the
+//!   one table of served versions; `api::errors` the one mapping to Kafka codes.
+//! - [`storage`]: the engine: topics and partitions, the shared group-committed
+//!   journal, the read cache, the metadata log, and recovery.
+//! - [`metrics`] and [`http`]: Prometheus metrics and the health endpoints.
+//! - [`broker`]: the state handlers share; [`clock`]: time.
+//!
+//! A produce request flows: connection -> dispatch -> `api::produce` (validate the
+//! batches) -> `Storage::submit` (queued in order) -> journal writer (offsets
+//! assigned, one write + one fsync for the whole group) -> high watermark advances ->
+//! the response is written in request order; tailing fetches wake and read the
+//! new batches from the cache.
+
+mod api;
+pub mod broker;
+pub mod clock;
+pub mod http;
+pub mod metrics;
+pub mod server;
+pub mod storage;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tributary_config::Config;
+
+/// Runs a broker until SIGTERM or SIGINT, then shuts down cleanly: stops accepting,
+/// lets the journal write and fsync everything queued, and closes its files.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let metrics = Arc::new(metrics::Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let shutdown = CancellationToken::new();
+
+    let http_listener = TcpListener::bind(&config.http_listen)
+        .await
+        .with_context(|| format!("cannot bind http_listen {}", config.http_listen))?;
+    let http_state = http::HttpState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let http_task = tokio::spawn(http::serve(http_listener, http_state, shutdown.clone()));
+
+    let open_config = config.clone();
+    let open_metrics = metrics.clone();
+    let storage =
+        tokio::task::spawn_blocking(move || storage::Storage::open(&open_config, open_metrics))
+            .await
+            .context("storage recovery panicked")?
+            .with_context(|| format!("cannot open data directory {}", config.data_dir.display()))?;
+
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot bind listen {}", config.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        advertised = config.advertised(),
+        http = %config.http_listen,
+        data_dir = %config.data_dir.display(),
+        "tributary is serving"
+    );
+    let broker = Arc::new(broker::Broker::new(config, storage.clone(), metrics));
+    let server_task = tokio::spawn(server::serve(listener, broker, shutdown.clone()));
+    ready.store(true, Ordering::Release);
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    ready.store(false, Ordering::Release);
+    shutdown.cancel();
+    let _ = server_task.await;
+    let _ = http_task.await;
+    tokio::task::spawn_blocking(move || storage.close())
+        .await
+        .context("journal close panicked")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Every Prometheus collector of the broker, in one registry, named by Prometheus
+//! conventions (units in names, `_total` counters, histograms for latencies).
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+/// The broker's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_errors: IntCounterVec,
+    pub request_seconds: HistogramVec,
+    pub produce_bytes: IntCounterVec,
+    pub produce_records: IntCounterVec,
+    pub fetch_bytes: IntCounterVec,
+    pub fetch_records: IntCounterVec,
+    pub journal_bytes: IntCounter,
+    pub journal_appends: IntCounter,
+    pub journal_commits: IntCounter,
+    pub fsync_seconds: Histogram,
+    pub cache_bytes: IntGauge,
+    pub connections: IntGauge,
+    pub connections_total: IntCounter,
+    pub connection_errors: IntCounter,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
+            r.register(Box::new(c.clone()))
+                .expect("invariant: metric names are unique");
+            c
+        }
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("invariant: valid metric"),
+            )
+        };
+        let counter = |name: &str, help: &str| {
+            reg(
+                &registry,
+                IntCounter::new(name, help).expect("invariant: valid metric"),
+            )
+        };
+        let gauge = |name: &str, help: &str| {
+            reg(
+                &registry,
+                IntGauge::new(name, help).expect("invariant: valid metric"),
+            )
+        };
+        Metrics {
+            requests: counter_vec(
+                "tributary_requests_total",
+                "Requests handled, by API.",
+                &["api"],
+            ),
+            request_errors: counter_vec(
+                "tributary_request_errors_total",
+                "Error codes returned in responses, by API and error.",
+                &["api", "error"],
+            ),
+            request_seconds: reg(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "tributary_request_duration_seconds",
+                        "Time from request read to response ready, by API.",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                    &["api"],
+                )
+                .expect("invariant: valid metric"),
+            ),
+            produce_bytes: counter_vec(
+                "tributary_produce_bytes_total",
+                "Record batch bytes appended, by topic.",
+                &["topic"],
+            ),
+            produce_records: counter_vec(
+                "tributary_produce_records_total",
+                "Records appended, by topic.",
+                &["topic"],
+            ),
+            fetch_bytes: counter_vec(
+                "tributary_fetch_bytes_total",
+                "Record batch bytes returned by Fetch, by topic.",
+                &["topic"],
+            ),
+            fetch_records: counter_vec(
+                "tributary_fetch_records_total",
+                "Records returned by Fetch, by topic.",
+                &["topic"],
+            ),
+            journal_bytes: counter(
+                "tributary_journal_bytes_total",
+                "Bytes written to the journal.",
+            ),
+            journal_appends: counter(
+                "tributary_journal_appends_total",
+                "Appends (one partition's batches) made durable.",
+            ),
+            journal_commits: counter(
+                "tributary_journal_commits_total",
+                "Group commits (one write, one fsync) of the journal.",
+            ),
+            fsync_seconds: reg(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "tributary_journal_fsync_duration_seconds",
+                        "Time of one journal fsync.",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                )
+                .expect("invariant: valid metric"),
+            ),
+            cache_bytes: gauge(
+                "tributary_cache_bytes",
+                "Bytes of recent batches held in memory.",
+            ),
+            connections: gauge("tributary_connections", "Open client connections."),
+            connections_total: counter(
+                "tributary_connections_total",
+                "Client connections accepted.",
+            ),
+            connection_errors: counter(
+                "tributary_connection_errors_total",
+                "Connections closed because of a protocol error or I/O failure.",
+            ),
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,86 @@
+//! From a request frame to a pending response: peek at the key and version, answer
+//! what is not supported the way Kafka specifies (KIP-511 for ApiVersions) or refuse
+//! it, decode, hand the typed request to its handler, and encode the answer at the
+//! request's version.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tributary_protocol::header;
+use tributary_protocol::kafka_protocol::messages::ApiKey;
+use tributary_protocol::message::Response;
+
+use super::connection::{Outcome, Pending};
+use crate::api::{self, Reply, RequestCtx};
+use crate::broker::Broker;
+
+/// Dispatches one request. `Err` means: close the connection, for the reason given.
+pub(super) async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Result<Pending, String> {
+    let prelude = header::peek(&frame).ok_or("request shorter than a request header")?;
+    let (version, correlation_id) = (prelude.api_version, prelude.correlation_id);
+    let key = ApiKey::try_from(prelude.api_key)
+        .map_err(|_| format!("unknown api key {}", prelude.api_key))?;
+    let range = api::supported(key).ok_or_else(|| format!("{key:?} is not supported"))?;
+    if !range.contains(&version) {
+        if key == ApiKey::ApiVersions {
+            // KIP-511: a client newer than us gets our versions at v0 and retries.
+            let resp = api::api_versions::unsupported_version();
+            return Ok(ready(encode(key, 0, correlation_id, &resp)));
+        }
+        return Err(format!(
+            "{key:?} v{version} is not supported (supported: v{}..=v{})",
+            range.start(),
+            range.end()
+        ));
+    }
+    let (request_header, request) = header::decode_request(key, version, frame)
+        .map_err(|e| format!("malformed request: {e}"))?;
+    let api_name = format!("{key:?}");
+    broker
+        .metrics
+        .requests
+        .with_label_values(&[&api_name])
+        .inc();
+    tracing::trace!(api = %api_name, version, correlation_id, "request");
+    let started = Instant::now();
+    let ctx = RequestCtx {
+        broker: broker.clone(),
+        version,
+        client_id: request_header
+            .client_id
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+    };
+    let reply = api::handle(&ctx, request).await;
+    let metrics = broker.metrics.clone();
+    let finish = move |response: Option<Response>| {
+        metrics
+            .request_seconds
+            .with_label_values(&[&api_name])
+            .observe(started.elapsed().as_secs_f64());
+        match response {
+            Some(r) => encode(key, version, correlation_id, &r),
+            None => Outcome::Nothing,
+        }
+    };
+    Ok(match reply {
+        Reply::Now(response) => ready(finish(Some(response))),
+        Reply::Later(future) => Box::pin(async move { finish(Some(future.await)) }),
+        Reply::Nothing => ready(finish(None)),
+    })
+}
+
+fn encode(key: ApiKey, version: i16, correlation_id: i32, response: &Response) -> Outcome {
+    match header::encode_response(key, version, correlation_id, response) {
+        Ok(frame) => Outcome::Frame(frame),
+        Err(e) => {
+            tracing::error!(api = ?key, version, error = %e, "cannot encode response; closing connection");
+            Outcome::Close
+        }
+    }
+}
+
+fn ready(outcome: Outcome) -> Pending {
+    Box::pin(std::future::ready(outcome))
+}

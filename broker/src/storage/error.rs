@@ -1,0 +1,38 @@
+//! Errors of the storage engine, with the context a reader needs. The mapping to
+//! Kafka error codes lives in one place on the wire side (`api::errors`).
+
+/// What went wrong in the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("unknown topic or partition")]
+    UnknownPartition,
+    #[error("topic {0:?} does not exist")]
+    UnknownTopic(String),
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+    #[error("offset {offset} is out of range [{log_start_offset}, {high_watermark}]")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        high_watermark: i64,
+    },
+    #[error("journal failed, no appends accepted: {0}")]
+    JournalFailed(String),
+    #[error("broker is shutting down")]
+    ShuttingDown,
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("corrupt data at journal position {position}: {reason}")]
+    Corrupt { position: u64, reason: String },
+}
+
+impl StorageError {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StorageError {
+        let context = context.into();
+        move |source| StorageError::Io { context, source }
+    }
+}

@@ -1,0 +1,107 @@
+//! The journal's files: `<first position>.journal` in the journal directory, where a
+//! position is a byte offset in the journal as a whole. Reads by position go to the
+//! file that holds it; only the writer thread creates or grows files.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+
+/// The set of journal files, for reading by position.
+#[derive(Debug)]
+pub(crate) struct JournalFiles {
+    dir: PathBuf,
+    files: RwLock<BTreeMap<u64, Arc<File>>>,
+}
+
+impl JournalFiles {
+    pub(crate) fn new(dir: &Path) -> io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        Ok(JournalFiles {
+            dir: dir.to_path_buf(),
+            files: RwLock::new(BTreeMap::new()),
+        })
+    }
+
+    pub(crate) fn path(&self, start: u64) -> PathBuf {
+        self.dir.join(format!("{start:020}.journal"))
+    }
+
+    /// Start positions of the files on disk, in order.
+    pub(crate) fn list(&self) -> io::Result<Vec<u64>> {
+        let mut starts = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(start) = name
+                .strip_suffix(".journal")
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                starts.push(start);
+            }
+        }
+        starts.sort_unstable();
+        Ok(starts)
+    }
+
+    /// Opens (creating if needed) the file starting at `start` for appending, and
+    /// registers a read handle for it.
+    pub(crate) fn open_for_append(&self, start: u64) -> io::Result<File> {
+        let path = self.path(start);
+        let created = !path.exists();
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)?;
+        if created {
+            sync_dir(&self.dir)?;
+        }
+        self.files
+            .write()
+            .insert(start, Arc::new(file.try_clone()?));
+        Ok(file)
+    }
+
+    /// Registers an existing file for reads (recovery).
+    pub(crate) fn register(&self, start: u64) -> io::Result<()> {
+        let file = File::open(self.path(start))?;
+        self.files.write().insert(start, Arc::new(file));
+        Ok(())
+    }
+
+    /// Deletes a file (one found past a corrupt entry at recovery).
+    pub(crate) fn remove(&self, start: u64) -> io::Result<()> {
+        self.files.write().remove(&start);
+        fs::remove_file(self.path(start))?;
+        sync_dir(&self.dir)
+    }
+
+    /// Reads `len` bytes at journal position `position`. Blocking: call it off the
+    /// async runtime.
+    pub(crate) fn read_at(&self, position: u64, len: usize) -> io::Result<Bytes> {
+        let (start, file) = {
+            let files = self.files.read();
+            let (start, file) = files.range(..=position).next_back().ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("no journal file holds position {position}"),
+                )
+            })?;
+            (*start, file.clone())
+        };
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, position - start)?;
+        Ok(Bytes::from(buf))
+    }
+}
+
+/// Makes a file creation or rename durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}

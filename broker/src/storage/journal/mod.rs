@@ -1,0 +1,110 @@
+//! The shared journal (tier 1): every accepted batch of every partition is appended
+//! here first, by one writer thread with group commit (see [`writer`]). The journal
+//! promises that an append is acknowledged only once it is durable under the
+//! configured policy, and that recovery ([`entry::scan`]) finds every acknowledged
+//! entry. It never interprets payloads beyond the batch header.
+
+pub(crate) mod entry;
+pub(crate) mod files;
+pub(crate) mod writer;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot, watch};
+use tributary_config::Durability;
+
+pub(crate) use writer::Append;
+pub use writer::Appended;
+use writer::{Writer, WriterSettings};
+
+use crate::metrics::Metrics;
+use crate::storage::cache::CacheBudget;
+use crate::storage::StorageError;
+use files::JournalFiles;
+
+/// Handle to the journal writer.
+#[derive(Debug)]
+pub(crate) struct Journal {
+    tx: Mutex<Option<mpsc::Sender<Append>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    pub(crate) files: Arc<JournalFiles>,
+}
+
+/// Where the writer starts after recovery.
+#[derive(Debug)]
+pub(crate) struct StartPoint {
+    pub(crate) file_start: u64,
+    pub(crate) position: u64,
+}
+
+impl Journal {
+    /// Starts the writer thread appending at `start`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start(
+        files: Arc<JournalFiles>,
+        start: StartPoint,
+        settings: WriterSettings,
+        fsync_interval: Duration,
+        queue_depth: usize,
+        cache: CacheBudget,
+        durable: watch::Sender<u64>,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Self> {
+        let file = files.open_for_append(start.file_start)?;
+        let current = Arc::new(Mutex::new(file));
+        if settings.durability == Durability::Interval {
+            let weak = Arc::downgrade(&current);
+            let m = metrics.clone();
+            std::thread::Builder::new()
+                .name("journal-fsync".into())
+                .spawn(move || writer::run_interval_sync(weak, fsync_interval, m))?;
+        }
+        let writer = Writer {
+            settings,
+            files: files.clone(),
+            current,
+            file_start: start.file_start,
+            position: start.position,
+            cache,
+            durable,
+            metrics,
+            failed: None,
+        };
+        let (tx, rx) = mpsc::channel(queue_depth);
+        let handle = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || writer.run(rx))?;
+        Ok(Journal {
+            tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(handle)),
+            files,
+        })
+    }
+
+    /// Queues an append. Returns once the writer has room for it (the queue is the
+    /// backpressure); the returned receiver answers once the append is durable.
+    pub(crate) async fn submit(
+        &self,
+        append: impl FnOnce(oneshot::Sender<Result<Appended, StorageError>>) -> Append,
+    ) -> Result<oneshot::Receiver<Result<Appended, StorageError>>, StorageError> {
+        let tx = self.tx.lock().clone().ok_or(StorageError::ShuttingDown)?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(append(reply))
+            .await
+            .map_err(|_| StorageError::ShuttingDown)?;
+        Ok(rx)
+    }
+
+    /// Stops accepting appends, lets the writer finish what is queued, fsync and exit.
+    pub(crate) fn close(&self) {
+        self.tx.lock().take();
+        if let Some(handle) = self.writer.lock().take() {
+            if handle.join().is_err() {
+                tracing::error!("journal writer thread panicked");
+            }
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! The journal writer: one thread owns the current journal file. It drains every
+//! append that is waiting, assigns offsets (the sequencer of every partition), writes
+//! them in one `write`, and in `fsync` durability makes them durable with one
+//! `fdatasync` before any of them is acknowledged: group commit falls out of draining
+//! the queue while the previous fsync ran.
+//!
+//! Written and durable are kept apart: a partition's high watermark moves only to
+//! what is durable under the configured policy, and only then do consumers see it.
+//! After a failed write or fsync the writer refuses all further appends: after an
+//! fsync error the kernel may have dropped the dirty pages, so nothing newer can be
+//! promised durable.
+
+use std::fs::File;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot, watch};
+use tributary_config::Durability;
+use tributary_protocol::batch::{self, BatchHeader};
+
+use super::entry::{self, HEADER_LEN, KIND_BATCH};
+use super::files::JournalFiles;
+use crate::metrics::Metrics;
+use crate::storage::cache::CacheBudget;
+use crate::storage::partition::{BatchLocation, PartitionLog};
+use crate::storage::StorageError;
+
+/// What the producer is told about its append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// The broker time written into the batches, or -1 for create-time topics.
+    pub log_append_time: i64,
+}
+
+/// One request to the writer: batches for one partition, already validated.
+#[derive(Debug)]
+pub(crate) struct Append {
+    pub(crate) partition: Arc<PartitionLog>,
+    pub(crate) batches: Vec<(BatchHeader, Bytes)>,
+    pub(crate) log_append_time: bool,
+    pub(crate) reply: oneshot::Sender<Result<Appended, StorageError>>,
+}
+
+/// Settings of the writer.
+#[derive(Debug, Clone)]
+pub(crate) struct WriterSettings {
+    pub(crate) durability: Durability,
+    pub(crate) file_bytes: u64,
+    pub(crate) group_commit_bytes: u64,
+}
+
+/// Batches of one append placed in the group's buffer, waiting for the write.
+struct Placed {
+    partition: Arc<PartitionLog>,
+    reply: oneshot::Sender<Result<Appended, StorageError>>,
+    outcome: Appended,
+    /// (location without position, payload range in the buffer)
+    batches: Vec<(BatchLocation, std::ops::Range<usize>)>,
+}
+
+pub(crate) struct Writer {
+    pub(crate) settings: WriterSettings,
+    pub(crate) files: Arc<JournalFiles>,
+    /// The file being appended to, shared with the interval fsync thread.
+    pub(crate) current: Arc<Mutex<File>>,
+    pub(crate) file_start: u64,
+    pub(crate) position: u64,
+    pub(crate) cache: CacheBudget,
+    pub(crate) durable: watch::Sender<u64>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) failed: Option<String>,
+}
+
+impl Writer {
+    /// Runs until every sender is gone, then syncs the file one last time.
+    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Append>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut bytes = size(&first);
+            let mut group = vec![first];
+            while bytes < self.settings.group_commit_bytes {
+                match rx.try_recv() {
+                    Ok(next) => {
+                        bytes += size(&next);
+                        group.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(group, bytes as usize);
+        }
+        if let Err(e) = self.current.lock().sync_data() {
+            tracing::error!(error = %e, "final journal fsync failed");
+        }
+    }
+
+    fn commit(&mut self, group: Vec<Append>, bytes: usize) {
+        if let Some(reason) = &self.failed {
+            for a in group {
+                let _ = a
+                    .reply
+                    .send(Err(StorageError::JournalFailed(reason.clone())));
+            }
+            return;
+        }
+        let mut buf = BytesMut::with_capacity(bytes + group.len() * HEADER_LEN * 2);
+        let now = crate::clock::now_ms();
+        let mut placed = Vec::with_capacity(group.len());
+        for a in group {
+            if a.partition.is_deleted() {
+                let _ = a.reply.send(Err(StorageError::UnknownPartition));
+                continue;
+            }
+            let mut st = a.partition.state.lock();
+            let mut batches = Vec::with_capacity(a.batches.len());
+            let first_offset = st.next_offset;
+            for (header, bytes) in &a.batches {
+                let base = st.next_offset;
+                let range = entry::encode(&mut buf, KIND_BATCH, a.partition.id, bytes);
+                let payload = &mut buf[range.clone()];
+                batch::set_base_offset(payload, base);
+                batch::set_partition_leader_epoch(payload, 0);
+                let mut max_timestamp = header.max_timestamp;
+                if a.log_append_time {
+                    batch::set_log_append_time(payload, now);
+                    max_timestamp = now;
+                }
+                entry::seal(&mut buf, range.start - HEADER_LEN);
+                let last = base + header.last_offset_delta as i64;
+                st.next_offset = last + 1;
+                let location = BatchLocation {
+                    base_offset: base,
+                    last_offset: last,
+                    max_timestamp,
+                    position: 0,
+                    len: header.size as u32,
+                };
+                batches.push((location, range));
+            }
+            let last_offset = st.next_offset - 1;
+            drop(st);
+            placed.push(Placed {
+                partition: a.partition,
+                reply: a.reply,
+                outcome: Appended {
+                    base_offset: first_offset,
+                    last_offset,
+                    log_append_time: if a.log_append_time { now } else { -1 },
+                },
+                batches,
+            });
+        }
+        if buf.is_empty() {
+            return;
+        }
+        if let Err(e) = self.write(&buf) {
+            let reason = format!("journal write at position {} failed: {e}", self.position);
+            tracing::error!("{reason}; refusing further appends");
+            self.failed = Some(reason.clone());
+            for p in placed {
+                let _ = p
+                    .reply
+                    .send(Err(StorageError::JournalFailed(reason.clone())));
+            }
+            return;
+        }
+        let base_position = self.position;
+        self.position += buf.len() as u64;
+        let data = buf.freeze();
+        self.metrics.journal_bytes.inc_by(data.len() as u64);
+        self.metrics.journal_commits.inc();
+        for p in placed {
+            let mut st = p.partition.state.lock();
+            for (mut location, range) in p.batches {
+                location.position = base_position + range.start as u64;
+                st.high_watermark = location.last_offset + 1;
+                st.batches.push_back(location);
+                let cached = data.slice(range);
+                self.cache.admit(&p.partition, &mut st, cached);
+            }
+            drop(st);
+            self.metrics.journal_appends.inc();
+            let _ = p.reply.send(Ok(p.outcome));
+        }
+        self.cache.enforce();
+        self.durable.send_modify(|v| *v += 1);
+        if self.position - self.file_start >= self.settings.file_bytes {
+            if let Err(e) = self.roll() {
+                let reason = format!(
+                    "cannot start a new journal file at position {}: {e}",
+                    self.position
+                );
+                tracing::error!("{reason}; refusing further appends");
+                self.failed = Some(reason);
+            }
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let mut file = self.current.lock();
+        file.write_all(buf)?;
+        if self.settings.durability == Durability::Fsync {
+            let started = Instant::now();
+            file.sync_data()?;
+            self.metrics
+                .fsync_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    /// Closes the current file (durably) and starts the next one at the current position.
+    fn roll(&mut self) -> std::io::Result<()> {
+        let next = self.files.open_for_append(self.position)?;
+        let mut current = self.current.lock();
+        current.sync_data()?;
+        *current = next;
+        self.file_start = self.position;
+        Ok(())
+    }
+}
+
+fn size(a: &Append) -> u64 {
+    a.batches
+        .iter()
+        .map(|(h, _)| (h.size + HEADER_LEN) as u64)
+        .sum()
+}
+
+/// With `durability = "interval"`: fsyncs the current file every `interval` until the
+/// writer is gone.
+pub(crate) fn run_interval_sync(
+    current: std::sync::Weak<Mutex<File>>,
+    interval: Duration,
+    metrics: Arc<Metrics>,
+) {
+    loop {
+        std::thread::sleep(interval);
+        let Some(current) = current.upgrade() else {
+            return;
+        };
+        // Sync a clone of the handle so that appends are not blocked during the fsync.
+        let file = match current.lock().try_clone() {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot clone journal file handle for fsync");
+                continue;
+            }
+        };
+        drop(current);
+        let started = Instant::now();
+        match file.sync_data() {
+            Ok(()) => metrics
+                .fsync_seconds
+                .observe(started.elapsed().as_secs_f64()),
+            Err(e) => tracing::error!(error = %e, "interval journal fsync failed"),
+        }
+    }
+}

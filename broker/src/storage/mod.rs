@@ -1,0 +1,376 @@
+//! The storage engine of one broker (DESIGN §4): topics and partitions, the shared
+//! journal every append goes through, the read path (cache, then journal files), the
+//! metadata log, and recovery.
+//!
+//! The engine speaks `Bytes`, offsets and its own types, never wire messages. It
+//! promises: an append is acknowledged only once durable under the configured
+//! policy; offsets per partition are dense and increase; consumers see only durable
+//! data; a restart finds every acknowledged batch at its acknowledged offset.
+
+pub(crate) mod cache;
+mod error;
+pub(crate) mod journal;
+mod metadata_log;
+pub mod partition;
+mod recovery;
+pub mod topic_config;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{oneshot, watch};
+use tributary_config::Config;
+use tributary_protocol::batch::BatchHeader;
+use tributary_protocol::records;
+use uuid::Uuid;
+
+pub use error::StorageError;
+pub use journal::Appended;
+use journal::{files::JournalFiles, writer::WriterSettings, Append, Journal};
+use metadata_log::{MetaRecord, MetadataLog, PartitionRecord, TopicRecord};
+use partition::Chunk;
+pub use partition::{PartitionLog, PartitionOffsets};
+pub use topic_config::TopicConfig;
+
+use crate::metrics::Metrics;
+
+/// A topic (stream) and its partitions.
+#[derive(Debug)]
+pub struct Topic {
+    pub name: Arc<str>,
+    pub id: Uuid,
+    pub partitions: Vec<Arc<PartitionLog>>,
+    config: RwLock<Arc<TopicConfig>>,
+}
+
+impl Topic {
+    pub fn config(&self) -> Arc<TopicConfig> {
+        self.config.read().clone()
+    }
+    pub fn partition(&self, index: i32) -> Option<&Arc<PartitionLog>> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
+    }
+}
+
+/// Batches read from a partition, with its offsets at the time of the read.
+#[derive(Debug)]
+pub struct ReadResult {
+    pub batches: Vec<Bytes>,
+    pub offsets: PartitionOffsets,
+}
+
+/// An append queued in the journal; resolves once durable.
+pub type PendingAppend = oneshot::Receiver<Result<Appended, StorageError>>;
+
+/// The engine.
+#[derive(Debug)]
+pub struct Storage {
+    defaults: tributary_config::TopicDefaults,
+    topics: DashMap<Arc<str>, Arc<Topic>>,
+    topic_ids: DashMap<Uuid, Arc<Topic>>,
+    meta: Mutex<MetadataLog>,
+    journal: Journal,
+    durable: watch::Receiver<u64>,
+    cache_total: Arc<AtomicU64>,
+    cluster_id: String,
+}
+
+impl Storage {
+    /// Opens the data directory: recovery, then the journal writer. Blocking.
+    pub fn open(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Self>, StorageError> {
+        let data_dir: PathBuf = config.data_dir.clone();
+        let meta = MetadataLog::open(&data_dir.join("meta"))
+            .map_err(StorageError::io("opening metadata log"))?;
+        let defaults = config.topics.clone();
+        let topics = DashMap::new();
+        let topic_ids = DashMap::new();
+        let mut by_journal_id = HashMap::new();
+        for record in meta.state.topics.values() {
+            let topic = Arc::new(build_topic(record, &defaults));
+            for p in &topic.partitions {
+                by_journal_id.insert(p.id, p.clone());
+            }
+            topics.insert(topic.name.clone(), topic.clone());
+            topic_ids.insert(topic.id, topic);
+        }
+        let files = Arc::new(
+            JournalFiles::new(&data_dir.join("journal"))
+                .map_err(StorageError::io("opening journal directory"))?,
+        );
+        let replayed = recovery::replay_journal(&files, &by_journal_id)?;
+        tracing::info!(
+            topics = topics.len(),
+            partitions = by_journal_id.len(),
+            batches = replayed.batches,
+            bytes = replayed.bytes,
+            "recovered"
+        );
+        let cache = cache::CacheBudget::new(
+            config.cache.partition_bytes,
+            config.cache.total_bytes,
+            metrics.clone(),
+        );
+        let cache_total = cache.total.clone();
+        let (durable_tx, durable) = watch::channel(0u64);
+        let journal = Journal::start(
+            files,
+            replayed.start,
+            WriterSettings {
+                durability: config.journal.durability,
+                file_bytes: config.journal.file_bytes,
+                group_commit_bytes: config.journal.group_commit_bytes,
+            },
+            Duration::from_millis(config.journal.fsync_interval_ms),
+            config.journal.queue_depth,
+            cache,
+            durable_tx,
+            metrics,
+        )
+        .map_err(StorageError::io("starting journal writer"))?;
+        let cluster_id = meta.state.cluster_id.clone();
+        Ok(Arc::new(Storage {
+            defaults,
+            topics,
+            topic_ids,
+            meta: Mutex::new(meta),
+            journal,
+            durable,
+            cache_total,
+            cluster_id,
+        }))
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    pub fn topic_defaults(&self) -> &tributary_config::TopicDefaults {
+        &self.defaults
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.get(name).map(|t| t.clone())
+    }
+
+    pub fn topic_by_id(&self, id: &Uuid) -> Option<Arc<Topic>> {
+        self.topic_ids.get(id).map(|t| t.clone())
+    }
+
+    /// All topics, sorted by name.
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        let mut all: Vec<_> = self.topics.iter().map(|t| t.clone()).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Creates a topic durably. `configs` must already be validated.
+    pub async fn create_topic(
+        self: &Arc<Self>,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, StorageError> {
+        let this = self.clone();
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut meta = this.meta.lock();
+            if this.topics.contains_key(name.as_str()) {
+                return Err(StorageError::TopicExists(name));
+            }
+            let ids = meta.allocate_partition_ids(partitions.max(0) as usize);
+            let record = TopicRecord {
+                name: name.clone(),
+                id: Uuid::new_v4(),
+                partitions: ids
+                    .into_iter()
+                    .map(|id| PartitionRecord {
+                        id,
+                        log_start_offset: 0,
+                    })
+                    .collect(),
+                configs,
+            };
+            meta.append(MetaRecord::TopicCreated {
+                topic: record.clone(),
+            })
+            .map_err(StorageError::io("writing metadata log"))?;
+            let topic = Arc::new(build_topic(&record, &this.defaults));
+            this.topics.insert(topic.name.clone(), topic.clone());
+            this.topic_ids.insert(topic.id, topic.clone());
+            Ok(topic)
+        })
+        .await
+        .map_err(|_| StorageError::ShuttingDown)?
+    }
+
+    /// Deletes a topic durably; its journal data is ignored from then on.
+    pub async fn delete_topic(self: &Arc<Self>, id: Uuid) -> Result<(), StorageError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut meta = this.meta.lock();
+            let Some((_, topic)) = this.topic_ids.remove(&id) else {
+                return Err(StorageError::UnknownPartition);
+            };
+            if let Err(e) = meta.append(MetaRecord::TopicDeleted { id }) {
+                this.topic_ids.insert(id, topic);
+                return Err(StorageError::io("writing metadata log")(e));
+            }
+            this.topics.remove(&topic.name);
+            for p in &topic.partitions {
+                let freed = p.mark_deleted();
+                this.cache_total.fetch_sub(freed, Ordering::Relaxed);
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|_| StorageError::ShuttingDown)?
+    }
+
+    /// Queues validated batches for a partition. Returns once the journal has taken
+    /// them, in call order; await the result for the assigned offsets.
+    pub async fn submit(
+        &self,
+        partition: &Arc<PartitionLog>,
+        batches: Vec<(BatchHeader, Bytes)>,
+        log_append_time: bool,
+    ) -> Result<PendingAppend, StorageError> {
+        let partition = partition.clone();
+        self.journal
+            .submit(move |reply| Append {
+                partition,
+                batches,
+                log_append_time,
+                reply,
+            })
+            .await
+    }
+
+    /// Reads whole batches from `offset` up to `max_bytes` (at least one batch when
+    /// `at_least_one`).
+    pub async fn read(
+        &self,
+        partition: &Arc<PartitionLog>,
+        offset: i64,
+        max_bytes: usize,
+        at_least_one: bool,
+    ) -> Result<ReadResult, StorageError> {
+        let (chunks, offsets) = partition.plan_read(offset, max_bytes, at_least_one)?;
+        let batches = self.load(chunks).await?;
+        Ok(ReadResult { batches, offsets })
+    }
+
+    async fn load(&self, chunks: Vec<Chunk>) -> Result<Vec<Bytes>, StorageError> {
+        if chunks.iter().all(|c| matches!(c, Chunk::Cached(_))) {
+            return Ok(chunks
+                .into_iter()
+                .map(|c| match c {
+                    Chunk::Cached(b) => b,
+                    Chunk::Journal { .. } => unreachable!("checked above"),
+                })
+                .collect());
+        }
+        let files = self.journal.files.clone();
+        tokio::task::spawn_blocking(move || {
+            chunks
+                .into_iter()
+                .map(|c| match c {
+                    Chunk::Cached(b) => Ok(b),
+                    Chunk::Journal { position, len } => files
+                        .read_at(position, len as usize)
+                        .map_err(StorageError::io(format!(
+                            "reading journal at position {position}"
+                        ))),
+                })
+                .collect()
+        })
+        .await
+        .map_err(|_| StorageError::ShuttingDown)?
+    }
+
+    /// The earliest offset whose timestamp is at or after `timestamp`, with that
+    /// record's timestamp; `None` when there is none.
+    pub async fn offset_for_timestamp(
+        &self,
+        partition: &Arc<PartitionLog>,
+        timestamp: i64,
+    ) -> Result<Option<(i64, i64)>, StorageError> {
+        let Some(chunk) = partition.locate_timestamp(timestamp) else {
+            return Ok(None);
+        };
+        let log_start = partition.offsets().log_start_offset;
+        let batch = self.load(vec![chunk]).await?.remove(0);
+        Ok(records_of(&batch)?
+            .into_iter()
+            .find(|r| r.timestamp >= timestamp && r.offset >= log_start)
+            .map(|r| (r.offset, r.timestamp)))
+    }
+
+    /// The offset and timestamp of the record with the largest timestamp.
+    pub async fn max_timestamp(
+        &self,
+        partition: &Arc<PartitionLog>,
+    ) -> Result<Option<(i64, i64)>, StorageError> {
+        let Some(chunk) = partition.locate_max_timestamp() else {
+            return Ok(None);
+        };
+        let batch = self.load(vec![chunk]).await?.remove(0);
+        let recs = records_of(&batch)?;
+        let max = recs.iter().map(|r| r.timestamp).max();
+        Ok(recs
+            .into_iter()
+            .find(|r| Some(r.timestamp) == max)
+            .map(|r| (r.offset, r.timestamp)))
+    }
+
+    /// Changes whenever more data becomes durable somewhere (for long polls).
+    pub fn durable_changes(&self) -> watch::Receiver<u64> {
+        self.durable.clone()
+    }
+
+    /// Stops the journal after writing and syncing everything queued. Blocking.
+    pub fn close(&self) {
+        self.journal.close();
+    }
+}
+
+fn records_of(batch: &Bytes) -> Result<Vec<records::RecordView>, StorageError> {
+    let corrupt = |reason: String| StorageError::Corrupt {
+        position: 0,
+        reason,
+    };
+    let header = BatchHeader::parse(batch).map_err(|e| corrupt(e.to_string()))?;
+    records::read(&header, batch).map_err(|e| corrupt(e.to_string()))
+}
+
+fn build_topic(record: &TopicRecord, defaults: &tributary_config::TopicDefaults) -> Topic {
+    let name: Arc<str> = Arc::from(record.name.as_str());
+    Topic {
+        partitions: record
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                Arc::new(PartitionLog::new(
+                    p.id,
+                    name.clone(),
+                    i as i32,
+                    p.log_start_offset,
+                ))
+            })
+            .collect(),
+        name,
+        id: record.id,
+        config: RwLock::new(Arc::new(TopicConfig::resolve(
+            record.configs.clone(),
+            defaults,
+        ))),
+    }
+}

@@ -1,0 +1,195 @@
+//! One partition's log as the engine sees it: its offsets, the index of its
+//! journal-resident batches, and the tail of those batches cached in memory.
+//!
+//! Promises: offsets are dense and only grow; the index holds only durable batches,
+//! so the high watermark is the end of the index; a read never returns a batch at or
+//! past the high watermark. Memory of an idle partition is a few hundred bytes.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use super::StorageError;
+
+/// Where one durable batch lives in the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BatchLocation {
+    pub(crate) base_offset: i64,
+    pub(crate) last_offset: i64,
+    pub(crate) max_timestamp: i64,
+    pub(crate) position: u64,
+    pub(crate) len: u32,
+}
+
+/// A partition's log.
+#[derive(Debug)]
+pub struct PartitionLog {
+    /// Journal id: unique for the life of the data directory, never reused.
+    pub(crate) id: u64,
+    pub topic: Arc<str>,
+    pub index: i32,
+    deleted: AtomicBool,
+    pub(crate) state: Mutex<LogState>,
+}
+
+/// The mutable part, behind the partition's lock (never held across an await).
+#[derive(Debug, Default)]
+pub(crate) struct LogState {
+    pub(crate) log_start_offset: i64,
+    /// Log end offset: the next offset to assign (written, maybe not yet durable).
+    pub(crate) next_offset: i64,
+    /// End of what is durable and visible to consumers.
+    pub(crate) high_watermark: i64,
+    /// Durable batches in offset order.
+    pub(crate) batches: VecDeque<BatchLocation>,
+    /// Bytes of the last `cache.len()` batches of `batches`.
+    pub(crate) cache: VecDeque<Bytes>,
+    pub(crate) cache_bytes: u64,
+}
+
+impl LogState {
+    /// Base offset of the oldest cached batch.
+    pub(crate) fn first_cached_base(&self) -> Option<i64> {
+        if self.cache.is_empty() {
+            return None;
+        }
+        Some(self.batches[self.batches.len() - self.cache.len()].base_offset)
+    }
+}
+
+/// A partition's offsets at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+    pub log_end_offset: i64,
+}
+
+/// A piece of a read: bytes at hand, or a range still to read from the journal.
+#[derive(Debug, Clone)]
+pub(crate) enum Chunk {
+    Cached(Bytes),
+    Journal { position: u64, len: u32 },
+}
+
+impl PartitionLog {
+    pub(crate) fn new(id: u64, topic: Arc<str>, index: i32, log_start_offset: i64) -> Self {
+        PartitionLog {
+            id,
+            topic,
+            index,
+            deleted: AtomicBool::new(false),
+            state: Mutex::new(LogState {
+                log_start_offset,
+                next_offset: log_start_offset,
+                high_watermark: log_start_offset,
+                ..Default::default()
+            }),
+        }
+    }
+
+    pub fn offsets(&self) -> PartitionOffsets {
+        let st = self.state.lock();
+        PartitionOffsets {
+            log_start_offset: st.log_start_offset,
+            high_watermark: st.high_watermark,
+            log_end_offset: st.next_offset,
+        }
+    }
+
+    pub(crate) fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    /// Marks the partition deleted and drops its cached batches; returns the bytes freed.
+    pub(crate) fn mark_deleted(&self) -> u64 {
+        self.deleted.store(true, Ordering::Release);
+        let mut st = self.state.lock();
+        st.cache.clear();
+        std::mem::take(&mut st.cache_bytes)
+    }
+
+    /// Plans a read of whole batches from the one containing `offset`, up to
+    /// `max_bytes` (but at least one batch when `at_least_one`, as KIP-74 requires).
+    pub(crate) fn plan_read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        at_least_one: bool,
+    ) -> Result<(Vec<Chunk>, PartitionOffsets), StorageError> {
+        let st = self.state.lock();
+        let offsets = PartitionOffsets {
+            log_start_offset: st.log_start_offset,
+            high_watermark: st.high_watermark,
+            log_end_offset: st.next_offset,
+        };
+        if offset < st.log_start_offset || offset > st.high_watermark {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: st.log_start_offset,
+                high_watermark: st.high_watermark,
+            });
+        }
+        let first = st.batches.partition_point(|b| b.last_offset < offset);
+        let cached_from = st.batches.len() - st.cache.len();
+        let mut chunks = Vec::new();
+        let mut total = 0usize;
+        for i in first..st.batches.len() {
+            let b = st.batches[i];
+            let len = b.len as usize;
+            if total + len > max_bytes && !(at_least_one && chunks.is_empty()) {
+                break;
+            }
+            chunks.push(if i >= cached_from {
+                Chunk::Cached(st.cache[i - cached_from].clone())
+            } else {
+                Chunk::Journal {
+                    position: b.position,
+                    len: b.len,
+                }
+            });
+            total += len;
+        }
+        Ok((chunks, offsets))
+    }
+
+    /// The first batch whose max timestamp is at or after `timestamp`.
+    pub(crate) fn locate_timestamp(&self, timestamp: i64) -> Option<Chunk> {
+        let st = self.state.lock();
+        let i = st
+            .batches
+            .iter()
+            .position(|b| b.max_timestamp >= timestamp && b.last_offset >= st.log_start_offset)?;
+        Some(Self::chunk(&st, i))
+    }
+
+    /// The batch holding the largest timestamp (the latest such batch on ties).
+    pub(crate) fn locate_max_timestamp(&self) -> Option<Chunk> {
+        let st = self.state.lock();
+        let mut best: Option<(usize, i64)> = None;
+        for (i, b) in st.batches.iter().enumerate() {
+            if b.last_offset >= st.log_start_offset
+                && best.is_none_or(|(_, ts)| b.max_timestamp >= ts)
+            {
+                best = Some((i, b.max_timestamp));
+            }
+        }
+        best.map(|(i, _)| Self::chunk(&st, i))
+    }
+
+    fn chunk(st: &LogState, i: usize) -> Chunk {
+        let cached_from = st.batches.len() - st.cache.len();
+        if i >= cached_from {
+            Chunk::Cached(st.cache[i - cached_from].clone())
+        } else {
+            let b = st.batches[i];
+            Chunk::Journal {
+                position: b.position,
+                len: b.len,
+            }
+        }
+    }
+}

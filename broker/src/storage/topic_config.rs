@@ -1,0 +1,411 @@
+//! Topic configuration: the Kafka topic config keys Tributary knows, their types,
+//! ranges and defaults (from the broker's `[topics]` section), validation of
+//! overrides, and the resolved values the engine and handlers act on.
+
+use std::collections::BTreeMap;
+
+use tributary_config::TopicDefaults;
+
+/// The value type of a config key, with its allowed values.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    Long {
+        min: i64,
+        max: i64,
+    },
+    Bool,
+    Double {
+        min: f64,
+        max: f64,
+    },
+    OneOf(&'static [&'static str]),
+    /// A comma-separated list of the given values.
+    ListOf(&'static [&'static str]),
+    Text,
+}
+
+/// One known topic config key.
+#[derive(Debug)]
+pub struct ConfigDef {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// Default value as Kafka renders it.
+    pub default: fn(&TopicDefaults) -> String,
+    /// Whether Tributary acts on the value today (as opposed to storing it).
+    pub honoured: bool,
+    /// Kafka's config type name, for DescribeConfigs v3+.
+    pub type_name: ConfigType,
+}
+
+/// Config types as DescribeConfigs reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Long = 5,
+    Double = 6,
+    List = 7,
+}
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+const I32: i64 = i32::MAX as i64;
+
+macro_rules! def {
+    ($name:literal, $kind:expr, $ty:ident, $honoured:literal, $default:expr) => {
+        ConfigDef {
+            name: $name,
+            kind: $kind,
+            default: $default,
+            honoured: $honoured,
+            type_name: ConfigType::$ty,
+        }
+    };
+}
+
+/// Every topic config key Tributary accepts.
+pub static TOPIC_CONFIGS: &[ConfigDef] = &[
+    def!(
+        "cleanup.policy",
+        Kind::ListOf(&["delete", "compact"]),
+        List,
+        false,
+        |_| "delete".into()
+    ),
+    def!(
+        "compression.type",
+        Kind::OneOf(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]),
+        String,
+        false,
+        |_| "producer".into()
+    ),
+    def!(
+        "delete.retention.ms",
+        Kind::Long {
+            min: 0,
+            max: i64::MAX
+        },
+        Long,
+        false,
+        |_| DAY_MS.to_string()
+    ),
+    def!(
+        "file.delete.delay.ms",
+        Kind::Long {
+            min: 0,
+            max: i64::MAX
+        },
+        Long,
+        false,
+        |_| "60000".into()
+    ),
+    def!(
+        "flush.messages",
+        Kind::Long {
+            min: 1,
+            max: i64::MAX
+        },
+        Long,
+        false,
+        |_| i64::MAX.to_string()
+    ),
+    def!(
+        "flush.ms",
+        Kind::Long {
+            min: 0,
+            max: i64::MAX
+        },
+        Long,
+        false,
+        |_| i64::MAX.to_string()
+    ),
+    def!(
+        "index.interval.bytes",
+        Kind::Long { min: 0, max: I32 },
+        Int,
+        false,
+        |_| "4096".into()
+    ),
+    def!(
+        "max.compaction.lag.ms",
+        Kind::Long {
+            min: 1,
+            max: i64::MAX
+        },
+        Long,
+        false,
+        |_| i64::MAX.to_string()
+    ),
+    def!(
+        "max.message.bytes",
+        Kind::Long { min: 0, max: I32 },
+        Int,
+        true,
+        |d| d.message_max_bytes.to_string()
+    ),
+    def!(
+        "message.timestamp.after.max.ms",
+        Kind::Long {
+            min: 0,
+            max: i64::MAX
+        },
+        Long,
+        false,
+        |_| "3600000".into()
+    ),
+    def!(
+        "message.timestamp.before.max.ms",
+        Kind::Long {
+            min: 0,
+            max: i64::MAX
+        },
+        Long,
+        false,
+        |_| i64::MAX.to_string()
+    ),
+    def!(
+        "message.timestamp.type",
+        Kind::OneOf(&["CreateTime", "LogAppendTime"]),
+        String,
+        true,
+        |_| "CreateTime".into()
+    ),
+    def!(
+        "min.cleanable.dirty.ratio",
+        Kind::Double { min: 0.0, max: 1.0 },
+        Double,
+        false,
+        |_| "0.5".into()
+    ),
+    def!(
+        "min.compaction.lag.ms",
+        Kind::Long {
+            min: 0,
+            max: i64::MAX
+        },
+        Long,
+        false,
+        |_| "0".into()
+    ),
+    def!(
+        "min.insync.replicas",
+        Kind::Long { min: 1, max: I32 },
+        Int,
+        false,
+        |_| "1".into()
+    ),
+    def!("preallocate", Kind::Bool, Boolean, false, |_| "false"
+        .into()),
+    def!(
+        "retention.bytes",
+        Kind::Long {
+            min: -1,
+            max: i64::MAX
+        },
+        Long,
+        false,
+        |d| d.retention_bytes.to_string()
+    ),
+    def!(
+        "retention.ms",
+        Kind::Long {
+            min: -1,
+            max: i64::MAX
+        },
+        Long,
+        false,
+        |d| d.retention_ms.to_string()
+    ),
+    def!(
+        "segment.bytes",
+        Kind::Long { min: 14, max: I32 },
+        Int,
+        false,
+        |d| d.segment_bytes.to_string()
+    ),
+    def!(
+        "segment.index.bytes",
+        Kind::Long { min: 4, max: I32 },
+        Int,
+        false,
+        |_| "10485760".into()
+    ),
+    def!(
+        "segment.jitter.ms",
+        Kind::Long {
+            min: 0,
+            max: i64::MAX
+        },
+        Long,
+        false,
+        |_| "0".into()
+    ),
+    def!(
+        "segment.ms",
+        Kind::Long {
+            min: 1,
+            max: i64::MAX
+        },
+        Long,
+        false,
+        |d| d.segment_ms.to_string()
+    ),
+    def!(
+        "unclean.leader.election.enable",
+        Kind::Bool,
+        Boolean,
+        false,
+        |_| "false".into()
+    ),
+    def!("remote.storage.enable", Kind::Bool, Boolean, false, |_| {
+        "false".into()
+    }),
+    def!(
+        "local.retention.ms",
+        Kind::Long {
+            min: -2,
+            max: i64::MAX
+        },
+        Long,
+        false,
+        |_| "-2".into()
+    ),
+    def!(
+        "local.retention.bytes",
+        Kind::Long {
+            min: -2,
+            max: i64::MAX
+        },
+        Long,
+        false,
+        |_| "-2".into()
+    ),
+    def!(
+        "follower.replication.throttled.replicas",
+        Kind::Text,
+        List,
+        false,
+        |_| String::new()
+    ),
+    def!(
+        "leader.replication.throttled.replicas",
+        Kind::Text,
+        List,
+        false,
+        |_| String::new()
+    ),
+];
+
+/// Looks up a key.
+pub fn find(name: &str) -> Option<&'static ConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// Checks one override; the error says what is allowed.
+pub fn validate(name: &str, value: &str) -> Result<(), String> {
+    let def = find(name).ok_or_else(|| format!("unknown topic config {name}"))?;
+    let ok = match def.kind {
+        Kind::Long { min, max } => value
+            .trim()
+            .parse::<i64>()
+            .is_ok_and(|v| (min..=max).contains(&v)),
+        Kind::Bool => matches!(value.trim().to_ascii_lowercase().as_str(), "true" | "false"),
+        Kind::Double { min, max } => value
+            .trim()
+            .parse::<f64>()
+            .is_ok_and(|v| v >= min && v <= max),
+        Kind::OneOf(allowed) => allowed.contains(&value.trim()),
+        Kind::ListOf(allowed) => {
+            !value.trim().is_empty() && value.split(',').all(|v| allowed.contains(&v.trim()))
+        }
+        Kind::Text => true,
+    };
+    if ok {
+        return Ok(());
+    }
+    let allowed = match def.kind {
+        Kind::Long { min, max } => format!("an integer in [{min}, {max}]"),
+        Kind::Bool => "true or false".into(),
+        Kind::Double { min, max } => format!("a number in [{min}, {max}]"),
+        Kind::OneOf(v) => format!("one of {}", v.join(", ")),
+        Kind::ListOf(v) => format!("a comma-separated list of {}", v.join(", ")),
+        Kind::Text => "text".into(),
+    };
+    Err(format!(
+        "invalid value {value:?} for {name}: must be {allowed}"
+    ))
+}
+
+/// The values the engine and the handlers act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    /// Overrides set on the topic, as given.
+    pub overrides: BTreeMap<String, String>,
+    pub max_message_bytes: i32,
+    pub log_append_time: bool,
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+}
+
+impl TopicConfig {
+    /// Resolves overrides over the broker defaults. Overrides are validated on the way
+    /// in, so a value that does not parse here falls back to the default.
+    pub fn resolve(overrides: BTreeMap<String, String>, defaults: &TopicDefaults) -> Self {
+        let long = |k: &str, d: i64| {
+            overrides
+                .get(k)
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .unwrap_or(d)
+        };
+        TopicConfig {
+            max_message_bytes: long("max.message.bytes", defaults.message_max_bytes as i64) as i32,
+            log_append_time: overrides
+                .get("message.timestamp.type")
+                .is_some_and(|v| v == "LogAppendTime"),
+            retention_ms: long("retention.ms", defaults.retention_ms),
+            retention_bytes: long("retention.bytes", defaults.retention_bytes),
+            overrides,
+        }
+    }
+
+    /// The effective value of a key and whether it is a topic override.
+    pub fn value(&self, def: &ConfigDef, defaults: &TopicDefaults) -> (String, bool) {
+        match self.overrides.get(def.name) {
+            Some(v) => (v.clone(), true),
+            None => ((def.default)(defaults), false),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_accepts_good_values_and_names_the_rule_for_bad_ones() {
+        assert!(validate("retention.ms", "-1").is_ok());
+        assert!(validate("cleanup.policy", "compact,delete").is_ok());
+        assert!(validate("message.timestamp.type", "LogAppendTime").is_ok());
+        let e = validate("retention.ms", "soon").unwrap_err();
+        assert!(e.contains("retention.ms") && e.contains("integer"), "{e}");
+        assert!(validate("cleanup.policy", "shred").is_err());
+        assert!(validate("no.such.key", "1")
+            .unwrap_err()
+            .contains("unknown"));
+    }
+
+    #[test]
+    fn overrides_win_over_defaults() {
+        let d = TopicDefaults::default();
+        let mut o = BTreeMap::new();
+        o.insert("max.message.bytes".to_string(), "2048".to_string());
+        o.insert(
+            "message.timestamp.type".to_string(),
+            "LogAppendTime".to_string(),
+        );
+        let c = TopicConfig::resolve(o, &d);
+        assert_eq!(c.max_message_bytes, 2048);
+        assert!(c.log_append_time);
+        assert_eq!(c.retention_ms, d.retention_ms);
+    }
+}
