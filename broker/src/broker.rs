@@ -28,22 +28,12 @@ pub struct Broker {
 impl Broker {
     pub fn new(config: Config, storage: Arc<Storage>, metrics: Arc<Metrics>) -> Self {
         let advertised = config.advertised().to_string();
-        let (host, port) = advertised
-            .rsplit_once(':')
-            .unwrap_or((advertised.as_str(), "9092"));
+        let (host, port) = advertised.rsplit_once(':').unwrap_or((advertised.as_str(), "9092"));
         let node = Node {
             id: config.node_id,
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string(),
+            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
             port: port.parse().unwrap_or(9092),
         };
-        Broker {
-            config,
-            storage,
-            metrics,
-            node,
-        }
+        Broker { config, storage, metrics, node }
     }
 }

@@ -28,22 +28,14 @@ pub async fn serve(listener: TcpListener, state: HttpState, shutdown: Cancellati
         .route("/health/live", get(|| async { "ok\n" }))
         .route("/health/ready", get(ready))
         .with_state(state);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
+    let result = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
     if let Err(e) = result {
         tracing::error!(error = %e, "HTTP listener failed");
     }
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
 }
 
 async fn ready(State(state): State<HttpState>) -> impl IntoResponse {

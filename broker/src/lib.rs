@@ -43,23 +43,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let http_listener = TcpListener::bind(&config.http_listen)
         .await
         .with_context(|| format!("cannot bind http_listen {}", config.http_listen))?;
-    let http_state = http::HttpState {
-        metrics: metrics.clone(),
-        ready: ready.clone(),
-    };
+    let http_state = http::HttpState { metrics: metrics.clone(), ready: ready.clone() };
     let http_task = tokio::spawn(http::serve(http_listener, http_state, shutdown.clone()));
 
     let open_config = config.clone();
     let open_metrics = metrics.clone();
-    let storage =
-        tokio::task::spawn_blocking(move || storage::Storage::open(&open_config, open_metrics))
-            .await
-            .context("storage recovery panicked")?
-            .with_context(|| format!("cannot open data directory {}", config.data_dir.display()))?;
-
-    let listener = TcpListener::bind(&config.listen)
+    let storage = tokio::task::spawn_blocking(move || storage::Storage::open(&open_config, open_metrics))
         .await
-        .with_context(|| format!("cannot bind listen {}", config.listen))?;
+        .context("storage recovery panicked")?
+        .with_context(|| format!("cannot open data directory {}", config.data_dir.display()))?;
+
+    let listener =
+        TcpListener::bind(&config.listen).await.with_context(|| format!("cannot bind listen {}", config.listen))?;
     tracing::info!(
         listen = %listener.local_addr()?,
         advertised = config.advertised(),
@@ -77,19 +72,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     shutdown.cancel();
     let _ = server_task.await;
     let _ = http_task.await;
-    tokio::task::spawn_blocking(move || storage.close())
-        .await
-        .context("journal close panicked")?;
+    tokio::task::spawn_blocking(move || storage.close()).await.context("journal close panicked")?;
     tracing::info!("stopped");
     Ok(())
 }
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

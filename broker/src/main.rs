@@ -48,11 +48,7 @@ fn main() -> std::process::ExitCode {
     .into_iter()
     .filter_map(|(k, v)| v.map(|v| (k, v)))
     .collect();
-    let config = match tributary_config::load(Sources {
-        file: text,
-        env: std::env::vars().collect(),
-        flags,
-    }) {
+    let config = match tributary_config::load(Sources { file: text, env: std::env::vars().collect(), flags }) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tributary: {e}");
@@ -61,16 +57,9 @@ fn main() -> std::process::ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("tributary")
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("tributary").build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("tributary: cannot start the async runtime: {e}");

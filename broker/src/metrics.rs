@@ -2,8 +2,7 @@
 //! conventions (units in names, `_total` counters, histograms for latencies).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// The broker's metrics.
@@ -27,43 +26,25 @@ pub struct Metrics {
     pub connection_errors: IntCounter,
 }
 
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0, 30.0,
-];
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
-            r.register(Box::new(c.clone()))
-                .expect("invariant: metric names are unique");
+            r.register(Box::new(c.clone())).expect("invariant: metric names are unique");
             c
         }
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            reg(
-                &registry,
-                IntCounterVec::new(Opts::new(name, help), labels).expect("invariant: valid metric"),
-            )
+            reg(&registry, IntCounterVec::new(Opts::new(name, help), labels).expect("invariant: valid metric"))
         };
-        let counter = |name: &str, help: &str| {
-            reg(
-                &registry,
-                IntCounter::new(name, help).expect("invariant: valid metric"),
-            )
-        };
-        let gauge = |name: &str, help: &str| {
-            reg(
-                &registry,
-                IntGauge::new(name, help).expect("invariant: valid metric"),
-            )
-        };
+        let counter =
+            |name: &str, help: &str| reg(&registry, IntCounter::new(name, help).expect("invariant: valid metric"));
+        let gauge =
+            |name: &str, help: &str| reg(&registry, IntGauge::new(name, help).expect("invariant: valid metric"));
         Metrics {
-            requests: counter_vec(
-                "tributary_requests_total",
-                "Requests handled, by API.",
-                &["api"],
-            ),
+            requests: counter_vec("tributary_requests_total", "Requests handled, by API.", &["api"]),
             request_errors: counter_vec(
                 "tributary_request_errors_total",
                 "Error codes returned in responses, by API and error.",
@@ -86,11 +67,7 @@ impl Metrics {
                 "Record batch bytes appended, by topic.",
                 &["topic"],
             ),
-            produce_records: counter_vec(
-                "tributary_produce_records_total",
-                "Records appended, by topic.",
-                &["topic"],
-            ),
+            produce_records: counter_vec("tributary_produce_records_total", "Records appended, by topic.", &["topic"]),
             fetch_bytes: counter_vec(
                 "tributary_fetch_bytes_total",
                 "Record batch bytes returned by Fetch, by topic.",
@@ -101,10 +78,7 @@ impl Metrics {
                 "Records returned by Fetch, by topic.",
                 &["topic"],
             ),
-            journal_bytes: counter(
-                "tributary_journal_bytes_total",
-                "Bytes written to the journal.",
-            ),
+            journal_bytes: counter("tributary_journal_bytes_total", "Bytes written to the journal."),
             journal_appends: counter(
                 "tributary_journal_appends_total",
                 "Appends (one partition's batches) made durable.",
@@ -116,23 +90,14 @@ impl Metrics {
             fsync_seconds: reg(
                 &registry,
                 Histogram::with_opts(
-                    HistogramOpts::new(
-                        "tributary_journal_fsync_duration_seconds",
-                        "Time of one journal fsync.",
-                    )
-                    .buckets(LATENCY_BUCKETS.to_vec()),
+                    HistogramOpts::new("tributary_journal_fsync_duration_seconds", "Time of one journal fsync.")
+                        .buckets(LATENCY_BUCKETS.to_vec()),
                 )
                 .expect("invariant: valid metric"),
             ),
-            cache_bytes: gauge(
-                "tributary_cache_bytes",
-                "Bytes of recent batches held in memory.",
-            ),
+            cache_bytes: gauge("tributary_cache_bytes", "Bytes of recent batches held in memory."),
             connections: gauge("tributary_connections", "Open client connections."),
-            connections_total: counter(
-                "tributary_connections_total",
-                "Client connections accepted.",
-            ),
+            connections_total: counter("tributary_connections_total", "Client connections accepted."),
             connection_errors: counter(
                 "tributary_connection_errors_total",
                 "Connections closed because of a protocol error or I/O failure.",

@@ -29,15 +29,12 @@ pub fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
         Some((path, text)) => match text.parse::<Table>() {
             Ok(t) => t,
             Err(e) => {
-                return Err(ConfigError {
-                    problems: vec![format!("{}: {}", path.display(), e.message())],
-                });
+                return Err(ConfigError { problems: vec![format!("{}: {}", path.display(), e.message())] });
             }
         },
         None => Table::new(),
     };
-    let defaults =
-        Value::try_from(Config::default()).expect("invariant: the default config serializes");
+    let defaults = Value::try_from(Config::default()).expect("invariant: the default config serializes");
     let mut keys = Vec::new();
     leaf_keys(&defaults, String::new(), &mut keys);
 
@@ -48,10 +45,7 @@ pub fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
         if ENV_NOT_KEYS.contains(&name.as_str()) {
             continue;
         }
-        match keys
-            .iter()
-            .find(|(k, _)| k.replace('.', "_").to_uppercase() == rest)
-        {
+        match keys.iter().find(|(k, _)| k.replace('.', "_").to_uppercase() == rest) {
             Some((key, default)) => set(&mut tree, key, default, raw, name, &mut problems),
             None => problems.push(format!("{name}: not a configuration key")),
         }
@@ -59,23 +53,14 @@ pub fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
     for (key, raw) in &sources.flags {
         let default = keys.iter().find(|(k, _)| k == key).map(|(_, d)| d.clone());
         let default = default.expect("invariant: every flag names a configuration key");
-        set(
-            &mut tree,
-            key,
-            &default,
-            raw,
-            &format!("--{}", key.replace('_', "-")),
-            &mut problems,
-        );
+        set(&mut tree, key, &default, raw, &format!("--{}", key.replace('_', "-")), &mut problems);
     }
     if !problems.is_empty() {
         return Err(ConfigError { problems });
     }
     let config: Config = Value::Table(tree)
         .try_into()
-        .map_err(|e: toml::de::Error| ConfigError {
-            problems: vec![e.message().to_string()],
-        })?;
+        .map_err(|e: toml::de::Error| ConfigError { problems: vec![e.message().to_string()] })?;
     validate::check(&config)?;
     Ok(config)
 }
@@ -84,11 +69,7 @@ fn leaf_keys(v: &Value, prefix: String, out: &mut Vec<(String, Value)>) {
     match v {
         Value::Table(t) => {
             for (k, v) in t {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
                 leaf_keys(v, key, out);
             }
         }
@@ -97,30 +78,11 @@ fn leaf_keys(v: &Value, prefix: String, out: &mut Vec<(String, Value)>) {
 }
 
 /// Parses `raw` as the type of the key's default and sets it in the tree.
-fn set(
-    tree: &mut Table,
-    key: &str,
-    default: &Value,
-    raw: &str,
-    source: &str,
-    problems: &mut Vec<String>,
-) {
+fn set(tree: &mut Table, key: &str, default: &Value, raw: &str, source: &str, problems: &mut Vec<String>) {
     let value = match default {
-        Value::Integer(_) => raw
-            .trim()
-            .parse::<i64>()
-            .map(Value::Integer)
-            .map_err(|_| "an integer"),
-        Value::Boolean(_) => raw
-            .trim()
-            .parse::<bool>()
-            .map(Value::Boolean)
-            .map_err(|_| "true or false"),
-        Value::Float(_) => raw
-            .trim()
-            .parse::<f64>()
-            .map(Value::Float)
-            .map_err(|_| "a number"),
+        Value::Integer(_) => raw.trim().parse::<i64>().map(Value::Integer).map_err(|_| "an integer"),
+        Value::Boolean(_) => raw.trim().parse::<bool>().map(Value::Boolean).map_err(|_| "true or false"),
+        Value::Float(_) => raw.trim().parse::<f64>().map(Value::Float).map_err(|_| "a number"),
         _ => Ok(Value::String(raw.to_string())),
     };
     let value = match value {
@@ -134,9 +96,7 @@ fn set(
     let last = parts.pop().expect("invariant: keys are not empty");
     let mut table = tree;
     for part in parts {
-        let entry = table
-            .entry(part.to_string())
-            .or_insert_with(|| Value::Table(Table::new()));
+        let entry = table.entry(part.to_string()).or_insert_with(|| Value::Table(Table::new()));
         if !entry.is_table() {
             *entry = Value::Table(Table::new());
         }
@@ -178,17 +138,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused_with_their_name() {
-        let err = load(Sources {
-            file: file("[journal]\nfsync = true\n"),
-            ..Default::default()
-        })
-        .unwrap_err();
+        let err = load(Sources { file: file("[journal]\nfsync = true\n"), ..Default::default() }).unwrap_err();
         assert!(err.to_string().contains("fsync"), "{err}");
-        let err = load(Sources {
-            env: vec![("TRIBUTARY_NOPE".into(), "1".into())],
-            ..Default::default()
-        })
-        .unwrap_err();
+        let err = load(Sources { env: vec![("TRIBUTARY_NOPE".into(), "1".into())], ..Default::default() }).unwrap_err();
         assert!(err.to_string().contains("TRIBUTARY_NOPE"), "{err}");
     }
 
@@ -205,13 +157,6 @@ mod tests {
     #[test]
     fn example_file_parses_to_the_defaults() {
         let text = include_str!("../../tributary.toml");
-        assert_eq!(
-            load(Sources {
-                file: file(text),
-                ..Default::default()
-            })
-            .unwrap(),
-            Config::default()
-        );
+        assert_eq!(load(Sources { file: file(text), ..Default::default() }).unwrap(), Config::default());
     }
 }

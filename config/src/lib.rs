@@ -160,10 +160,7 @@ impl Default for Limits {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig {
-            partition_bytes: 4 * 1024 * 1024,
-            total_bytes: 512 * 1024 * 1024,
-        }
+        CacheConfig { partition_bytes: 4 * 1024 * 1024, total_bytes: 512 * 1024 * 1024 }
     }
 }
 

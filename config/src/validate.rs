@@ -13,8 +13,7 @@ fn range<T: PartialOrd + std::fmt::Display>(p: &mut Vec<String>, key: &str, v: T
 
 fn address(p: &mut Vec<String>, key: &str, v: &str) {
     let ok = v.parse::<SocketAddr>().is_ok()
-        || v.rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        || v.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
     if !ok {
         p.push(format!("{key}: {v:?} is not HOST:PORT"));
     }
@@ -32,104 +31,20 @@ pub(crate) fn check(c: &Config) -> Result<(), ConfigError> {
         p.push("data_dir: must not be empty".into());
     }
     range(&mut p, "node_id", c.node_id, 0, i32::MAX);
-    range(
-        &mut p,
-        "journal.fsync_interval_ms",
-        c.journal.fsync_interval_ms,
-        1,
-        60_000,
-    );
-    range(
-        &mut p,
-        "journal.file_bytes",
-        c.journal.file_bytes,
-        1 << 20,
-        1 << 34,
-    );
-    range(
-        &mut p,
-        "journal.group_commit_bytes",
-        c.journal.group_commit_bytes,
-        1 << 16,
-        1 << 30,
-    );
-    range(
-        &mut p,
-        "journal.queue_depth",
-        c.journal.queue_depth,
-        1,
-        1 << 20,
-    );
-    range(
-        &mut p,
-        "topics.num_partitions",
-        c.topics.num_partitions,
-        1,
-        100_000,
-    );
-    range(
-        &mut p,
-        "topics.message_max_bytes",
-        c.topics.message_max_bytes,
-        64,
-        i32::MAX,
-    );
-    range(
-        &mut p,
-        "topics.retention_ms",
-        c.topics.retention_ms,
-        -1,
-        i64::MAX,
-    );
-    range(
-        &mut p,
-        "topics.retention_bytes",
-        c.topics.retention_bytes,
-        -1,
-        i64::MAX,
-    );
-    range(
-        &mut p,
-        "topics.segment_bytes",
-        c.topics.segment_bytes,
-        1 << 14,
-        1 << 34,
-    );
-    range(
-        &mut p,
-        "topics.segment_ms",
-        c.topics.segment_ms,
-        1,
-        i64::MAX,
-    );
-    range(
-        &mut p,
-        "limits.socket_request_max_bytes",
-        c.limits.socket_request_max_bytes,
-        1 << 10,
-        i32::MAX as u64,
-    );
-    range(
-        &mut p,
-        "limits.max_in_flight_per_connection",
-        c.limits.max_in_flight_per_connection,
-        1,
-        1024,
-    );
-    range(
-        &mut p,
-        "limits.max_connections",
-        c.limits.max_connections,
-        1,
-        1_000_000,
-    );
-    range(
-        &mut p,
-        "cache.partition_bytes",
-        c.cache.partition_bytes,
-        0,
-        1 << 34,
-    );
+    range(&mut p, "journal.fsync_interval_ms", c.journal.fsync_interval_ms, 1, 60_000);
+    range(&mut p, "journal.file_bytes", c.journal.file_bytes, 1 << 20, 1 << 34);
+    range(&mut p, "journal.group_commit_bytes", c.journal.group_commit_bytes, 1 << 16, 1 << 30);
+    range(&mut p, "journal.queue_depth", c.journal.queue_depth, 1, 1 << 20);
+    range(&mut p, "topics.num_partitions", c.topics.num_partitions, 1, 100_000);
+    range(&mut p, "topics.message_max_bytes", c.topics.message_max_bytes, 64, i32::MAX);
+    range(&mut p, "topics.retention_ms", c.topics.retention_ms, -1, i64::MAX);
+    range(&mut p, "topics.retention_bytes", c.topics.retention_bytes, -1, i64::MAX);
+    range(&mut p, "topics.segment_bytes", c.topics.segment_bytes, 1 << 14, 1 << 34);
+    range(&mut p, "topics.segment_ms", c.topics.segment_ms, 1, i64::MAX);
+    range(&mut p, "limits.socket_request_max_bytes", c.limits.socket_request_max_bytes, 1 << 10, i32::MAX as u64);
+    range(&mut p, "limits.max_in_flight_per_connection", c.limits.max_in_flight_per_connection, 1, 1024);
+    range(&mut p, "limits.max_connections", c.limits.max_connections, 1, 1_000_000);
+    range(&mut p, "cache.partition_bytes", c.cache.partition_bytes, 0, 1 << 34);
     range(&mut p, "cache.total_bytes", c.cache.total_bytes, 0, 1 << 40);
     if c.topics.message_max_bytes as u64 > c.limits.socket_request_max_bytes {
         p.push(format!(
@@ -155,44 +70,23 @@ mod tests {
         let rows: &[(Mutation, &str)] = &[
             (|c| c.listen = "nowhere".into(), "listen"),
             (|c| c.http_listen = ":x".into(), "http_listen"),
-            (
-                |c| c.advertised_listener = "host".into(),
-                "advertised_listener",
-            ),
+            (|c| c.advertised_listener = "host".into(), "advertised_listener"),
             (|c| c.data_dir = "".into(), "data_dir"),
             (|c| c.node_id = -1, "node_id"),
-            (
-                |c| c.journal.fsync_interval_ms = 0,
-                "journal.fsync_interval_ms",
-            ),
+            (|c| c.journal.fsync_interval_ms = 0, "journal.fsync_interval_ms"),
             (|c| c.journal.file_bytes = 10, "journal.file_bytes"),
-            (
-                |c| c.journal.group_commit_bytes = 1,
-                "journal.group_commit_bytes",
-            ),
+            (|c| c.journal.group_commit_bytes = 1, "journal.group_commit_bytes"),
             (|c| c.journal.queue_depth = 0, "journal.queue_depth"),
             (|c| c.topics.num_partitions = 0, "topics.num_partitions"),
-            (
-                |c| c.topics.message_max_bytes = 1,
-                "topics.message_max_bytes",
-            ),
+            (|c| c.topics.message_max_bytes = 1, "topics.message_max_bytes"),
             (|c| c.topics.retention_ms = -2, "topics.retention_ms"),
             (|c| c.topics.retention_bytes = -2, "topics.retention_bytes"),
             (|c| c.topics.segment_bytes = 1, "topics.segment_bytes"),
             (|c| c.topics.segment_ms = 0, "topics.segment_ms"),
-            (
-                |c| c.limits.socket_request_max_bytes = 3_000_000_000,
-                "limits.socket_request_max_bytes",
-            ),
-            (
-                |c| c.limits.max_in_flight_per_connection = 0,
-                "limits.max_in_flight_per_connection",
-            ),
+            (|c| c.limits.socket_request_max_bytes = 3_000_000_000, "limits.socket_request_max_bytes"),
+            (|c| c.limits.max_in_flight_per_connection = 0, "limits.max_in_flight_per_connection"),
             (|c| c.limits.max_connections = 0, "limits.max_connections"),
-            (
-                |c| c.cache.partition_bytes = u64::MAX,
-                "cache.partition_bytes",
-            ),
+            (|c| c.cache.partition_bytes = u64::MAX, "cache.partition_bytes"),
             (|c| c.cache.total_bytes = u64::MAX, "cache.total_bytes"),
         ];
         for (mutate, key) in rows {
@@ -206,10 +100,7 @@ mod tests {
 
     #[test]
     fn all_problems_are_reported_together() {
-        let mut c = Config {
-            node_id: -5,
-            ..Config::default()
-        };
+        let mut c = Config { node_id: -5, ..Config::default() };
         c.topics.num_partitions = -1;
         assert_eq!(check(&c).unwrap_err().problems.len(), 2);
     }

@@ -105,10 +105,7 @@ impl BatchHeader {
         let batch_length = i32_at(b, BATCH_LENGTH) as i64;
         let size = batch_length + LOG_OVERHEAD as i64;
         if batch_length < (HEADER_LEN - LOG_OVERHEAD) as i64 || size > b.len() as i64 {
-            return Err(BatchError::LengthMismatch {
-                declared: batch_length,
-                available: b.len(),
-            });
+            return Err(BatchError::LengthMismatch { declared: batch_length, available: b.len() });
         }
         Ok(BatchHeader {
             base_offset: i64_at(b, 0),
@@ -165,17 +162,11 @@ impl BatchHeader {
             return Err(BatchError::UnsupportedMagic(self.magic));
         }
         if self.records_count < 0 || self.last_offset_delta < 0 {
-            return Err(BatchError::BadCount {
-                count: self.records_count,
-                last_offset_delta: self.last_offset_delta,
-            });
+            return Err(BatchError::BadCount { count: self.records_count, last_offset_delta: self.last_offset_delta });
         }
         let computed = crc32c::crc32c(&batch[ATTRIBUTES..self.size]);
         if computed != self.crc {
-            return Err(BatchError::CrcMismatch {
-                stored: self.crc,
-                computed,
-            });
+            return Err(BatchError::CrcMismatch { stored: self.crc, computed });
         }
         Ok(())
     }
@@ -249,10 +240,7 @@ pub(crate) mod tests {
         RecordBatchEncoder::encode(
             &mut buf,
             &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: kafka_protocol::records::Compression::None,
-            },
+            &RecordEncodeOptions { version: 2, compression: kafka_protocol::records::Compression::None },
         )
         .unwrap();
         buf.to_vec()
@@ -290,10 +278,7 @@ pub(crate) mod tests {
         let last = b.len() - 3;
         b[last] ^= 1;
         let h = BatchHeader::parse(&b).unwrap();
-        assert!(matches!(
-            h.validate(&b),
-            Err(BatchError::CrcMismatch { .. })
-        ));
+        assert!(matches!(h.validate(&b), Err(BatchError::CrcMismatch { .. })));
     }
 
     #[test]

@@ -11,18 +11,9 @@ pub enum CodecError {
     #[error("invalid frame length {0}")]
     NegativeLength(i32),
     #[error("cannot decode {what} (api key {api_key}, version {version}): {reason}")]
-    Decode {
-        what: &'static str,
-        api_key: i16,
-        version: i16,
-        reason: String,
-    },
+    Decode { what: &'static str, api_key: i16, version: i16, reason: String },
     #[error("cannot encode {what} (version {version}): {reason}")]
-    Encode {
-        what: &'static str,
-        version: i16,
-        reason: String,
-    },
+    Encode { what: &'static str, version: i16, reason: String },
     #[error("record batch: {0}")]
     Batch(#[from] crate::batch::BatchError),
 }

@@ -32,18 +32,12 @@ mod tests {
 
     #[test]
     fn rejects_negative_oversized_and_short_lengths() {
-        assert!(matches!(
-            request_length((-1i32).to_be_bytes(), 100),
-            Err(CodecError::NegativeLength(-1))
-        ));
+        assert!(matches!(request_length((-1i32).to_be_bytes(), 100), Err(CodecError::NegativeLength(-1))));
         assert!(matches!(
             request_length(101i32.to_be_bytes(), 100),
             Err(CodecError::FrameTooLarge { len: 101, max: 100 })
         ));
-        assert!(matches!(
-            request_length(9i32.to_be_bytes(), 100),
-            Err(CodecError::FrameTooShort { len: 9 })
-        ));
+        assert!(matches!(request_length(9i32.to_be_bytes(), 100), Err(CodecError::FrameTooShort { len: 9 })));
         assert_eq!(request_length(100i32.to_be_bytes(), 100).unwrap(), 100);
     }
 }

@@ -36,19 +36,14 @@ pub fn peek(frame: &[u8]) -> Option<Prelude> {
 
 /// Decodes the header and the typed body of a request whose key and version the
 /// caller has already checked as supported.
-pub fn decode_request(
-    key: ApiKey,
-    version: i16,
-    mut frame: Bytes,
-) -> Result<(RequestHeader, Request), CodecError> {
+pub fn decode_request(key: ApiKey, version: i16, mut frame: Bytes) -> Result<(RequestHeader, Request), CodecError> {
     let header_version = key.request_header_version(version);
-    let header =
-        RequestHeader::decode(&mut frame, header_version).map_err(|e| CodecError::Decode {
-            what: "request header",
-            api_key: key as i16,
-            version,
-            reason: e.to_string(),
-        })?;
+    let header = RequestHeader::decode(&mut frame, header_version).map_err(|e| CodecError::Decode {
+        what: "request header",
+        api_key: key as i16,
+        version,
+        reason: e.to_string(),
+    })?;
     let body = Request::decode(key, version, &mut frame)?;
     Ok((header, body))
 }
@@ -64,19 +59,11 @@ pub fn encode_response(
     buf.put_i32(0);
     // ApiVersions answers always use header v0 so that a client that sent a version we
     // do not know can still read the answer (KIP-511).
-    let header_version = if key == ApiKey::ApiVersions {
-        0
-    } else {
-        key.response_header_version(version)
-    };
+    let header_version = if key == ApiKey::ApiVersions { 0 } else { key.response_header_version(version) };
     ResponseHeader::default()
         .with_correlation_id(correlation_id)
         .encode(&mut buf, header_version)
-        .map_err(|e| CodecError::Encode {
-            what: "response header",
-            version,
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| CodecError::Encode { what: "response header", version, reason: e.to_string() })?;
     response.encode(version, &mut buf)?;
     let len = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&len.to_be_bytes());
@@ -97,14 +84,7 @@ mod tests {
     #[test]
     fn peek_reads_fixed_prefix() {
         let frame = [0u8, 18, 0, 3, 0, 0, 0, 7, 0xff, 0xff];
-        assert_eq!(
-            peek(&frame),
-            Some(Prelude {
-                api_key: 18,
-                api_version: 3,
-                correlation_id: 7
-            })
-        );
+        assert_eq!(peek(&frame), Some(Prelude { api_key: 18, api_version: 3, correlation_id: 7 }));
         assert_eq!(peek(&frame[..9]), None);
     }
 

@@ -110,15 +110,11 @@ mod tests {
     fn metadata_request_round_trips_at_every_version() {
         for version in 4..=12 {
             let req = MetadataRequest::default()
-                .with_topics(Some(vec![
-                    kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
-                        .with_name(Some(TopicName(StrBytes::from_static_str("t")))),
-                ]))
+                .with_topics(Some(vec![kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_static_str("t"))))]))
                 .with_allow_auto_topic_creation(true);
             let mut buf = BytesMut::new();
-            Request::Metadata(req.clone())
-                .encode(version, &mut buf)
-                .unwrap();
+            Request::Metadata(req.clone()).encode(version, &mut buf).unwrap();
             let decoded = Request::decode(ApiKey::Metadata, version, &mut buf.freeze()).unwrap();
             assert_eq!(decoded, Request::Metadata(req), "version {version}");
         }

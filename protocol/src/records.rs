@@ -66,10 +66,7 @@ fn decompress(codec: Compression, body: Bytes) -> Result<Bytes, RecordsError> {
         Compression::Zstd => run::<Zstd>(body),
         Compression::Unknown(n) => Err(anyhow::anyhow!("unknown codec {n}")),
     };
-    out.map_err(|e| RecordsError::Decompress {
-        codec,
-        reason: e.to_string(),
-    })
+    out.map_err(|e| RecordsError::Decompress { codec, reason: e.to_string() })
 }
 
 /// Reads every record of `batch` (whose header is `header`).
@@ -90,17 +87,9 @@ pub fn read(header: &BatchHeader, batch: &Bytes) -> Result<Vec<RecordView>, Reco
         let offset_delta = varint(&mut rec)?;
         let key = bytes_field(&mut rec)?;
         let value = bytes_field(&mut rec)?;
-        let timestamp = if header.is_log_append_time() {
-            header.max_timestamp
-        } else {
-            header.base_timestamp + timestamp_delta
-        };
-        out.push(RecordView {
-            offset: header.base_offset + offset_delta,
-            timestamp,
-            key,
-            value,
-        });
+        let timestamp =
+            if header.is_log_append_time() { header.max_timestamp } else { header.base_timestamp + timestamp_delta };
+        out.push(RecordView { offset: header.base_offset + offset_delta, timestamp, key, value });
     }
     Ok(out)
 }
@@ -151,15 +140,7 @@ mod tests {
                 })
                 .collect();
             let mut buf = bytes::BytesMut::new();
-            RecordBatchEncoder::encode(
-                &mut buf,
-                &records,
-                &RecordEncodeOptions {
-                    version: 2,
-                    compression,
-                },
-            )
-            .unwrap();
+            RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).unwrap();
             let b = buf.freeze();
             let h = BatchHeader::parse(&b).unwrap();
             h.validate(&b).unwrap();

@@ -4,9 +4,7 @@
 use tributary_protocol::kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
-use tributary_protocol::kafka_protocol::messages::{
-    DescribeConfigsRequest, DescribeConfigsResponse,
-};
+use tributary_protocol::kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use tributary_protocol::kafka_protocol::protocol::StrBytes;
 
 use super::errors::{of, Error};
@@ -27,10 +25,7 @@ struct Entry {
     config_type: ConfigType,
 }
 
-pub(crate) fn describe(
-    ctx: &RequestCtx,
-    request: DescribeConfigsRequest,
-) -> DescribeConfigsResponse {
+pub(crate) fn describe(ctx: &RequestCtx, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
     let mut results = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
         let name = resource.resource_name.to_string();
@@ -39,23 +34,16 @@ pub(crate) fn describe(
             .with_resource_name(resource.resource_name.clone());
         let entries = match resource.resource_type {
             RESOURCE_TOPIC => topic_entries(ctx, &name),
-            RESOURCE_BROKER if name.is_empty() || name == ctx.broker.node.id.to_string() => {
-                Ok(broker_entries(ctx))
-            }
+            RESOURCE_BROKER if name.is_empty() || name == ctx.broker.node.id.to_string() => Ok(broker_entries(ctx)),
             RESOURCE_BROKER => Err((of(Error::InvalidRequest), format!("unknown broker {name}"))),
-            other => Err((
-                of(Error::InvalidRequest),
-                format!("resource type {other} is not supported"),
-            )),
+            other => Err((of(Error::InvalidRequest), format!("resource type {other} is not supported"))),
         };
         match entries {
             Ok(entries) => {
                 let keys = resource.configuration_keys.as_ref();
                 result.configs = entries
                     .into_iter()
-                    .filter(|e| {
-                        keys.is_none_or(|k| k.is_empty() || k.iter().any(|k| k.as_str() == e.name))
-                    })
+                    .filter(|e| keys.is_none_or(|k| k.is_empty() || k.iter().any(|k| k.as_str() == e.name)))
                     .map(|e| render(e, request.include_synonyms, ctx.version))
                     .collect();
             }
@@ -71,12 +59,9 @@ pub(crate) fn describe(
 
 fn topic_entries(ctx: &RequestCtx, name: &str) -> Result<Vec<Entry>, (i16, String)> {
     let storage = &ctx.broker.storage;
-    let topic = storage.topic(name).ok_or_else(|| {
-        (
-            of(Error::UnknownTopicOrPartition),
-            format!("topic {name} does not exist"),
-        )
-    })?;
+    let topic = storage
+        .topic(name)
+        .ok_or_else(|| (of(Error::UnknownTopicOrPartition), format!("topic {name} does not exist")))?;
     let config = topic.config();
     Ok(TOPIC_CONFIGS
         .iter()
@@ -85,11 +70,7 @@ fn topic_entries(ctx: &RequestCtx, name: &str) -> Result<Vec<Entry>, (i16, Strin
             Entry {
                 name: def.name.to_string(),
                 value,
-                source: if is_override {
-                    SOURCE_TOPIC_OVERRIDE
-                } else {
-                    SOURCE_DEFAULT
-                },
+                source: if is_override { SOURCE_TOPIC_OVERRIDE } else { SOURCE_DEFAULT },
                 read_only: false,
                 config_type: def.type_name,
             }
@@ -110,62 +91,18 @@ fn broker_entries(ctx: &RequestCtx) -> Vec<Entry> {
     vec![
         entry("node.id", c.node_id.to_string(), ConfigType::Int),
         entry("broker.id", c.node_id.to_string(), ConfigType::Int),
-        entry(
-            "listeners",
-            format!("PLAINTEXT://{}", c.listen),
-            ConfigType::List,
-        ),
-        entry(
-            "advertised.listeners",
-            format!("PLAINTEXT://{}:{}", node.host, node.port),
-            ConfigType::List,
-        ),
-        entry(
-            "log.dirs",
-            c.data_dir.display().to_string(),
-            ConfigType::String,
-        ),
-        entry(
-            "auto.create.topics.enable",
-            c.topics.auto_create.to_string(),
-            ConfigType::Boolean,
-        ),
-        entry(
-            "num.partitions",
-            c.topics.num_partitions.to_string(),
-            ConfigType::Int,
-        ),
+        entry("listeners", format!("PLAINTEXT://{}", c.listen), ConfigType::List),
+        entry("advertised.listeners", format!("PLAINTEXT://{}:{}", node.host, node.port), ConfigType::List),
+        entry("log.dirs", c.data_dir.display().to_string(), ConfigType::String),
+        entry("auto.create.topics.enable", c.topics.auto_create.to_string(), ConfigType::Boolean),
+        entry("num.partitions", c.topics.num_partitions.to_string(), ConfigType::Int),
         entry("default.replication.factor", "1".into(), ConfigType::Int),
-        entry(
-            "message.max.bytes",
-            c.topics.message_max_bytes.to_string(),
-            ConfigType::Int,
-        ),
-        entry(
-            "log.retention.ms",
-            c.topics.retention_ms.to_string(),
-            ConfigType::Long,
-        ),
-        entry(
-            "log.retention.bytes",
-            c.topics.retention_bytes.to_string(),
-            ConfigType::Long,
-        ),
-        entry(
-            "log.segment.bytes",
-            c.topics.segment_bytes.to_string(),
-            ConfigType::Int,
-        ),
-        entry(
-            "log.roll.ms",
-            c.topics.segment_ms.to_string(),
-            ConfigType::Long,
-        ),
-        entry(
-            "socket.request.max.bytes",
-            c.limits.socket_request_max_bytes.to_string(),
-            ConfigType::Int,
-        ),
+        entry("message.max.bytes", c.topics.message_max_bytes.to_string(), ConfigType::Int),
+        entry("log.retention.ms", c.topics.retention_ms.to_string(), ConfigType::Long),
+        entry("log.retention.bytes", c.topics.retention_bytes.to_string(), ConfigType::Long),
+        entry("log.segment.bytes", c.topics.segment_bytes.to_string(), ConfigType::Int),
+        entry("log.roll.ms", c.topics.segment_ms.to_string(), ConfigType::Long),
+        entry("socket.request.max.bytes", c.limits.socket_request_max_bytes.to_string(), ConfigType::Int),
         entry("min.insync.replicas", "1".into(), ConfigType::Int),
     ]
 }

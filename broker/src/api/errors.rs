@@ -7,9 +7,7 @@ use crate::storage::StorageError;
 /// The Kafka error code for a storage error.
 pub(crate) fn code(e: &StorageError) -> i16 {
     match e {
-        StorageError::UnknownPartition | StorageError::UnknownTopic(_) => {
-            Error::UnknownTopicOrPartition
-        }
+        StorageError::UnknownPartition | StorageError::UnknownTopic(_) => Error::UnknownTopicOrPartition,
         StorageError::TopicExists(_) => Error::TopicAlreadyExists,
         StorageError::OffsetOutOfRange { .. } => Error::OffsetOutOfRange,
         StorageError::JournalFailed(_) | StorageError::Io { .. } | StorageError::Corrupt { .. } => {
@@ -32,14 +30,7 @@ mod tests {
     #[test]
     fn storage_errors_map_to_the_codes_clients_expect() {
         assert_eq!(code(&StorageError::UnknownPartition), 3);
-        assert_eq!(
-            code(&StorageError::OffsetOutOfRange {
-                offset: 9,
-                log_start_offset: 0,
-                high_watermark: 5
-            }),
-            1
-        );
+        assert_eq!(code(&StorageError::OffsetOutOfRange { offset: 9, log_start_offset: 0, high_watermark: 5 }), 1);
         assert_eq!(code(&StorageError::TopicExists("t".into())), 36);
         assert_eq!(code(&StorageError::JournalFailed("disk".into())), 56);
     }

@@ -11,9 +11,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 use tributary_protocol::batch::BatchHeader;
-use tributary_protocol::kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, PartitionData,
-};
+use tributary_protocol::kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use tributary_protocol::kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 
 use super::errors::{self, of, Error};
@@ -26,9 +24,7 @@ const READ_COMMITTED: i8 = 1;
 pub(crate) fn handle(ctx: &RequestCtx, request: FetchRequest) -> Reply {
     let broker = ctx.broker.clone();
     let version = ctx.version;
-    Reply::Later(Box::pin(async move {
-        fetch(broker, version, request).await.into()
-    }))
+    Reply::Later(Box::pin(async move { fetch(broker, version, request).await.into() }))
 }
 
 async fn fetch(broker: Arc<Broker>, version: i16, request: FetchRequest) -> FetchResponse {
@@ -52,31 +48,16 @@ async fn fetch(broker: Arc<Broker>, version: i16, request: FetchRequest) -> Fetc
 
 /// One pass over every requested partition. Returns the response, the bytes in it,
 /// and whether any partition had an error (which answers at once).
-async fn read_all(
-    broker: &Broker,
-    version: i16,
-    request: &FetchRequest,
-) -> (FetchResponse, usize, bool) {
+async fn read_all(broker: &Broker, version: i16, request: &FetchRequest) -> (FetchResponse, usize, bool) {
     let storage = &broker.storage;
-    let mut budget = if version >= 3 {
-        request.max_bytes.max(0) as usize
-    } else {
-        usize::MAX
-    };
+    let mut budget = if version >= 3 { request.max_bytes.max(0) as usize } else { usize::MAX };
     let mut total = 0usize;
     let mut any_error = false;
     let mut responses = Vec::with_capacity(request.topics.len());
     for wanted in &request.topics {
-        let topic: Option<Arc<Topic>> = if version >= 13 {
-            storage.topic_by_id(&wanted.topic_id)
-        } else {
-            storage.topic(wanted.topic.0.as_str())
-        };
-        let unknown = if version >= 13 {
-            of(Error::UnknownTopicId)
-        } else {
-            of(Error::UnknownTopicOrPartition)
-        };
+        let topic: Option<Arc<Topic>> =
+            if version >= 13 { storage.topic_by_id(&wanted.topic_id) } else { storage.topic(wanted.topic.0.as_str()) };
+        let unknown = if version >= 13 { of(Error::UnknownTopicId) } else { of(Error::UnknownTopicOrPartition) };
         let mut partitions = Vec::with_capacity(wanted.partitions.len());
         for p in &wanted.partitions {
             let mut data = PartitionData::default()
@@ -112,38 +93,21 @@ async fn read_all(
                             .filter_map(|b| BatchHeader::parse(b).ok())
                             .map(|h| h.records_count as i64)
                             .sum();
-                        broker
-                            .metrics
-                            .fetch_bytes
-                            .with_label_values(&[&log.topic])
-                            .inc_by(size as u64);
-                        broker
-                            .metrics
-                            .fetch_records
-                            .with_label_values(&[&log.topic])
-                            .inc_by(records as u64);
+                        broker.metrics.fetch_bytes.with_label_values(&[&log.topic]).inc_by(size as u64);
+                        broker.metrics.fetch_records.with_label_values(&[&log.topic]).inc_by(records as u64);
                         data.records = Some(concat(read.batches, size));
                     }
                     total += size;
                     budget = budget.saturating_sub(size);
                 }
                 Err(e) => {
-                    if let StorageError::OffsetOutOfRange {
-                        log_start_offset,
-                        high_watermark,
-                        ..
-                    } = e
-                    {
+                    if let StorageError::OffsetOutOfRange { log_start_offset, high_watermark, .. } = e {
                         data.high_watermark = high_watermark;
                         data.last_stable_offset = high_watermark;
                         data.log_start_offset = log_start_offset;
                     }
                     data.error_code = errors::code(&e);
-                    broker
-                        .metrics
-                        .request_errors
-                        .with_label_values(&["Fetch", &data.error_code.to_string()])
-                        .inc();
+                    broker.metrics.request_errors.with_label_values(&["Fetch", &data.error_code.to_string()]).inc();
                     any_error = true;
                 }
             }
@@ -156,11 +120,7 @@ async fn read_all(
                 .with_partitions(partitions),
         );
     }
-    (
-        FetchResponse::default().with_responses(responses),
-        total,
-        any_error,
-    )
+    (FetchResponse::default().with_responses(responses), total, any_error)
 }
 
 fn concat(batches: Vec<Bytes>, size: usize) -> Bytes {

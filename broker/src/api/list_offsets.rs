@@ -59,11 +59,7 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ListOffsetsRequest) -> Lis
             }
             partitions.push(r);
         }
-        topics.push(
-            ListOffsetsTopicResponse::default()
-                .with_name(wanted.name)
-                .with_partitions(partitions),
-        );
+        topics.push(ListOffsetsTopicResponse::default().with_name(wanted.name).with_partitions(partitions));
     }
     ListOffsetsResponse::default().with_topics(topics)
 }

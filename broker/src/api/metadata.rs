@@ -5,9 +5,7 @@
 use tributary_protocol::kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use tributary_protocol::kafka_protocol::messages::{
-    BrokerId, MetadataRequest, MetadataResponse, TopicName,
-};
+use tributary_protocol::kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use tributary_protocol::kafka_protocol::protocol::StrBytes;
 
 use super::errors::{self, of, Error};
@@ -24,8 +22,7 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: MetadataRequest) -> Metada
         Some(t) if ctx.version == 0 && t.is_empty() => None,
         other => other,
     };
-    let auto_create =
-        broker.config.topics.auto_create && (ctx.version < 4 || request.allow_auto_topic_creation);
+    let auto_create = broker.config.topics.auto_create && (ctx.version < 4 || request.allow_auto_topic_creation);
     let mut topics = Vec::new();
     match requested {
         None => topics.extend(storage.topics().iter().map(|t| describe(t, node.id))),
@@ -49,9 +46,7 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: MetadataRequest) -> Metada
             .with_node_id(BrokerId(node.id))
             .with_host(StrBytes::from_string(node.host.clone()))
             .with_port(node.port)])
-        .with_cluster_id(Some(StrBytes::from_string(
-            storage.cluster_id().to_string(),
-        )))
+        .with_cluster_id(Some(StrBytes::from_string(storage.cluster_id().to_string())))
         .with_controller_id(BrokerId(node.id))
         .with_topics(topics)
 }
@@ -74,10 +69,7 @@ async fn by_name(ctx: &RequestCtx, name: &str, auto_create: bool) -> MetadataRes
         return unknown(of(Error::UnknownTopicOrPartition));
     }
     let partitions = ctx.broker.config.topics.num_partitions;
-    match storage
-        .create_topic(name, partitions, Default::default())
-        .await
-    {
+    match storage.create_topic(name, partitions, Default::default()).await {
         Ok(t) => {
             tracing::info!(topic = name, partitions, "auto-created topic");
             describe(&t, node_id)
@@ -92,9 +84,7 @@ async fn by_name(ctx: &RequestCtx, name: &str, auto_create: bool) -> MetadataRes
 
 fn describe(topic: &Topic, node_id: i32) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
-        .with_name(Some(TopicName(StrBytes::from_string(
-            topic.name.to_string(),
-        ))))
+        .with_name(Some(TopicName(StrBytes::from_string(topic.name.to_string()))))
         .with_topic_id(topic.id)
         .with_partitions(
             topic

@@ -37,10 +37,7 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
 
 /// The versions of `key` that are served, if any.
 pub(crate) fn supported(key: ApiKey) -> Option<RangeInclusive<i16>> {
-    SUPPORTED
-        .iter()
-        .find(|(k, _, _)| *k == key)
-        .map(|&(_, min, max)| min..=max)
+    SUPPORTED.iter().find(|(k, _, _)| *k == key).map(|&(_, min, max)| min..=max)
 }
 
 /// What a handler needs besides its request.

@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tributary_protocol::batch::{self, BatchError, BatchHeader};
-use tributary_protocol::kafka_protocol::messages::produce_response::{
-    PartitionProduceResponse, TopicProduceResponse,
-};
+use tributary_protocol::kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use tributary_protocol::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use tributary_protocol::kafka_protocol::protocol::StrBytes;
 
@@ -18,23 +16,12 @@ use super::{Reply, RequestCtx};
 use crate::storage::{PendingAppend, Topic};
 
 /// A topic's partitions in request order, with the topic if it exists.
-type TopicSlots = (
-    TopicProduceResponse,
-    Vec<(i32, Slot)>,
-    Option<std::sync::Arc<Topic>>,
-);
+type TopicSlots = (TopicProduceResponse, Vec<(i32, Slot)>, Option<std::sync::Arc<Topic>>);
 
 /// A partition's outcome so far: queued in the journal, or refused with a code.
 enum Slot {
-    Queued {
-        pending: PendingAppend,
-        bytes: u64,
-        records: u64,
-    },
-    Refused {
-        code: i16,
-        message: Option<String>,
-    },
+    Queued { pending: PendingAppend, bytes: u64, records: u64 },
+    Refused { code: i16, message: Option<String> },
 }
 
 pub(crate) async fn handle(ctx: &RequestCtx, request: ProduceRequest) -> Reply {
@@ -46,10 +33,7 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ProduceRequest) -> Reply {
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         for data in topic_data.partition_data {
             let slot = if !matches!(acks, -1..=1) {
-                Slot::Refused {
-                    code: of(Error::InvalidRequiredAcks),
-                    message: None,
-                }
+                Slot::Refused { code: of(Error::InvalidRequiredAcks), message: None }
             } else if request.transactional_id.is_some() {
                 Slot::Refused {
                     code: of(Error::TransactionalIdAuthorizationFailed),
@@ -60,9 +44,7 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ProduceRequest) -> Reply {
             };
             partitions.push((data.index, slot));
         }
-        let response = TopicProduceResponse::default()
-            .with_name(topic_data.name)
-            .with_topic_id(topic_data.topic_id);
+        let response = TopicProduceResponse::default().with_name(topic_data.name).with_topic_id(topic_data.topic_id);
         slots.push((response, partitions, topic));
     }
     if acks == 0 {
@@ -74,9 +56,7 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ProduceRequest) -> Reply {
         let mut responses = Vec::with_capacity(slots.len());
         for (mut topic_response, partitions, topic) in slots {
             for (index, slot) in partitions {
-                let mut r = PartitionProduceResponse::default()
-                    .with_index(index)
-                    .with_base_offset(-1);
+                let mut r = PartitionProduceResponse::default().with_index(index).with_base_offset(-1);
                 r.log_append_time_ms = -1;
                 r.log_start_offset = -1;
                 match slot {
@@ -84,24 +64,14 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ProduceRequest) -> Reply {
                         r.error_code = code;
                         r.error_message = message.map(StrBytes::from_string);
                     }
-                    Slot::Queued {
-                        pending,
-                        bytes,
-                        records,
-                    } => match tokio::time::timeout(timeout, pending).await {
+                    Slot::Queued { pending, bytes, records } => match tokio::time::timeout(timeout, pending).await {
                         Ok(Ok(Ok(appended))) => {
                             r.base_offset = appended.base_offset;
                             r.log_append_time_ms = appended.log_append_time;
                             if let Some(p) = topic.as_ref().and_then(|t| t.partition(index)) {
                                 r.log_start_offset = p.offsets().log_start_offset;
-                                metrics
-                                    .produce_bytes
-                                    .with_label_values(&[&p.topic])
-                                    .inc_by(bytes);
-                                metrics
-                                    .produce_records
-                                    .with_label_values(&[&p.topic])
-                                    .inc_by(records);
+                                metrics.produce_bytes.with_label_values(&[&p.topic]).inc_by(bytes);
+                                metrics.produce_records.with_label_values(&[&p.topic]).inc_by(records);
                             }
                         }
                         Ok(Ok(Err(e))) => r.error_code = errors::code(&e),
@@ -110,10 +80,7 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ProduceRequest) -> Reply {
                     },
                 }
                 if r.error_code != 0 {
-                    metrics
-                        .request_errors
-                        .with_label_values(&["Produce", &r.error_code.to_string()])
-                        .inc();
+                    metrics.request_errors.with_label_values(&["Produce", &r.error_code.to_string()]).inc();
                 }
                 topic_response.partition_responses.push(r);
             }
@@ -124,25 +91,12 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ProduceRequest) -> Reply {
 }
 
 /// Validates one partition's records and queues them.
-async fn queue(
-    ctx: &RequestCtx,
-    topic: Option<&Topic>,
-    index: i32,
-    records: Option<Bytes>,
-) -> Slot {
-    let refused = |code: i16, message: String| Slot::Refused {
-        code,
-        message: Some(message),
-    };
+async fn queue(ctx: &RequestCtx, topic: Option<&Topic>, index: i32, records: Option<Bytes>) -> Slot {
+    let refused = |code: i16, message: String| Slot::Refused { code, message: Some(message) };
     let Some(partition) = topic.and_then(|t| t.partition(index)) else {
-        return refused(
-            of(Error::UnknownTopicOrPartition),
-            "unknown topic or partition".into(),
-        );
+        return refused(of(Error::UnknownTopicOrPartition), "unknown topic or partition".into());
     };
-    let config = topic
-        .map(|t| t.config())
-        .expect("invariant: a partition has a topic");
+    let config = topic.map(|t| t.config()).expect("invariant: a partition has a topic");
     let records = records.unwrap_or_default();
     let batches = match batch::split(&records) {
         Ok(b) => b,
@@ -157,35 +111,18 @@ async fn queue(
         count += header.records_count as u64;
     }
     let batches: Vec<(BatchHeader, Bytes)> = batches;
-    match ctx
-        .broker
-        .storage
-        .submit(partition, batches, config.log_append_time)
-        .await
-    {
-        Ok(pending) => Slot::Queued {
-            pending,
-            bytes,
-            records: count,
-        },
+    match ctx.broker.storage.submit(partition, batches, config.log_append_time).await {
+        Ok(pending) => Slot::Queued { pending, bytes, records: count },
         Err(e) => refused(errors::code(&e), e.to_string()),
     }
 }
 
 fn check(header: &BatchHeader, data: &[u8], max_message_bytes: i32) -> Option<Slot> {
-    let refused = |code: i16, message: String| {
-        Some(Slot::Refused {
-            code,
-            message: Some(message),
-        })
-    };
+    let refused = |code: i16, message: String| Some(Slot::Refused { code, message: Some(message) });
     if header.size > max_message_bytes.max(0) as usize {
         return refused(
             of(Error::MessageTooLarge),
-            format!(
-                "batch of {} bytes exceeds max.message.bytes {}",
-                header.size, max_message_bytes
-            ),
+            format!("batch of {} bytes exceeds max.message.bytes {}", header.size, max_message_bytes),
         );
     }
     match header.validate(data) {
@@ -196,10 +133,7 @@ fn check(header: &BatchHeader, data: &[u8], max_message_bytes: i32) -> Option<Sl
         Err(e) => return refused(of(Error::CorruptMessage), e.to_string()),
     }
     if header.is_control() {
-        return refused(
-            of(Error::InvalidRecord),
-            "clients may not write control batches".into(),
-        );
+        return refused(of(Error::InvalidRecord), "clients may not write control batches".into());
     }
     if header.records_count == 0 {
         return refused(of(Error::InvalidRecord), "batch has no records".into());

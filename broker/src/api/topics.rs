@@ -30,15 +30,9 @@ pub(crate) fn validate_name(name: &str) -> Result<(), String> {
         return Err(format!("topic name {name:?} is illegal"));
     }
     if name.len() > 249 {
-        return Err(format!(
-            "topic name is {} characters long; the limit is 249",
-            name.len()
-        ));
+        return Err(format!("topic name is {} characters long; the limit is 249", name.len()));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
         return Err(format!("topic name {name:?} contains {c:?}; allowed are ASCII letters, digits, '.', '_' and '-'"));
     }
     Ok(())
@@ -47,12 +41,8 @@ pub(crate) fn validate_name(name: &str) -> Result<(), String> {
 pub(crate) async fn create(ctx: &RequestCtx, request: CreateTopicsRequest) -> CreateTopicsResponse {
     let storage = &ctx.broker.storage;
     let mut seen = HashSet::new();
-    let duplicated: HashSet<String> = request
-        .topics
-        .iter()
-        .map(|t| t.name.0.to_string())
-        .filter(|n| !seen.insert(n.clone()))
-        .collect();
+    let duplicated: HashSet<String> =
+        request.topics.iter().map(|t| t.name.0.to_string()).filter(|n| !seen.insert(n.clone())).collect();
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
@@ -60,10 +50,7 @@ pub(crate) async fn create(ctx: &RequestCtx, request: CreateTopicsRequest) -> Cr
         result.num_partitions = -1;
         result.replication_factor = -1;
         let checked = if duplicated.contains(&name) {
-            Err((
-                of(Error::InvalidRequest),
-                format!("topic {name} appears more than once in the request"),
-            ))
+            Err((of(Error::InvalidRequest), format!("topic {name} appears more than once in the request")))
         } else {
             check(ctx, &topic)
         };
@@ -78,9 +65,7 @@ pub(crate) async fn create(ctx: &RequestCtx, request: CreateTopicsRequest) -> Cr
         };
         if storage.topic(&name).is_some() {
             result.error_code = of(Error::TopicAlreadyExists);
-            result.error_message = Some(StrBytes::from_string(format!(
-                "topic {name} already exists"
-            )));
+            result.error_message = Some(StrBytes::from_string(format!("topic {name} already exists")));
             results.push(result);
             continue;
         }
@@ -110,11 +95,7 @@ pub(crate) async fn create(ctx: &RequestCtx, request: CreateTopicsRequest) -> Cr
                         CreatableTopicConfigs::default()
                             .with_name(StrBytes::from_static_str(def.name))
                             .with_value(Some(StrBytes::from_string(value)))
-                            .with_config_source(if is_override {
-                                SOURCE_TOPIC_OVERRIDE
-                            } else {
-                                SOURCE_DEFAULT
-                            })
+                            .with_config_source(if is_override { SOURCE_TOPIC_OVERRIDE } else { SOURCE_DEFAULT })
                     })
                     .collect(),
             );
@@ -135,27 +116,15 @@ fn check(ctx: &RequestCtx, topic: &CreatableTopic) -> Checked {
         if topic.num_partitions != -1 || topic.replication_factor != -1 {
             return Err((
                 of(Error::InvalidRequest),
-                "num_partitions and replication_factor must be -1 when assignments are given"
-                    .into(),
+                "num_partitions and replication_factor must be -1 when assignments are given".into(),
             ));
         }
-        let mut indexes: Vec<i32> = topic
-            .assignments
-            .iter()
-            .map(|a| a.partition_index)
-            .collect();
+        let mut indexes: Vec<i32> = topic.assignments.iter().map(|a| a.partition_index).collect();
         indexes.sort_unstable();
         if indexes.iter().enumerate().any(|(i, &p)| p != i as i32) {
-            return Err((
-                of(Error::InvalidReplicaAssignment),
-                "partition indexes must be 0..n without gaps".into(),
-            ));
+            return Err((of(Error::InvalidReplicaAssignment), "partition indexes must be 0..n without gaps".into()));
         }
-        if topic
-            .assignments
-            .iter()
-            .any(|a| a.broker_ids.iter().map(|b| b.0).ne([node]))
-        {
+        if topic.assignments.iter().any(|a| a.broker_ids.iter().map(|b| b.0).ne([node])) {
             return Err((
                 of(Error::InvalidReplicaAssignment),
                 format!("every partition must be assigned to broker {node} alone"),
@@ -171,12 +140,7 @@ fn check(ctx: &RequestCtx, topic: &CreatableTopic) -> Checked {
                     format!("replication factor {rf} is larger than the number of brokers (1)"),
                 ))
             }
-            rf => {
-                return Err((
-                    of(Error::InvalidReplicationFactor),
-                    format!("replication factor {rf} is not valid"),
-                ))
-            }
+            rf => return Err((of(Error::InvalidReplicationFactor), format!("replication factor {rf} is not valid"))),
         }
         if topic.num_partitions == -1 {
             ctx.broker.config.topics.num_partitions
@@ -194,10 +158,7 @@ fn check(ctx: &RequestCtx, topic: &CreatableTopic) -> Checked {
     for c in &topic.configs {
         let key = c.name.as_str();
         let Some(value) = c.value.as_ref() else {
-            return Err((
-                of(Error::InvalidConfig),
-                format!("null value for config {key}"),
-            ));
+            return Err((of(Error::InvalidConfig), format!("null value for config {key}")));
         };
         topic_config::validate(key, value.as_str()).map_err(|m| (of(Error::InvalidConfig), m))?;
         configs.insert(key.to_string(), value.to_string());
@@ -209,33 +170,20 @@ pub(crate) async fn delete(ctx: &RequestCtx, request: DeleteTopicsRequest) -> De
     let storage = &ctx.broker.storage;
     // v0-5 name topics in topic_names; v6 in topics, by name or by id.
     let wanted: Vec<(Option<TopicName>, Uuid)> = if ctx.version >= 6 {
-        request
-            .topics
-            .into_iter()
-            .map(|t| (t.name, t.topic_id))
-            .collect()
+        request.topics.into_iter().map(|t| (t.name, t.topic_id)).collect()
     } else {
-        request
-            .topic_names
-            .into_iter()
-            .map(|n| (Some(n), Uuid::nil()))
-            .collect()
+        request.topic_names.into_iter().map(|n| (Some(n), Uuid::nil())).collect()
     };
     let mut responses = Vec::with_capacity(wanted.len());
     for (name, id) in wanted {
-        let mut result = DeletableTopicResult::default()
-            .with_name(name.clone())
-            .with_topic_id(id);
+        let mut result = DeletableTopicResult::default().with_name(name.clone()).with_topic_id(id);
         let topic = match &name {
             Some(n) => storage.topic(n.0.as_str()),
             None => storage.topic_by_id(&id),
         };
         let Some(topic) = topic else {
-            result.error_code = if name.is_some() {
-                of(Error::UnknownTopicOrPartition)
-            } else {
-                of(Error::UnknownTopicId)
-            };
+            result.error_code =
+                if name.is_some() { of(Error::UnknownTopicOrPartition) } else { of(Error::UnknownTopicId) };
             responses.push(result);
             continue;
         };

@@ -34,17 +34,11 @@ pub(crate) enum Outcome {
 /// A response being prepared.
 pub(crate) type Pending = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
-pub(super) async fn run(
-    stream: TcpStream,
-    peer: SocketAddr,
-    broker: Arc<Broker>,
-    shutdown: CancellationToken,
-) {
+pub(super) async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, shutdown: CancellationToken) {
     let span = tracing::info_span!("connection", %peer);
     async move {
         let (mut rd, wr) = stream.into_split();
-        let (tx, mut rx) =
-            mpsc::channel::<Pending>(broker.config.limits.max_in_flight_per_connection);
+        let (tx, mut rx) = mpsc::channel::<Pending>(broker.config.limits.max_in_flight_per_connection);
         let writer = tokio::spawn(async move {
             let mut wr = BufWriter::new(wr);
             while let Some(pending) = rx.recv().await {

@@ -19,8 +19,7 @@ use crate::broker::Broker;
 pub(super) async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Result<Pending, String> {
     let prelude = header::peek(&frame).ok_or("request shorter than a request header")?;
     let (version, correlation_id) = (prelude.api_version, prelude.correlation_id);
-    let key = ApiKey::try_from(prelude.api_key)
-        .map_err(|_| format!("unknown api key {}", prelude.api_key))?;
+    let key = ApiKey::try_from(prelude.api_key).map_err(|_| format!("unknown api key {}", prelude.api_key))?;
     let range = api::supported(key).ok_or_else(|| format!("{key:?} is not supported"))?;
     if !range.contains(&version) {
         if key == ApiKey::ApiVersions {
@@ -28,37 +27,23 @@ pub(super) async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Result<Pendi
             let resp = api::api_versions::unsupported_version();
             return Ok(ready(encode(key, 0, correlation_id, &resp)));
         }
-        return Err(format!(
-            "{key:?} v{version} is not supported (supported: v{}..=v{})",
-            range.start(),
-            range.end()
-        ));
+        return Err(format!("{key:?} v{version} is not supported (supported: v{}..=v{})", range.start(), range.end()));
     }
-    let (request_header, request) = header::decode_request(key, version, frame)
-        .map_err(|e| format!("malformed request: {e}"))?;
+    let (request_header, request) =
+        header::decode_request(key, version, frame).map_err(|e| format!("malformed request: {e}"))?;
     let api_name = format!("{key:?}");
-    broker
-        .metrics
-        .requests
-        .with_label_values(&[&api_name])
-        .inc();
+    broker.metrics.requests.with_label_values(&[&api_name]).inc();
     tracing::trace!(api = %api_name, version, correlation_id, "request");
     let started = Instant::now();
     let ctx = RequestCtx {
         broker: broker.clone(),
         version,
-        client_id: request_header
-            .client_id
-            .map(|s| s.to_string())
-            .unwrap_or_default(),
+        client_id: request_header.client_id.map(|s| s.to_string()).unwrap_or_default(),
     };
     let reply = api::handle(&ctx, request).await;
     let metrics = broker.metrics.clone();
     let finish = move |response: Option<Response>| {
-        metrics
-            .request_seconds
-            .with_label_values(&[&api_name])
-            .observe(started.elapsed().as_secs_f64());
+        metrics.request_seconds.with_label_values(&[&api_name]).observe(started.elapsed().as_secs_f64());
         match response {
             Some(r) => encode(key, version, correlation_id, &r),
             None => Outcome::Nothing,

@@ -50,11 +50,7 @@ impl CacheBudget {
             self.total.fetch_sub(freed, Ordering::Relaxed);
             return;
         }
-        let base = st
-            .batches
-            .back()
-            .map(|b| b.base_offset)
-            .expect("invariant: index entry pushed before admit");
+        let base = st.batches.back().map(|b| b.base_offset).expect("invariant: index entry pushed before admit");
         st.cache.push_back(batch);
         st.cache_bytes += len;
         self.total.fetch_add(len, Ordering::Relaxed);
@@ -83,18 +79,11 @@ impl CacheBudget {
         }
         if self.fifo.len() > 1024 && self.fifo.len() > 4 * self.live {
             self.fifo.retain(|(weak, base, _)| {
-                weak.upgrade().is_some_and(|p| {
-                    p.state
-                        .lock()
-                        .first_cached_base()
-                        .is_some_and(|first| *base >= first)
-                })
+                weak.upgrade().is_some_and(|p| p.state.lock().first_cached_base().is_some_and(|first| *base >= first))
             });
             self.live = self.fifo.len();
         }
-        self.metrics
-            .cache_bytes
-            .set(self.total.load(Ordering::Relaxed) as i64);
+        self.metrics.cache_bytes.set(self.total.load(Ordering::Relaxed) as i64);
     }
 }
 

@@ -11,11 +11,7 @@ pub enum StorageError {
     #[error("topic {0:?} already exists")]
     TopicExists(String),
     #[error("offset {offset} is out of range [{log_start_offset}, {high_watermark}]")]
-    OffsetOutOfRange {
-        offset: i64,
-        log_start_offset: i64,
-        high_watermark: i64,
-    },
+    OffsetOutOfRange { offset: i64, log_start_offset: i64, high_watermark: i64 },
     #[error("journal failed, no appends accepted: {0}")]
     JournalFailed(String),
     #[error("broker is shutting down")]

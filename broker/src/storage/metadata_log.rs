@@ -97,10 +97,7 @@ impl MetadataLog {
         fs::create_dir_all(dir)?;
         let mut state = match fs::read(dir.join(SNAPSHOT)) {
             Ok(bytes) => serde_json::from_slice::<MetaState>(&bytes).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("metadata snapshot is unreadable: {e}"),
-                )
+                io::Error::new(io::ErrorKind::InvalidData, format!("metadata snapshot is unreadable: {e}"))
             })?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => MetaState::default(),
             Err(e) => return Err(e),
@@ -124,10 +121,7 @@ impl MetadataLog {
         }
         for e in entries.iter().filter(|e| e.kind == KIND_META) {
             let rec: Sequenced = serde_json::from_slice(&e.payload).map_err(|err| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("metadata record at byte {}: {err}", e.at),
-                )
+                io::Error::new(io::ErrorKind::InvalidData, format!("metadata record at byte {}: {err}", e.at))
             })?;
             if rec.seq > state.applied {
                 state.apply(&rec.record);
@@ -135,29 +129,17 @@ impl MetadataLog {
             }
         }
         write_snapshot(dir, &state)?;
-        let log = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(&log_path)?;
+        let log = OpenOptions::new().create(true).write(true).truncate(true).open(&log_path)?;
         log.sync_all()?;
         sync_dir(dir)?;
-        Ok(MetadataLog {
-            dir: dir.to_path_buf(),
-            log,
-            state,
-            since_snapshot: 0,
-        })
+        Ok(MetadataLog { dir: dir.to_path_buf(), log, state, since_snapshot: 0 })
     }
 
     /// Makes `record` durable, then applies it. Blocking (one write and one fsync).
     pub(crate) fn append(&mut self, record: MetaRecord) -> io::Result<()> {
         let seq = self.state.applied + 1;
-        let json = serde_json::to_vec(&Sequenced {
-            seq,
-            record: record.clone(),
-        })
-        .map_err(|e| io::Error::other(format!("cannot encode metadata record: {e}")))?;
+        let json = serde_json::to_vec(&Sequenced { seq, record: record.clone() })
+            .map_err(|e| io::Error::other(format!("cannot encode metadata record: {e}")))?;
         let mut buf = BytesMut::with_capacity(json.len() + entry::HEADER_LEN);
         entry::encode(&mut buf, KIND_META, 0, &json);
         self.log.write_all(&buf)?;
@@ -184,8 +166,7 @@ impl MetadataLog {
 
 fn write_snapshot(dir: &Path, state: &MetaState) -> io::Result<()> {
     let tmp = dir.join(format!("{SNAPSHOT}.tmp"));
-    let json = serde_json::to_vec(state)
-        .map_err(|e| io::Error::other(format!("cannot encode snapshot: {e}")))?;
+    let json = serde_json::to_vec(state).map_err(|e| io::Error::other(format!("cannot encode snapshot: {e}")))?;
     let mut f = File::create(&tmp)?;
     f.write_all(&json)?;
     f.sync_all()?;
@@ -214,13 +195,7 @@ mod tests {
         TopicRecord {
             name: name.into(),
             id: Uuid::new_v4(),
-            partitions: ids
-                .iter()
-                .map(|&id| PartitionRecord {
-                    id,
-                    log_start_offset: 0,
-                })
-                .collect(),
+            partitions: ids.iter().map(|&id| PartitionRecord { id, log_start_offset: 0 }).collect(),
             configs: BTreeMap::new(),
         }
     }
@@ -233,10 +208,8 @@ mod tests {
         {
             let mut log = MetadataLog::open(dir.path()).unwrap();
             cluster = log.state.cluster_id.clone();
-            log.append(MetaRecord::TopicCreated { topic: a.clone() })
-                .unwrap();
-            log.append(MetaRecord::TopicCreated { topic: b.clone() })
-                .unwrap();
+            log.append(MetaRecord::TopicCreated { topic: a.clone() }).unwrap();
+            log.append(MetaRecord::TopicCreated { topic: b.clone() }).unwrap();
             log.append(MetaRecord::TopicDeleted { id: a.id }).unwrap();
         }
         let log = MetadataLog::open(dir.path()).unwrap();
@@ -252,21 +225,12 @@ mod tests {
         let a = topic("a", &[0]);
         {
             let mut log = MetadataLog::open(dir.path()).unwrap();
-            log.append(MetaRecord::TopicCreated { topic: a.clone() })
-                .unwrap();
-            log.append(MetaRecord::TopicCreated {
-                topic: topic("b", &[1]),
-            })
-            .unwrap();
+            log.append(MetaRecord::TopicCreated { topic: a.clone() }).unwrap();
+            log.append(MetaRecord::TopicCreated { topic: topic("b", &[1]) }).unwrap();
         }
         let path = dir.path().join(LOG);
         let len = fs::metadata(&path).unwrap().len();
-        OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(len - 3)
-            .unwrap();
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 3).unwrap();
         let log = MetadataLog::open(dir.path()).unwrap();
         assert_eq!(log.state.topics.len(), 1);
         assert!(log.state.topics.contains_key(&a.id));
@@ -279,8 +243,7 @@ mod tests {
         let log_bytes;
         {
             let mut log = MetadataLog::open(dir.path()).unwrap();
-            log.append(MetaRecord::TopicCreated { topic: a.clone() })
-                .unwrap();
+            log.append(MetaRecord::TopicCreated { topic: a.clone() }).unwrap();
             log.append(MetaRecord::TopicDeleted { id: a.id }).unwrap();
             log_bytes = fs::read(dir.path().join(LOG)).unwrap();
         }

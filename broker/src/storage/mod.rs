@@ -54,9 +54,7 @@ impl Topic {
         self.config.read().clone()
     }
     pub fn partition(&self, index: i32) -> Option<&Arc<PartitionLog>> {
-        usize::try_from(index)
-            .ok()
-            .and_then(|i| self.partitions.get(i))
+        usize::try_from(index).ok().and_then(|i| self.partitions.get(i))
     }
 }
 
@@ -87,8 +85,7 @@ impl Storage {
     /// Opens the data directory: recovery, then the journal writer. Blocking.
     pub fn open(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Self>, StorageError> {
         let data_dir: PathBuf = config.data_dir.clone();
-        let meta = MetadataLog::open(&data_dir.join("meta"))
-            .map_err(StorageError::io("opening metadata log"))?;
+        let meta = MetadataLog::open(&data_dir.join("meta")).map_err(StorageError::io("opening metadata log"))?;
         let defaults = config.topics.clone();
         let topics = DashMap::new();
         let topic_ids = DashMap::new();
@@ -102,8 +99,7 @@ impl Storage {
             topic_ids.insert(topic.id, topic);
         }
         let files = Arc::new(
-            JournalFiles::new(&data_dir.join("journal"))
-                .map_err(StorageError::io("opening journal directory"))?,
+            JournalFiles::new(&data_dir.join("journal")).map_err(StorageError::io("opening journal directory"))?,
         );
         let replayed = recovery::replay_journal(&files, &by_journal_id)?;
         tracing::info!(
@@ -113,11 +109,7 @@ impl Storage {
             bytes = replayed.bytes,
             "recovered"
         );
-        let cache = cache::CacheBudget::new(
-            config.cache.partition_bytes,
-            config.cache.total_bytes,
-            metrics.clone(),
-        );
+        let cache = cache::CacheBudget::new(config.cache.partition_bytes, config.cache.total_bytes, metrics.clone());
         let cache_total = cache.total.clone();
         let (durable_tx, durable) = watch::channel(0u64);
         let journal = Journal::start(
@@ -189,19 +181,11 @@ impl Storage {
             let record = TopicRecord {
                 name: name.clone(),
                 id: Uuid::new_v4(),
-                partitions: ids
-                    .into_iter()
-                    .map(|id| PartitionRecord {
-                        id,
-                        log_start_offset: 0,
-                    })
-                    .collect(),
+                partitions: ids.into_iter().map(|id| PartitionRecord { id, log_start_offset: 0 }).collect(),
                 configs,
             };
-            meta.append(MetaRecord::TopicCreated {
-                topic: record.clone(),
-            })
-            .map_err(StorageError::io("writing metadata log"))?;
+            meta.append(MetaRecord::TopicCreated { topic: record.clone() })
+                .map_err(StorageError::io("writing metadata log"))?;
             let topic = Arc::new(build_topic(&record, &this.defaults));
             this.topics.insert(topic.name.clone(), topic.clone());
             this.topic_ids.insert(topic.id, topic.clone());
@@ -243,14 +227,7 @@ impl Storage {
         log_append_time: bool,
     ) -> Result<PendingAppend, StorageError> {
         let partition = partition.clone();
-        self.journal
-            .submit(move |reply| Append {
-                partition,
-                batches,
-                log_append_time,
-                reply,
-            })
-            .await
+        self.journal.submit(move |reply| Append { partition, batches, log_append_time, reply }).await
     }
 
     /// Reads whole batches from `offset` up to `max_bytes` (at least one batch when
@@ -285,9 +262,7 @@ impl Storage {
                     Chunk::Cached(b) => Ok(b),
                     Chunk::Journal { position, len } => files
                         .read_at(position, len as usize)
-                        .map_err(StorageError::io(format!(
-                            "reading journal at position {position}"
-                        ))),
+                        .map_err(StorageError::io(format!("reading journal at position {position}"))),
                 })
                 .collect()
         })
@@ -314,20 +289,14 @@ impl Storage {
     }
 
     /// The offset and timestamp of the record with the largest timestamp.
-    pub async fn max_timestamp(
-        &self,
-        partition: &Arc<PartitionLog>,
-    ) -> Result<Option<(i64, i64)>, StorageError> {
+    pub async fn max_timestamp(&self, partition: &Arc<PartitionLog>) -> Result<Option<(i64, i64)>, StorageError> {
         let Some(chunk) = partition.locate_max_timestamp() else {
             return Ok(None);
         };
         let batch = self.load(vec![chunk]).await?.remove(0);
         let recs = records_of(&batch)?;
         let max = recs.iter().map(|r| r.timestamp).max();
-        Ok(recs
-            .into_iter()
-            .find(|r| Some(r.timestamp) == max)
-            .map(|r| (r.offset, r.timestamp)))
+        Ok(recs.into_iter().find(|r| Some(r.timestamp) == max).map(|r| (r.offset, r.timestamp)))
     }
 
     /// Changes whenever more data becomes durable somewhere (for long polls).
@@ -342,10 +311,7 @@ impl Storage {
 }
 
 fn records_of(batch: &Bytes) -> Result<Vec<records::RecordView>, StorageError> {
-    let corrupt = |reason: String| StorageError::Corrupt {
-        position: 0,
-        reason,
-    };
+    let corrupt = |reason: String| StorageError::Corrupt { position: 0, reason };
     let header = BatchHeader::parse(batch).map_err(|e| corrupt(e.to_string()))?;
     records::read(&header, batch).map_err(|e| corrupt(e.to_string()))
 }
@@ -357,20 +323,10 @@ fn build_topic(record: &TopicRecord, defaults: &tributary_config::TopicDefaults)
             .partitions
             .iter()
             .enumerate()
-            .map(|(i, p)| {
-                Arc::new(PartitionLog::new(
-                    p.id,
-                    name.clone(),
-                    i as i32,
-                    p.log_start_offset,
-                ))
-            })
+            .map(|(i, p)| Arc::new(PartitionLog::new(p.id, name.clone(), i as i32, p.log_start_offset)))
             .collect(),
         name,
         id: record.id,
-        config: RwLock::new(Arc::new(TopicConfig::resolve(
-            record.configs.clone(),
-            defaults,
-        ))),
+        config: RwLock::new(Arc::new(TopicConfig::resolve(record.configs.clone(), defaults))),
     }
 }

@@ -146,10 +146,7 @@ impl PartitionLog {
             chunks.push(if i >= cached_from {
                 Chunk::Cached(st.cache[i - cached_from].clone())
             } else {
-                Chunk::Journal {
-                    position: b.position,
-                    len: b.len,
-                }
+                Chunk::Journal { position: b.position, len: b.len }
             });
             total += len;
         }
@@ -159,10 +156,7 @@ impl PartitionLog {
     /// The first batch whose max timestamp is at or after `timestamp`.
     pub(crate) fn locate_timestamp(&self, timestamp: i64) -> Option<Chunk> {
         let st = self.state.lock();
-        let i = st
-            .batches
-            .iter()
-            .position(|b| b.max_timestamp >= timestamp && b.last_offset >= st.log_start_offset)?;
+        let i = st.batches.iter().position(|b| b.max_timestamp >= timestamp && b.last_offset >= st.log_start_offset)?;
         Some(Self::chunk(&st, i))
     }
 
@@ -171,9 +165,7 @@ impl PartitionLog {
         let st = self.state.lock();
         let mut best: Option<(usize, i64)> = None;
         for (i, b) in st.batches.iter().enumerate() {
-            if b.last_offset >= st.log_start_offset
-                && best.is_none_or(|(_, ts)| b.max_timestamp >= ts)
-            {
+            if b.last_offset >= st.log_start_offset && best.is_none_or(|(_, ts)| b.max_timestamp >= ts) {
                 best = Some((i, b.max_timestamp));
             }
         }
@@ -186,10 +178,7 @@ impl PartitionLog {
             Chunk::Cached(st.cache[i - cached_from].clone())
         } else {
             let b = st.batches[i];
-            Chunk::Journal {
-                position: b.position,
-                len: b.len,
-            }
+            Chunk::Journal { position: b.position, len: b.len }
         }
     }
 }

@@ -30,43 +30,25 @@ pub(crate) fn replay_journal(
     files: &JournalFiles,
     partitions: &HashMap<u64, Arc<PartitionLog>>,
 ) -> Result<JournalState, StorageError> {
-    let starts = files
-        .list()
-        .map_err(StorageError::io("listing journal files"))?;
-    let mut state = JournalState {
-        start: StartPoint {
-            file_start: 0,
-            position: 0,
-        },
-        batches: 0,
-        bytes: 0,
-    };
+    let starts = files.list().map_err(StorageError::io("listing journal files"))?;
+    let mut state = JournalState { start: StartPoint { file_start: 0, position: 0 }, batches: 0, bytes: 0 };
     let mut cut = false;
     for (n, &start) in starts.iter().enumerate() {
         if cut {
-            tracing::error!(
-                file = start,
-                "journal file after a corrupt entry: removing it"
-            );
-            files
-                .remove(start)
-                .map_err(StorageError::io("removing journal file"))?;
+            tracing::error!(file = start, "journal file after a corrupt entry: removing it");
+            files.remove(start).map_err(StorageError::io("removing journal file"))?;
             continue;
         }
         let path = files.path(start);
-        let data = Bytes::from(
-            fs::read(&path).map_err(StorageError::io(format!("reading {}", path.display())))?,
-        );
+        let data = Bytes::from(fs::read(&path).map_err(StorageError::io(format!("reading {}", path.display())))?);
         let (entries, valid) = entry::scan(&data);
         for e in entries.iter().filter(|e| e.kind == KIND_BATCH) {
             let Some(partition) = partitions.get(&e.partition) else {
                 continue;
             };
             let position = start + (e.at + HEADER_LEN) as u64;
-            let header = BatchHeader::parse(&e.payload).map_err(|err| StorageError::Corrupt {
-                position,
-                reason: err.to_string(),
-            })?;
+            let header = BatchHeader::parse(&e.payload)
+                .map_err(|err| StorageError::Corrupt { position, reason: err.to_string() })?;
             let mut st = partition.state.lock();
             if header.base_offset < st.next_offset {
                 // Below the log start (DeleteRecords) or already indexed: nothing to add.
@@ -96,42 +78,22 @@ pub(crate) fn replay_journal(
         if valid < data.len() {
             let last = n + 1 == starts.len();
             if last {
-                tracing::warn!(
-                    file = start,
-                    at = valid,
-                    len = data.len(),
-                    "cutting torn journal tail"
-                );
+                tracing::warn!(file = start, at = valid, len = data.len(), "cutting torn journal tail");
             } else {
-                tracing::error!(
-                    file = start,
-                    at = valid,
-                    "corrupt journal entry before the last file; cutting"
-                );
+                tracing::error!(file = start, at = valid, "corrupt journal entry before the last file; cutting");
             }
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(StorageError::io("opening journal file"))?;
-            f.set_len(valid as u64)
-                .map_err(StorageError::io("truncating journal file"))?;
-            f.sync_all()
-                .map_err(StorageError::io("syncing journal file"))?;
+            let f = OpenOptions::new().write(true).open(&path).map_err(StorageError::io("opening journal file"))?;
+            f.set_len(valid as u64).map_err(StorageError::io("truncating journal file"))?;
+            f.sync_all().map_err(StorageError::io("syncing journal file"))?;
             cut = true;
         } else {
             // Make what the previous process wrote (maybe unsynced) durable before
             // it becomes visible.
             let f = fs::File::open(&path).map_err(StorageError::io("opening journal file"))?;
-            f.sync_all()
-                .map_err(StorageError::io("syncing journal file"))?;
+            f.sync_all().map_err(StorageError::io("syncing journal file"))?;
         }
-        files
-            .register(start)
-            .map_err(StorageError::io("opening journal file"))?;
-        state.start = StartPoint {
-            file_start: start,
-            position: start + valid as u64,
-        };
+        files.register(start).map_err(StorageError::io("opening journal file"))?;
+        state.start = StartPoint { file_start: start, position: start + valid as u64 };
     }
     Ok(state)
 }

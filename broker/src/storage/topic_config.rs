@@ -53,25 +53,13 @@ const I32: i64 = i32::MAX as i64;
 
 macro_rules! def {
     ($name:literal, $kind:expr, $ty:ident, $honoured:literal, $default:expr) => {
-        ConfigDef {
-            name: $name,
-            kind: $kind,
-            default: $default,
-            honoured: $honoured,
-            type_name: ConfigType::$ty,
-        }
+        ConfigDef { name: $name, kind: $kind, default: $default, honoured: $honoured, type_name: ConfigType::$ty }
     };
 }
 
 /// Every topic config key Tributary accepts.
 pub static TOPIC_CONFIGS: &[ConfigDef] = &[
-    def!(
-        "cleanup.policy",
-        Kind::ListOf(&["delete", "compact"]),
-        List,
-        false,
-        |_| "delete".into()
-    ),
+    def!("cleanup.policy", Kind::ListOf(&["delete", "compact"]), List, false, |_| "delete".into()),
     def!(
         "compression.type",
         Kind::OneOf(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]),
@@ -79,221 +67,34 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         false,
         |_| "producer".into()
     ),
-    def!(
-        "delete.retention.ms",
-        Kind::Long {
-            min: 0,
-            max: i64::MAX
-        },
-        Long,
-        false,
-        |_| DAY_MS.to_string()
-    ),
-    def!(
-        "file.delete.delay.ms",
-        Kind::Long {
-            min: 0,
-            max: i64::MAX
-        },
-        Long,
-        false,
-        |_| "60000".into()
-    ),
-    def!(
-        "flush.messages",
-        Kind::Long {
-            min: 1,
-            max: i64::MAX
-        },
-        Long,
-        false,
-        |_| i64::MAX.to_string()
-    ),
-    def!(
-        "flush.ms",
-        Kind::Long {
-            min: 0,
-            max: i64::MAX
-        },
-        Long,
-        false,
-        |_| i64::MAX.to_string()
-    ),
-    def!(
-        "index.interval.bytes",
-        Kind::Long { min: 0, max: I32 },
-        Int,
-        false,
-        |_| "4096".into()
-    ),
-    def!(
-        "max.compaction.lag.ms",
-        Kind::Long {
-            min: 1,
-            max: i64::MAX
-        },
-        Long,
-        false,
-        |_| i64::MAX.to_string()
-    ),
-    def!(
-        "max.message.bytes",
-        Kind::Long { min: 0, max: I32 },
-        Int,
-        true,
-        |d| d.message_max_bytes.to_string()
-    ),
-    def!(
-        "message.timestamp.after.max.ms",
-        Kind::Long {
-            min: 0,
-            max: i64::MAX
-        },
-        Long,
-        false,
-        |_| "3600000".into()
-    ),
-    def!(
-        "message.timestamp.before.max.ms",
-        Kind::Long {
-            min: 0,
-            max: i64::MAX
-        },
-        Long,
-        false,
-        |_| i64::MAX.to_string()
-    ),
-    def!(
-        "message.timestamp.type",
-        Kind::OneOf(&["CreateTime", "LogAppendTime"]),
-        String,
-        true,
-        |_| "CreateTime".into()
-    ),
-    def!(
-        "min.cleanable.dirty.ratio",
-        Kind::Double { min: 0.0, max: 1.0 },
-        Double,
-        false,
-        |_| "0.5".into()
-    ),
-    def!(
-        "min.compaction.lag.ms",
-        Kind::Long {
-            min: 0,
-            max: i64::MAX
-        },
-        Long,
-        false,
-        |_| "0".into()
-    ),
-    def!(
-        "min.insync.replicas",
-        Kind::Long { min: 1, max: I32 },
-        Int,
-        false,
-        |_| "1".into()
-    ),
-    def!("preallocate", Kind::Bool, Boolean, false, |_| "false"
+    def!("delete.retention.ms", Kind::Long { min: 0, max: i64::MAX }, Long, false, |_| DAY_MS.to_string()),
+    def!("file.delete.delay.ms", Kind::Long { min: 0, max: i64::MAX }, Long, false, |_| "60000".into()),
+    def!("flush.messages", Kind::Long { min: 1, max: i64::MAX }, Long, false, |_| i64::MAX.to_string()),
+    def!("flush.ms", Kind::Long { min: 0, max: i64::MAX }, Long, false, |_| i64::MAX.to_string()),
+    def!("index.interval.bytes", Kind::Long { min: 0, max: I32 }, Int, false, |_| "4096".into()),
+    def!("max.compaction.lag.ms", Kind::Long { min: 1, max: i64::MAX }, Long, false, |_| i64::MAX.to_string()),
+    def!("max.message.bytes", Kind::Long { min: 0, max: I32 }, Int, true, |d| d.message_max_bytes.to_string()),
+    def!("message.timestamp.after.max.ms", Kind::Long { min: 0, max: i64::MAX }, Long, false, |_| "3600000".into()),
+    def!("message.timestamp.before.max.ms", Kind::Long { min: 0, max: i64::MAX }, Long, false, |_| i64::MAX
+        .to_string()),
+    def!("message.timestamp.type", Kind::OneOf(&["CreateTime", "LogAppendTime"]), String, true, |_| "CreateTime"
         .into()),
-    def!(
-        "retention.bytes",
-        Kind::Long {
-            min: -1,
-            max: i64::MAX
-        },
-        Long,
-        false,
-        |d| d.retention_bytes.to_string()
-    ),
-    def!(
-        "retention.ms",
-        Kind::Long {
-            min: -1,
-            max: i64::MAX
-        },
-        Long,
-        false,
-        |d| d.retention_ms.to_string()
-    ),
-    def!(
-        "segment.bytes",
-        Kind::Long { min: 14, max: I32 },
-        Int,
-        false,
-        |d| d.segment_bytes.to_string()
-    ),
-    def!(
-        "segment.index.bytes",
-        Kind::Long { min: 4, max: I32 },
-        Int,
-        false,
-        |_| "10485760".into()
-    ),
-    def!(
-        "segment.jitter.ms",
-        Kind::Long {
-            min: 0,
-            max: i64::MAX
-        },
-        Long,
-        false,
-        |_| "0".into()
-    ),
-    def!(
-        "segment.ms",
-        Kind::Long {
-            min: 1,
-            max: i64::MAX
-        },
-        Long,
-        false,
-        |d| d.segment_ms.to_string()
-    ),
-    def!(
-        "unclean.leader.election.enable",
-        Kind::Bool,
-        Boolean,
-        false,
-        |_| "false".into()
-    ),
-    def!("remote.storage.enable", Kind::Bool, Boolean, false, |_| {
-        "false".into()
-    }),
-    def!(
-        "local.retention.ms",
-        Kind::Long {
-            min: -2,
-            max: i64::MAX
-        },
-        Long,
-        false,
-        |_| "-2".into()
-    ),
-    def!(
-        "local.retention.bytes",
-        Kind::Long {
-            min: -2,
-            max: i64::MAX
-        },
-        Long,
-        false,
-        |_| "-2".into()
-    ),
-    def!(
-        "follower.replication.throttled.replicas",
-        Kind::Text,
-        List,
-        false,
-        |_| String::new()
-    ),
-    def!(
-        "leader.replication.throttled.replicas",
-        Kind::Text,
-        List,
-        false,
-        |_| String::new()
-    ),
+    def!("min.cleanable.dirty.ratio", Kind::Double { min: 0.0, max: 1.0 }, Double, false, |_| "0.5".into()),
+    def!("min.compaction.lag.ms", Kind::Long { min: 0, max: i64::MAX }, Long, false, |_| "0".into()),
+    def!("min.insync.replicas", Kind::Long { min: 1, max: I32 }, Int, false, |_| "1".into()),
+    def!("preallocate", Kind::Bool, Boolean, false, |_| "false".into()),
+    def!("retention.bytes", Kind::Long { min: -1, max: i64::MAX }, Long, false, |d| d.retention_bytes.to_string()),
+    def!("retention.ms", Kind::Long { min: -1, max: i64::MAX }, Long, false, |d| d.retention_ms.to_string()),
+    def!("segment.bytes", Kind::Long { min: 14, max: I32 }, Int, false, |d| d.segment_bytes.to_string()),
+    def!("segment.index.bytes", Kind::Long { min: 4, max: I32 }, Int, false, |_| "10485760".into()),
+    def!("segment.jitter.ms", Kind::Long { min: 0, max: i64::MAX }, Long, false, |_| "0".into()),
+    def!("segment.ms", Kind::Long { min: 1, max: i64::MAX }, Long, false, |d| d.segment_ms.to_string()),
+    def!("unclean.leader.election.enable", Kind::Bool, Boolean, false, |_| "false".into()),
+    def!("remote.storage.enable", Kind::Bool, Boolean, false, |_| { "false".into() }),
+    def!("local.retention.ms", Kind::Long { min: -2, max: i64::MAX }, Long, false, |_| "-2".into()),
+    def!("local.retention.bytes", Kind::Long { min: -2, max: i64::MAX }, Long, false, |_| "-2".into()),
+    def!("follower.replication.throttled.replicas", Kind::Text, List, false, |_| String::new()),
+    def!("leader.replication.throttled.replicas", Kind::Text, List, false, |_| String::new()),
 ];
 
 /// Looks up a key.
@@ -305,19 +106,11 @@ pub fn find(name: &str) -> Option<&'static ConfigDef> {
 pub fn validate(name: &str, value: &str) -> Result<(), String> {
     let def = find(name).ok_or_else(|| format!("unknown topic config {name}"))?;
     let ok = match def.kind {
-        Kind::Long { min, max } => value
-            .trim()
-            .parse::<i64>()
-            .is_ok_and(|v| (min..=max).contains(&v)),
+        Kind::Long { min, max } => value.trim().parse::<i64>().is_ok_and(|v| (min..=max).contains(&v)),
         Kind::Bool => matches!(value.trim().to_ascii_lowercase().as_str(), "true" | "false"),
-        Kind::Double { min, max } => value
-            .trim()
-            .parse::<f64>()
-            .is_ok_and(|v| v >= min && v <= max),
+        Kind::Double { min, max } => value.trim().parse::<f64>().is_ok_and(|v| v >= min && v <= max),
         Kind::OneOf(allowed) => allowed.contains(&value.trim()),
-        Kind::ListOf(allowed) => {
-            !value.trim().is_empty() && value.split(',').all(|v| allowed.contains(&v.trim()))
-        }
+        Kind::ListOf(allowed) => !value.trim().is_empty() && value.split(',').all(|v| allowed.contains(&v.trim())),
         Kind::Text => true,
     };
     if ok {
@@ -331,9 +124,7 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
         Kind::ListOf(v) => format!("a comma-separated list of {}", v.join(", ")),
         Kind::Text => "text".into(),
     };
-    Err(format!(
-        "invalid value {value:?} for {name}: must be {allowed}"
-    ))
+    Err(format!("invalid value {value:?} for {name}: must be {allowed}"))
 }
 
 /// The values the engine and the handlers act on.
@@ -351,17 +142,10 @@ impl TopicConfig {
     /// Resolves overrides over the broker defaults. Overrides are validated on the way
     /// in, so a value that does not parse here falls back to the default.
     pub fn resolve(overrides: BTreeMap<String, String>, defaults: &TopicDefaults) -> Self {
-        let long = |k: &str, d: i64| {
-            overrides
-                .get(k)
-                .and_then(|v| v.trim().parse::<i64>().ok())
-                .unwrap_or(d)
-        };
+        let long = |k: &str, d: i64| overrides.get(k).and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(d);
         TopicConfig {
             max_message_bytes: long("max.message.bytes", defaults.message_max_bytes as i64) as i32,
-            log_append_time: overrides
-                .get("message.timestamp.type")
-                .is_some_and(|v| v == "LogAppendTime"),
+            log_append_time: overrides.get("message.timestamp.type").is_some_and(|v| v == "LogAppendTime"),
             retention_ms: long("retention.ms", defaults.retention_ms),
             retention_bytes: long("retention.bytes", defaults.retention_bytes),
             overrides,
@@ -389,9 +173,7 @@ mod tests {
         let e = validate("retention.ms", "soon").unwrap_err();
         assert!(e.contains("retention.ms") && e.contains("integer"), "{e}");
         assert!(validate("cleanup.policy", "shred").is_err());
-        assert!(validate("no.such.key", "1")
-            .unwrap_err()
-            .contains("unknown"));
+        assert!(validate("no.such.key", "1").unwrap_err().contains("unknown"));
     }
 
     #[test]
@@ -399,10 +181,7 @@ mod tests {
         let d = TopicDefaults::default();
         let mut o = BTreeMap::new();
         o.insert("max.message.bytes".to_string(), "2048".to_string());
-        o.insert(
-            "message.timestamp.type".to_string(),
-            "LogAppendTime".to_string(),
-        );
+        o.insert("message.timestamp.type".to_string(), "LogAppendTime".to_string());
         let c = TopicConfig::resolve(o, &d);
         assert_eq!(c.max_message_bytes, 2048);
         assert!(c.log_append_time);

@@ -18,12 +18,7 @@ pub(crate) const HEADER_LEN: usize = 4 + 4 + 1 + 8;
 pub(crate) const KIND_BATCH: u8 = 1;
 
 /// Appends one entry to `buf` and returns the payload's range inside `buf`.
-pub(crate) fn encode(
-    buf: &mut BytesMut,
-    kind: u8,
-    partition: u64,
-    payload: &[u8],
-) -> std::ops::Range<usize> {
+pub(crate) fn encode(buf: &mut BytesMut, kind: u8, partition: u64, payload: &[u8]) -> std::ops::Range<usize> {
     let start = buf.len();
     let len = (4 + 1 + 8 + payload.len()) as u32;
     buf.put_u32(len);
@@ -38,11 +33,7 @@ pub(crate) fn encode(
 
 /// Recomputes the CRC of the entry starting at `start` (after its payload changed).
 pub(crate) fn seal(buf: &mut [u8], start: usize) {
-    let len = u32::from_be_bytes(
-        buf[start..start + 4]
-            .try_into()
-            .expect("invariant: 4 bytes"),
-    ) as usize;
+    let len = u32::from_be_bytes(buf[start..start + 4].try_into().expect("invariant: 4 bytes")) as usize;
     let end = start + 4 + len;
     let crc = crc32c::crc32c(&buf[start + 8..end]);
     buf[start + 4..start + 8].copy_from_slice(&crc.to_be_bytes());

@@ -22,10 +22,7 @@ pub(crate) struct JournalFiles {
 impl JournalFiles {
     pub(crate) fn new(dir: &Path) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
-        Ok(JournalFiles {
-            dir: dir.to_path_buf(),
-            files: RwLock::new(BTreeMap::new()),
-        })
+        Ok(JournalFiles { dir: dir.to_path_buf(), files: RwLock::new(BTreeMap::new()) })
     }
 
     pub(crate) fn path(&self, start: u64) -> PathBuf {
@@ -38,10 +35,7 @@ impl JournalFiles {
         for entry in fs::read_dir(&self.dir)? {
             let name = entry?.file_name();
             let name = name.to_string_lossy();
-            if let Some(start) = name
-                .strip_suffix(".journal")
-                .and_then(|s| s.parse::<u64>().ok())
-            {
+            if let Some(start) = name.strip_suffix(".journal").and_then(|s| s.parse::<u64>().ok()) {
                 starts.push(start);
             }
         }
@@ -54,17 +48,11 @@ impl JournalFiles {
     pub(crate) fn open_for_append(&self, start: u64) -> io::Result<File> {
         let path = self.path(start);
         let created = !path.exists();
-        let file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&path)?;
+        let file = OpenOptions::new().create(true).read(true).append(true).open(&path)?;
         if created {
             sync_dir(&self.dir)?;
         }
-        self.files
-            .write()
-            .insert(start, Arc::new(file.try_clone()?));
+        self.files.write().insert(start, Arc::new(file.try_clone()?));
         Ok(file)
     }
 
@@ -88,10 +76,7 @@ impl JournalFiles {
         let (start, file) = {
             let files = self.files.read();
             let (start, file) = files.range(..=position).next_back().ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("no journal file holds position {position}"),
-                )
+                io::Error::new(io::ErrorKind::NotFound, format!("no journal file holds position {position}"))
             })?;
             (*start, file.clone())
         };

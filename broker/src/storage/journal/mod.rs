@@ -74,14 +74,8 @@ impl Journal {
             failed: None,
         };
         let (tx, rx) = mpsc::channel(queue_depth);
-        let handle = std::thread::Builder::new()
-            .name("journal-writer".into())
-            .spawn(move || writer.run(rx))?;
-        Ok(Journal {
-            tx: Mutex::new(Some(tx)),
-            writer: Mutex::new(Some(handle)),
-            files,
-        })
+        let handle = std::thread::Builder::new().name("journal-writer".into()).spawn(move || writer.run(rx))?;
+        Ok(Journal { tx: Mutex::new(Some(tx)), writer: Mutex::new(Some(handle)), files })
     }
 
     /// Queues an append. Returns once the writer has room for it (the queue is the
@@ -92,9 +86,7 @@ impl Journal {
     ) -> Result<oneshot::Receiver<Result<Appended, StorageError>>, StorageError> {
         let tx = self.tx.lock().clone().ok_or(StorageError::ShuttingDown)?;
         let (reply, rx) = oneshot::channel();
-        tx.send(append(reply))
-            .await
-            .map_err(|_| StorageError::ShuttingDown)?;
+        tx.send(append(reply)).await.map_err(|_| StorageError::ShuttingDown)?;
         Ok(rx)
     }
 

@@ -101,9 +101,7 @@ impl Writer {
     fn commit(&mut self, group: Vec<Append>, bytes: usize) {
         if let Some(reason) = &self.failed {
             for a in group {
-                let _ = a
-                    .reply
-                    .send(Err(StorageError::JournalFailed(reason.clone())));
+                let _ = a.reply.send(Err(StorageError::JournalFailed(reason.clone())));
             }
             return;
         }
@@ -162,9 +160,7 @@ impl Writer {
             tracing::error!("{reason}; refusing further appends");
             self.failed = Some(reason.clone());
             for p in placed {
-                let _ = p
-                    .reply
-                    .send(Err(StorageError::JournalFailed(reason.clone())));
+                let _ = p.reply.send(Err(StorageError::JournalFailed(reason.clone())));
             }
             return;
         }
@@ -190,10 +186,7 @@ impl Writer {
         self.durable.send_modify(|v| *v += 1);
         if self.position - self.file_start >= self.settings.file_bytes {
             if let Err(e) = self.roll() {
-                let reason = format!(
-                    "cannot start a new journal file at position {}: {e}",
-                    self.position
-                );
+                let reason = format!("cannot start a new journal file at position {}: {e}", self.position);
                 tracing::error!("{reason}; refusing further appends");
                 self.failed = Some(reason);
             }
@@ -206,9 +199,7 @@ impl Writer {
         if self.settings.durability == Durability::Fsync {
             let started = Instant::now();
             file.sync_data()?;
-            self.metrics
-                .fsync_seconds
-                .observe(started.elapsed().as_secs_f64());
+            self.metrics.fsync_seconds.observe(started.elapsed().as_secs_f64());
         }
         Ok(())
     }
@@ -225,19 +216,12 @@ impl Writer {
 }
 
 fn size(a: &Append) -> u64 {
-    a.batches
-        .iter()
-        .map(|(h, _)| (h.size + HEADER_LEN) as u64)
-        .sum()
+    a.batches.iter().map(|(h, _)| (h.size + HEADER_LEN) as u64).sum()
 }
 
 /// With `durability = "interval"`: fsyncs the current file every `interval` until the
 /// writer is gone.
-pub(crate) fn run_interval_sync(
-    current: std::sync::Weak<Mutex<File>>,
-    interval: Duration,
-    metrics: Arc<Metrics>,
-) {
+pub(crate) fn run_interval_sync(current: std::sync::Weak<Mutex<File>>, interval: Duration, metrics: Arc<Metrics>) {
     loop {
         std::thread::sleep(interval);
         let Some(current) = current.upgrade() else {
@@ -254,9 +238,7 @@ pub(crate) fn run_interval_sync(
         drop(current);
         let started = Instant::now();
         match file.sync_data() {
-            Ok(()) => metrics
-                .fsync_seconds
-                .observe(started.elapsed().as_secs_f64()),
+            Ok(()) => metrics.fsync_seconds.observe(started.elapsed().as_secs_f64()),
             Err(e) => tracing::error!(error = %e, "interval journal fsync failed"),
         }
     }
