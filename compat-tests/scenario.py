@@ -9,7 +9,8 @@ def records(tag, n=40):
     out = []
     for i in range(n):
         key = None if i % 7 == 3 else f"{tag}-key-{i}".encode()
-        value = None if i % 5 == 4 else (f"{tag}-value-{i}-" * (i % 13 + 1)).encode() + bytes([i % 256, 0, 255])
+        # Python clients refuse a record with neither key nor value.
+        value = None if i % 5 == 4 and key is not None else (f"{tag}-value-{i}-" * (i % 13 + 1)).encode() + bytes([i % 256, 0, 255])
         headers = [("h1", f"v{i}".encode()), ("h1", b"dup"), ("empty", b"")] if i % 3 == 0 else []
         out.append((key, value, headers))
     return out
