@@ -1,0 +1,3 @@
+//! Integration tests of the broker crate, compiled into one binary.
+
+mod storage;
