@@ -58,9 +58,9 @@ pub fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
     if !problems.is_empty() {
         return Err(ConfigError { problems });
     }
-    let config: Config = Value::Table(tree)
-        .try_into()
-        .map_err(|e: toml::de::Error| ConfigError { problems: vec![e.message().to_string()] })?;
+    // serde_path_to_error keeps the key path that deserializing a tree loses.
+    let config: Config = serde_path_to_error::deserialize(Value::Table(tree))
+        .map_err(|e| ConfigError { problems: vec![format!("{}: {}", e.path(), e.inner().message())] })?;
     validate::check(&config)?;
     Ok(config)
 }
@@ -142,6 +142,15 @@ mod tests {
         assert!(err.to_string().contains("fsync"), "{err}");
         let err = load(Sources { env: vec![("TRIBUTARY_NOPE".into(), "1".into())], ..Default::default() }).unwrap_err();
         assert!(err.to_string().contains("TRIBUTARY_NOPE"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_value_in_the_file_names_its_key() {
+        let err =
+            load(Sources { file: file("[journal]\ndurability = \"sometimes\"\n"), ..Default::default() }).unwrap_err();
+        assert!(err.to_string().contains("journal.durability"), "{err}");
+        let err = load(Sources { file: file("node_id = \"zero\"\n"), ..Default::default() }).unwrap_err();
+        assert!(err.to_string().contains("node_id"), "{err}");
     }
 
     #[test]
