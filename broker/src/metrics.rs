@@ -20,6 +20,7 @@ pub struct Metrics {
     pub journal_appends: IntCounter,
     pub journal_commits: IntCounter,
     pub fsync_seconds: Histogram,
+    pub journal_write_seconds: Histogram,
     pub cache_bytes: IntGauge,
     pub connections: IntGauge,
     pub connections_total: IntCounter,
@@ -92,6 +93,17 @@ impl Metrics {
                 Histogram::with_opts(
                     HistogramOpts::new("tributary_journal_fsync_duration_seconds", "Time of one journal fsync.")
                         .buckets(LATENCY_BUCKETS.to_vec()),
+                )
+                .expect("invariant: valid metric"),
+            ),
+            journal_write_seconds: reg(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "tributary_journal_write_duration_seconds",
+                        "Time of one group-commit write call (with O_DIRECT, until the device has the data).",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
                 )
                 .expect("invariant: valid metric"),
             ),

@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +34,51 @@ pub(crate) enum Outcome {
 
 /// A response being prepared.
 pub(crate) type Pending = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// How much is read from the socket at least at a time.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Reads one frame. `Ok(None)`: the client closed the connection (or reset it, or
+/// went away mid-request, which is logged at debug level only).
+async fn read_frame(
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<Bytes>, tributary_protocol::CodecError> {
+    let mut need = frame::LENGTH_PREFIX;
+    let mut len = None;
+    loop {
+        if buf.len() >= need {
+            match len {
+                None => {
+                    let prefix: [u8; 4] = buf[..4].try_into().expect("invariant: 4 bytes buffered");
+                    let l = frame::request_length(prefix, max)?;
+                    len = Some(l);
+                    need = frame::LENGTH_PREFIX + l;
+                    continue;
+                }
+                Some(l) => {
+                    buf.advance(frame::LENGTH_PREFIX);
+                    return Ok(Some(buf.split_to(l).freeze()));
+                }
+            }
+        }
+        buf.reserve((need - buf.len()).max(READ_CHUNK));
+        match rd.read_buf(buf).await {
+            Ok(0) => {
+                if !buf.is_empty() {
+                    tracing::debug!(buffered = buf.len(), "client went away mid-request");
+                }
+                return Ok(None);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "read failed");
+                return Ok(None);
+            }
+        }
+    }
+}
 
 pub(super) async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, shutdown: CancellationToken) {
     let span = tracing::info_span!("connection", %peer);
@@ -61,29 +107,24 @@ pub(super) async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>
             let _ = wr.flush().await;
         });
         let max = broker.config.limits.socket_request_max_bytes as usize;
+        // One buffer per connection: frames are split off it without zeroing a fresh
+        // allocation per request, and bytes read past a frame start the next one.
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
         loop {
-            let mut prefix = [0u8; 4];
-            let read = tokio::select! {
+            let frame = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                r = rd.read_exact(&mut prefix) => r,
+                f = read_frame(&mut rd, &mut buf, max) => f,
             };
-            if read.is_err() {
-                break; // closed by the client, or reset
-            }
-            let len = match frame::request_length(prefix, max) {
-                Ok(len) => len,
+            let frame = match frame {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break, // closed by the client, or reset
                 Err(e) => {
                     broker.metrics.connection_errors.inc();
                     tracing::warn!(error = %e, "closing connection");
                     break;
                 }
             };
-            let mut body = vec![0u8; len];
-            if let Err(e) = rd.read_exact(&mut body).await {
-                tracing::debug!(error = %e, "client went away mid-request");
-                break;
-            }
-            match dispatch::dispatch(&broker, Bytes::from(body)).await {
+            match dispatch::dispatch(&broker, frame).await {
                 Ok(pending) => {
                     if tx.send(pending).await.is_err() {
                         break;

@@ -7,6 +7,8 @@
 //! u64 partition  the partition's journal id (never reused)
 //! ..  payload  the record batch, base offset already assigned
 //! ```
+//! Each group commit is padded to [`BLOCK`] bytes with a pad entry (kind 3), so the
+//! writer can use `O_DIRECT` and never rewrites a block holding acknowledged data.
 //! A scan stops at the first entry that is incomplete or whose CRC does not match:
 //! that is the torn tail of a crash, and everything before it is intact.
 
@@ -16,6 +18,37 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub(crate) const HEADER_LEN: usize = 4 + 4 + 1 + 8;
 /// Entry kind of a record batch.
 pub(crate) const KIND_BATCH: u8 = 1;
+/// Entry kind of padding up to the next block boundary.
+pub(crate) const KIND_PAD: u8 = 3;
+/// Alignment of group commits: file offsets, lengths and buffers (`O_DIRECT`).
+pub(crate) const BLOCK: usize = 4096;
+
+/// An empty buffer of at least `capacity` bytes whose start is `BLOCK`-aligned.
+pub(crate) fn aligned_buffer(capacity: usize) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(capacity + BLOCK);
+    let skip = buf.as_ptr().align_offset(BLOCK);
+    buf.resize(skip, 0);
+    let _ = buf.split_to(skip);
+    buf
+}
+
+/// Appends a pad entry so that `buf.len()` becomes a multiple of `BLOCK`.
+pub(crate) fn pad(buf: &mut BytesMut) {
+    let mut gap = (BLOCK - buf.len() % BLOCK) % BLOCK;
+    if gap == 0 {
+        return;
+    }
+    if gap < HEADER_LEN {
+        gap += BLOCK;
+    }
+    let start = buf.len();
+    buf.put_u32((gap - 4) as u32);
+    buf.put_u32(0);
+    buf.put_u8(KIND_PAD);
+    buf.put_u64(0);
+    buf.resize(start + gap, 0);
+    seal(buf, start);
+}
 
 /// Appends one entry to `buf` and returns the payload's range inside `buf`.
 pub(crate) fn encode(buf: &mut BytesMut, kind: u8, partition: u64, payload: &[u8]) -> std::ops::Range<usize> {
@@ -101,6 +134,21 @@ mod tests {
         assert_eq!(entries[2].partition, 2);
         assert_eq!(&entries[2].payload[..], b"three");
         assert_eq!(valid, 3 * HEADER_LEN + 8);
+    }
+
+    #[test]
+    fn padding_fills_to_the_block_and_scans_as_an_entry() {
+        for payload in [0usize, 1, BLOCK - 2 * HEADER_LEN, BLOCK - HEADER_LEN - 5, BLOCK - HEADER_LEN, 5000] {
+            let mut buf = aligned_buffer(payload + 2 * BLOCK);
+            assert_eq!(buf.as_ptr().align_offset(BLOCK), 0);
+            encode(&mut buf, KIND_BATCH, 7, &vec![1u8; payload]);
+            pad(&mut buf);
+            assert_eq!(buf.len() % BLOCK, 0, "payload {payload}");
+            let (entries, valid) = scan(&buf.freeze());
+            assert_eq!(valid % BLOCK, 0);
+            assert_eq!(entries[0].payload.len(), payload);
+            assert!(entries.len() <= 2 && entries[1..].iter().all(|e| e.kind == KIND_PAD));
+        }
     }
 
     #[test]

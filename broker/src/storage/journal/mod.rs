@@ -53,7 +53,16 @@ impl Journal {
         durable: watch::Sender<u64>,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Self> {
-        let file = files.open_for_append(start.file_start)?;
+        // Group commits are block-aligned; an end that is not (a torn tail was cut,
+        // or an older journal) continues in a new file at the next block.
+        let start = if start.position % entry::BLOCK as u64 != 0 {
+            let aligned = start.position.next_multiple_of(entry::BLOCK as u64);
+            StartPoint { file_start: aligned, position: aligned }
+        } else {
+            start
+        };
+        let (file, direct) = files.open_for_writing(start.file_start)?;
+        tracing::info!(direct, position = start.position, "journal open for writing");
         let current = Arc::new(Mutex::new(file));
         if settings.durability == Durability::Interval {
             let weak = Arc::downgrade(&current);

@@ -11,17 +11,17 @@
 //! promised durable.
 
 use std::fs::File;
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 use tributary_config::Durability;
 use tributary_protocol::batch::{self, BatchHeader};
 
-use super::entry::{self, HEADER_LEN, KIND_BATCH};
+use super::entry::{self, BLOCK, HEADER_LEN, KIND_BATCH};
 use super::files::JournalFiles;
 use crate::metrics::Metrics;
 use crate::storage::cache::CacheBudget;
@@ -105,7 +105,7 @@ impl Writer {
             }
             return;
         }
-        let mut buf = BytesMut::with_capacity(bytes + group.len() * HEADER_LEN * 2);
+        let mut buf = entry::aligned_buffer(bytes + group.len() * HEADER_LEN + BLOCK + HEADER_LEN);
         let now = crate::clock::now_ms();
         let mut placed = Vec::with_capacity(group.len());
         for a in group {
@@ -155,6 +155,13 @@ impl Writer {
         if buf.is_empty() {
             return;
         }
+        entry::pad(&mut buf);
+        if buf.as_ptr().align_offset(BLOCK) != 0 {
+            // The capacity estimate fell short and the buffer moved: realign.
+            let mut aligned = entry::aligned_buffer(buf.len());
+            aligned.extend_from_slice(&buf);
+            buf = aligned;
+        }
         if let Err(e) = self.write(&buf) {
             let reason = format!("journal write at position {} failed: {e}", self.position);
             tracing::error!("{reason}; refusing further appends");
@@ -194,26 +201,42 @@ impl Writer {
     }
 
     fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        let mut file = self.current.lock();
-        file.write_all(buf)?;
+        let file = self.current.lock();
+        let started = Instant::now();
+        file.write_all_at(buf, self.position - self.file_start)?;
+        self.metrics.journal_write_seconds.observe(started.elapsed().as_secs_f64());
         if self.settings.durability == Durability::Fsync {
             let started = Instant::now();
             file.sync_data()?;
-            self.metrics.fsync_seconds.observe(started.elapsed().as_secs_f64());
+            let took = started.elapsed();
+            self.metrics.fsync_seconds.observe(took.as_secs_f64());
+            if took > SLOW_FSYNC {
+                tracing::warn!(
+                    ms = took.as_millis() as u64,
+                    bytes = buf.len(),
+                    position = self.position,
+                    "slow journal fsync"
+                );
+            }
         }
         Ok(())
     }
 
     /// Closes the current file (durably) and starts the next one at the current position.
     fn roll(&mut self) -> std::io::Result<()> {
-        let next = self.files.open_for_append(self.position)?;
+        let started = Instant::now();
+        let (next, _) = self.files.open_for_writing(self.position)?;
         let mut current = self.current.lock();
         current.sync_data()?;
         *current = next;
         self.file_start = self.position;
+        tracing::info!(ms = started.elapsed().as_millis() as u64, position = self.position, "journal file rolled");
         Ok(())
     }
 }
+
+/// An fsync slower than this is logged: the disk is struggling.
+const SLOW_FSYNC: Duration = Duration::from_millis(50);
 
 fn size(a: &Append) -> u64 {
     a.batches.iter().map(|(h, _)| (h.size + HEADER_LEN) as u64).sum()

@@ -1,0 +1,235 @@
+//! Load generator for Tributary (any Kafka broker, really) built on the rdkafka
+//! crate, plus a probe of the raw sequential write bandwidth of a disk with
+//! fdatasync. Every mode prints one JSON object on stdout; bench/run.py runs the
+//! matrix and prints the table.
+//!
+//!   loadgen produce --bootstrap B --topic T --partitions N --size S --seconds D [--rate R]
+//!   loadgen consume --bootstrap B --topic T --partitions N --expect COUNT
+//!   loadgen disk --dir DIR --block BYTES --seconds D
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use serde_json::json;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Produce fixed-size records with acks=all; report throughput and latency.
+    Produce {
+        #[arg(long)]
+        bootstrap: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Records per second; unbounded when absent.
+        #[arg(long)]
+        rate: Option<f64>,
+    },
+    /// Consume a topic from the start; report throughput.
+    Consume {
+        #[arg(long)]
+        bootstrap: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+        #[arg(long)]
+        expect: u64,
+    },
+    /// Sequential writes of BLOCK bytes, each followed by fdatasync.
+    Disk {
+        #[arg(long)]
+        dir: String,
+        #[arg(long, default_value_t = 1 << 20)]
+        block: usize,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
+}
+
+/// Delivery latencies (microseconds) and outcome counts.
+struct Stats {
+    latency: Histogram<u64>,
+    delivered: u64,
+    failed: u64,
+}
+
+struct Ctx {
+    stats: Arc<Mutex<Stats>>,
+}
+
+impl ClientContext for Ctx {}
+
+impl ProducerContext for Ctx {
+    type DeliveryOpaque = Box<Instant>;
+    fn delivery(&self, result: &DeliveryResult<'_>, sent: Self::DeliveryOpaque) {
+        let mut s = self.stats.lock().unwrap();
+        match result {
+            Ok(_) => {
+                s.delivered += 1;
+                let us = sent.elapsed().as_micros() as u64;
+                let _ = s.latency.record(us.max(1));
+            }
+            Err(_) => s.failed += 1,
+        }
+    }
+}
+
+fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin");
+    let topics = [NewTopic::new(topic, partitions, TopicReplication::Fixed(1))];
+    // An existing topic is fine: reruns reuse it.
+    let _ = futures::executor::block_on(admin.create_topics(&topics, &AdminOptions::new()));
+}
+
+fn produce(bootstrap: &str, topic: &str, partitions: i32, size: usize, seconds: f64, rate: Option<f64>) {
+    create_topic(bootstrap, topic, partitions);
+    let stats = Arc::new(Mutex::new(Stats {
+        latency: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),
+        delivered: 0,
+        failed: 0,
+    }));
+    let producer: BaseProducer<Ctx> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "2000000")
+        .set("queue.buffering.max.kbytes", "2000000")
+        .set("compression.type", "none")
+        .set("enable.idempotence", "false")
+        .create_with_context(Ctx { stats: stats.clone() })
+        .expect("producer");
+    let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(seconds);
+    let mut sent: u64 = 0;
+    while Instant::now() < end {
+        if let Some(r) = rate {
+            let due = (start.elapsed().as_secs_f64() * r) as u64;
+            if sent >= due {
+                producer.poll(Duration::from_micros(200));
+                continue;
+            }
+        }
+        let record = BaseRecord::with_opaque_to(topic, Box::new(Instant::now()))
+            .partition((sent % partitions as u64) as i32)
+            .payload(&payload)
+            .key("");
+        match producer.send(record) {
+            Ok(()) => sent += 1,
+            Err((_, _)) => {
+                producer.poll(Duration::from_millis(1));
+                continue;
+            }
+        }
+        if sent % 1024 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    let _ = producer.flush(Duration::from_secs(60));
+    let elapsed = start.elapsed().as_secs_f64();
+    let s = stats.lock().unwrap();
+    let q = |p: f64| s.latency.value_at_quantile(p) as f64 / 1000.0;
+    println!(
+        "{}",
+        json!({
+            "mode": "produce", "partitions": partitions, "size": size, "rate_target": rate,
+            "delivered": s.delivered, "failed": s.failed, "seconds": elapsed,
+            "records_per_sec": s.delivered as f64 / elapsed,
+            "mb_per_sec": s.delivered as f64 * size as f64 / elapsed / 1e6,
+            "p50_ms": q(0.50), "p99_ms": q(0.99), "p999_ms": q(0.999), "max_ms": s.latency.max() as f64 / 1000.0,
+        })
+    );
+}
+
+fn consume(bootstrap: &str, topic: &str, partitions: i32, expect: u64) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "loadgen")
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760")
+        .set("queued.max.messages.kbytes", "1048576")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(300);
+    let (mut count, mut bytes) = (0u64, 0u64);
+    while count < expect && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            count += 1;
+            bytes += m.payload().map_or(0, |p| p.len() as u64);
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({
+            "mode": "consume", "records": count, "seconds": elapsed,
+            "records_per_sec": count as f64 / elapsed, "mb_per_sec": bytes as f64 / elapsed / 1e6,
+        })
+    );
+}
+
+fn disk(dir: &str, block: usize, seconds: f64) {
+    let path = std::path::Path::new(dir).join("loadgen-disk-probe");
+    let mut f = OpenOptions::new().create(true).write(true).truncate(true).open(&path).expect("probe file");
+    let buf = vec![0xa5u8; block];
+    let start = Instant::now();
+    let mut written = 0u64;
+    let mut lat = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    while start.elapsed().as_secs_f64() < seconds {
+        let t = Instant::now();
+        f.write_all(&buf).expect("write");
+        f.sync_data().expect("fdatasync");
+        let _ = lat.record((t.elapsed().as_micros() as u64).max(1));
+        written += block as u64;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    println!(
+        "{}",
+        json!({
+            "mode": "disk", "block": block, "seconds": elapsed, "mb_per_sec": written as f64 / elapsed / 1e6,
+            "p50_ms": lat.value_at_quantile(0.5) as f64 / 1000.0, "p99_ms": lat.value_at_quantile(0.99) as f64 / 1000.0,
+        })
+    );
+}
+
+fn main() {
+    match Cli::parse().mode {
+        Mode::Produce { bootstrap, topic, partitions, size, seconds, rate } => {
+            produce(&bootstrap, &topic, partitions, size, seconds, rate)
+        }
+        Mode::Consume { bootstrap, topic, partitions, expect } => consume(&bootstrap, &topic, partitions, expect),
+        Mode::Disk { dir, block, seconds } => disk(&dir, block, seconds),
+    }
+}
