@@ -55,7 +55,7 @@ impl Journal {
     ) -> std::io::Result<Self> {
         // Group commits are block-aligned; an end that is not (a torn tail was cut,
         // or an older journal) continues in a new file at the next block.
-        let start = if start.position % entry::BLOCK as u64 != 0 {
+        let start = if !start.position.is_multiple_of(entry::BLOCK as u64) {
             let aligned = start.position.next_multiple_of(entry::BLOCK as u64);
             StartPoint { file_start: aligned, position: aligned }
         } else {
