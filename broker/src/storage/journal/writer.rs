@@ -10,6 +10,7 @@
 //! fsync error the kernel may have dropped the dirty pages, so nothing newer can be
 //! promised durable.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -176,13 +177,22 @@ impl Writer {
         let data = buf.freeze();
         self.metrics.journal_bytes.inc_by(data.len() as u64);
         self.metrics.journal_commits.inc();
+        // A cached batch that slices the group buffer keeps all of it alive. Share the
+        // buffer only with a partition that owns at least half of it, so memory pinned
+        // by the cache stays within twice what the cache budget counts; copy the
+        // batches of partitions that had a small part of the group.
+        let mut owned: HashMap<u64, usize> = HashMap::with_capacity(placed.len());
+        for p in &placed {
+            *owned.entry(p.partition.id).or_default() += p.batches.iter().map(|(_, r)| r.len()).sum::<usize>();
+        }
         for p in placed {
+            let share = owned.get(&p.partition.id).is_some_and(|&n| n * 2 >= data.len());
             let mut st = p.partition.state.lock();
             for (mut location, range) in p.batches {
                 location.position = base_position + range.start as u64;
                 st.high_watermark = location.last_offset + 1;
                 st.batches.push_back(location);
-                let cached = data.slice(range);
+                let cached = if share { data.slice(range) } else { Bytes::copy_from_slice(&data[range]) };
                 self.cache.admit(&p.partition, &mut st, cached);
             }
             drop(st);
