@@ -18,8 +18,6 @@ def create(broker, name, partitions=1):
 
 
 def produce(broker, topic, recs, codec="none", partition=None, **extra):
-    # Idempotence (kafka-python's default) is exercised by the exactly-once tests.
-    extra.setdefault("enable_idempotence", False)
     p = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all",
                       compression_type=None if codec == "none" else codec, linger_ms=5, **extra)
     futures = [p.send(topic, key=k, value=v, headers=h, partition=partition) for k, v, h in recs]

@@ -68,8 +68,8 @@ public class RoundTrip {
         p.put("compression.type", codec);
         p.put("linger.ms", "5");
         p.put("max.request.size", "3000000");
-        // Idempotence, the 4.x default, is exercised by the exactly-once tests.
-        p.put("enable.idempotence", "false");
+        // enable.idempotence is left at the 4.x default (true): InitProducerId and
+        // sequence checks are on this path.
         return new KafkaProducer<>(p, new ByteArraySerializer(), new ByteArraySerializer());
     }
 

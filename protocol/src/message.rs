@@ -98,6 +98,7 @@ messages! {
     CreateTopics => CreateTopicsRequest, CreateTopicsResponse;
     DeleteTopics => DeleteTopicsRequest, DeleteTopicsResponse;
     DescribeConfigs => DescribeConfigsRequest, DescribeConfigsResponse;
+    InitProducerId => InitProducerIdRequest, InitProducerIdResponse;
 }
 
 #[cfg(test)]

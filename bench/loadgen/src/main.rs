@@ -43,6 +43,9 @@ enum Mode {
         /// Records per second; unbounded when absent.
         #[arg(long)]
         rate: Option<f64>,
+        /// The producer's linger.ms: how long it waits to fill a batch.
+        #[arg(long, default_value_t = 2)]
+        linger_ms: u32,
     },
     /// Consume a topic from the start; report throughput.
     Consume {
@@ -103,7 +106,15 @@ fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     let _ = futures::executor::block_on(admin.create_topics(&topics, &AdminOptions::new()));
 }
 
-fn produce(bootstrap: &str, topic: &str, partitions: i32, size: usize, seconds: f64, rate: Option<f64>) {
+fn produce(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    size: usize,
+    seconds: f64,
+    rate: Option<f64>,
+    linger_ms: u32,
+) {
     create_topic(bootstrap, topic, partitions);
     let stats = Arc::new(Mutex::new(Stats {
         latency: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),
@@ -113,7 +124,7 @@ fn produce(bootstrap: &str, topic: &str, partitions: i32, size: usize, seconds: 
     let producer: BaseProducer<Ctx> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("acks", "all")
-        .set("linger.ms", "2")
+        .set("linger.ms", linger_ms.to_string())
         .set("batch.size", "1000000")
         .set("queue.buffering.max.messages", "2000000")
         .set("queue.buffering.max.kbytes", "2000000")
@@ -155,7 +166,7 @@ fn produce(bootstrap: &str, topic: &str, partitions: i32, size: usize, seconds: 
     println!(
         "{}",
         json!({
-            "mode": "produce", "partitions": partitions, "size": size, "rate_target": rate,
+            "mode": "produce", "partitions": partitions, "size": size, "rate_target": rate, "linger_ms": linger_ms,
             "delivered": s.delivered, "failed": s.failed, "seconds": elapsed,
             "records_per_sec": s.delivered as f64 / elapsed,
             "mb_per_sec": s.delivered as f64 * size as f64 / elapsed / 1e6,
@@ -226,8 +237,8 @@ fn disk(dir: &str, block: usize, seconds: f64) {
 
 fn main() {
     match Cli::parse().mode {
-        Mode::Produce { bootstrap, topic, partitions, size, seconds, rate } => {
-            produce(&bootstrap, &topic, partitions, size, seconds, rate)
+        Mode::Produce { bootstrap, topic, partitions, size, seconds, rate, linger_ms } => {
+            produce(&bootstrap, &topic, partitions, size, seconds, rate, linger_ms)
         }
         Mode::Consume { bootstrap, topic, partitions, expect } => consume(&bootstrap, &topic, partitions, expect),
         Mode::Disk { dir, block, seconds } => disk(&dir, block, seconds),

@@ -10,6 +10,8 @@ pub(crate) fn code(e: &StorageError) -> i16 {
         StorageError::UnknownPartition | StorageError::UnknownTopic(_) => Error::UnknownTopicOrPartition,
         StorageError::TopicExists(_) => Error::TopicAlreadyExists,
         StorageError::OffsetOutOfRange { .. } => Error::OffsetOutOfRange,
+        StorageError::OutOfOrderSequence { .. } => Error::OutOfOrderSequenceNumber,
+        StorageError::InvalidProducerEpoch { .. } => Error::InvalidProducerEpoch,
         StorageError::JournalFailed(_) | StorageError::Io { .. } | StorageError::Corrupt { .. } => {
             Error::KafkaStorageError
         }

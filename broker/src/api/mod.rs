@@ -12,6 +12,7 @@ mod list_offsets;
 mod metadata;
 mod produce;
 mod topics;
+mod txn;
 
 use std::future::Future;
 use std::ops::RangeInclusive;
@@ -33,6 +34,7 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::InitProducerId, 0, 5),
 ];
 
 /// The versions of `key` that are served, if any.
@@ -68,5 +70,6 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: Request) -> Reply {
         Request::CreateTopics(r) => Reply::Now(topics::create(ctx, r).await.into()),
         Request::DeleteTopics(r) => Reply::Now(topics::delete(ctx, r).await.into()),
         Request::DescribeConfigs(r) => Reply::Now(configs::describe(ctx, r).into()),
+        Request::InitProducerId(r) => Reply::Now(txn::init_producer_id(ctx, r).await.into()),
     }
 }

@@ -102,6 +102,12 @@ async fn queue(ctx: &RequestCtx, topic: Option<&Topic>, index: i32, records: Opt
         Ok(b) => b,
         Err(e) => return refused(of(Error::CorruptMessage), e.to_string()),
     };
+    if batches.len() != 1 {
+        return refused(
+            of(Error::InvalidRecord),
+            format!("produce requests carry exactly one record batch per partition, found {}", batches.len()),
+        );
+    }
     let (mut bytes, mut count) = (0u64, 0u64);
     for (header, data) in &batches {
         if let Some(slot) = check(header, data, config.max_message_bytes) {

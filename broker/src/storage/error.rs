@@ -12,6 +12,10 @@ pub enum StorageError {
     TopicExists(String),
     #[error("offset {offset} is out of range [{log_start_offset}, {high_watermark}]")]
     OffsetOutOfRange { offset: i64, log_start_offset: i64, high_watermark: i64 },
+    #[error("producer {producer_id}: expected sequence {expected}, got {got}")]
+    OutOfOrderSequence { producer_id: i64, expected: i32, got: i32 },
+    #[error("producer {producer_id}: epoch {got} is older than the current epoch {current}")]
+    InvalidProducerEpoch { producer_id: i64, current: i16, got: i16 },
     #[error("journal failed, no appends accepted: {0}")]
     JournalFailed(String),
     #[error("broker is shutting down")]

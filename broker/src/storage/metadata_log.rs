@@ -29,8 +29,16 @@ const SNAPSHOT_EVERY: u64 = 10_000;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub(crate) enum MetaRecord {
-    TopicCreated { topic: TopicRecord },
-    TopicDeleted { id: Uuid },
+    TopicCreated {
+        topic: TopicRecord,
+    },
+    TopicDeleted {
+        id: Uuid,
+    },
+    /// Producer ids below `up_to` may have been handed out; none is ever reused.
+    ProducerIdsReserved {
+        up_to: i64,
+    },
 }
 
 /// A topic as stored.
@@ -58,6 +66,8 @@ pub(crate) struct MetaState {
     pub(crate) applied: u64,
     pub(crate) next_partition_id: u64,
     pub(crate) topics: BTreeMap<Uuid, TopicRecord>,
+    #[serde(default)]
+    pub(crate) producer_ids_reserved: i64,
 }
 
 impl MetaState {
@@ -70,6 +80,9 @@ impl MetaState {
             }
             MetaRecord::TopicDeleted { id } => {
                 self.topics.remove(id);
+            }
+            MetaRecord::ProducerIdsReserved { up_to } => {
+                self.producer_ids_reserved = self.producer_ids_reserved.max(*up_to);
             }
         }
     }

@@ -12,6 +12,7 @@ mod error;
 pub(crate) mod journal;
 mod metadata_log;
 pub mod partition;
+mod producer_state;
 mod recovery;
 pub mod topic_config;
 
@@ -79,7 +80,12 @@ pub struct Storage {
     durable: watch::Receiver<u64>,
     cache_total: Arc<AtomicU64>,
     cluster_id: String,
+    /// (next producer id to hand out, end of the durably reserved block)
+    producer_ids: Mutex<(i64, i64)>,
 }
+
+/// Producer ids reserved per metadata record.
+const PRODUCER_ID_BLOCK: i64 = 1000;
 
 impl Storage {
     /// Opens the data directory: recovery, then the journal writer. Blocking.
@@ -128,6 +134,7 @@ impl Storage {
         )
         .map_err(StorageError::io("starting journal writer"))?;
         let cluster_id = meta.state.cluster_id.clone();
+        let reserved = meta.state.producer_ids_reserved;
         Ok(Arc::new(Storage {
             defaults,
             topics,
@@ -137,6 +144,7 @@ impl Storage {
             durable,
             cache_total,
             cluster_id,
+            producer_ids: Mutex::new((reserved, reserved)),
         }))
     }
 
@@ -213,6 +221,33 @@ impl Storage {
                 this.cache_total.fetch_sub(freed, Ordering::Relaxed);
             }
             Ok(())
+        })
+        .await
+        .map_err(|_| StorageError::ShuttingDown)?
+    }
+
+    /// A producer id never handed out before, even across crashes: ids come from
+    /// blocks reserved in the metadata log before any of them is used.
+    pub async fn allocate_producer_id(self: &Arc<Self>) -> Result<i64, StorageError> {
+        {
+            let mut ids = self.producer_ids.lock();
+            if ids.0 < ids.1 {
+                ids.0 += 1;
+                return Ok(ids.0 - 1);
+            }
+        }
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut meta = this.meta.lock();
+            let mut ids = this.producer_ids.lock();
+            if ids.0 >= ids.1 {
+                let up_to = ids.1 + PRODUCER_ID_BLOCK;
+                meta.append(MetaRecord::ProducerIdsReserved { up_to })
+                    .map_err(StorageError::io("writing metadata log"))?;
+                ids.1 = up_to;
+            }
+            ids.0 += 1;
+            Ok(ids.0 - 1)
         })
         .await
         .map_err(|_| StorageError::ShuttingDown)?

@@ -12,6 +12,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
+use tributary_protocol::batch::BatchHeader;
+
+use super::producer_state::{Producers, Verdict};
 use super::StorageError;
 
 /// Where one durable batch lives in the journal.
@@ -48,9 +51,27 @@ pub(crate) struct LogState {
     /// Bytes of the last `cache.len()` batches of `batches`.
     pub(crate) cache: VecDeque<Bytes>,
     pub(crate) cache_bytes: u64,
+    /// Idempotent producers that wrote here; absent until the first one does, so an
+    /// idle partition pays one pointer.
+    pub(crate) producers: Option<Box<Producers>>,
 }
 
 impl LogState {
+    /// Decides whether a batch may be appended (idempotence).
+    pub(crate) fn check_producer(&self, h: &BatchHeader) -> Result<Verdict, StorageError> {
+        match &self.producers {
+            Some(p) => p.check(h),
+            None => Producers::default().check(h),
+        }
+    }
+
+    /// Remembers an appended batch of an idempotent producer.
+    pub(crate) fn record_producer(&mut self, h: &BatchHeader, base_offset: i64) {
+        if h.producer_id >= 0 {
+            self.producers.get_or_insert_with(Default::default).record(h, base_offset);
+        }
+    }
+
     /// Base offset of the oldest cached batch.
     pub(crate) fn first_cached_base(&self) -> Option<i64> {
         if self.cache.is_empty() {

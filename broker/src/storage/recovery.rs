@@ -70,6 +70,7 @@ pub(crate) fn replay_journal(
                 position,
                 len: header.size as u32,
             });
+            st.record_producer(&header, header.base_offset);
             st.next_offset = header.last_offset() + 1;
             st.high_watermark = st.next_offset;
             state.batches += 1;

@@ -27,6 +27,7 @@ use super::files::JournalFiles;
 use crate::metrics::Metrics;
 use crate::storage::cache::CacheBudget;
 use crate::storage::partition::{BatchLocation, PartitionLog};
+use crate::storage::producer_state::Verdict;
 use crate::storage::StorageError;
 
 /// What the producer is told about its append.
@@ -115,6 +116,32 @@ impl Writer {
                 continue;
             }
             let mut st = a.partition.state.lock();
+            // Produce carries one batch per partition (v3+), the only kind an idempotent
+            // producer sends; larger appends are never idempotent.
+            let verdict = match a.batches.as_slice() {
+                [(header, _)] => st.check_producer(header),
+                _ => Ok(Verdict::Append),
+            };
+            match verdict {
+                Ok(Verdict::Append) => {}
+                Ok(Verdict::Duplicate { base_offset, last_offset }) => {
+                    drop(st);
+                    // Answered with the original offsets once this group is durable,
+                    // which also covers an original still in this group.
+                    placed.push(Placed {
+                        partition: a.partition,
+                        reply: a.reply,
+                        outcome: Appended { base_offset, last_offset, log_append_time: -1 },
+                        batches: Vec::new(),
+                    });
+                    continue;
+                }
+                Err(e) => {
+                    drop(st);
+                    let _ = a.reply.send(Err(e));
+                    continue;
+                }
+            }
             let mut batches = Vec::with_capacity(a.batches.len());
             let first_offset = st.next_offset;
             for (header, bytes) in &a.batches {
@@ -129,6 +156,7 @@ impl Writer {
                     max_timestamp = now;
                 }
                 entry::seal(&mut buf, range.start - HEADER_LEN);
+                st.record_producer(header, base);
                 let last = base + header.last_offset_delta as i64;
                 st.next_offset = last + 1;
                 let location = BatchLocation {
@@ -154,6 +182,9 @@ impl Writer {
             });
         }
         if buf.is_empty() {
+            for p in placed {
+                let _ = p.reply.send(Ok(p.outcome));
+            }
             return;
         }
         entry::pad(&mut buf);

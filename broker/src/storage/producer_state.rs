@@ -1,0 +1,179 @@
+//! Idempotent producer state of one partition: per producer id, its epoch and the
+//! sequence ranges and offsets of its last five batches (what a producer may have in
+//! flight). The journal writer checks every batch here before assigning offsets, so
+//! a retried batch is answered with its original offsets instead of being written
+//! twice, a gap in sequences is refused, and an older epoch is fenced.
+//!
+//! The state is rebuilt from batch headers when the journal is replayed, so it
+//! survives restarts and crashes exactly as the batches do.
+
+use std::collections::{HashMap, VecDeque};
+
+use tributary_protocol::batch::BatchHeader;
+
+use super::StorageError;
+
+/// How many batches per producer are remembered (Kafka's in-flight limit).
+pub(crate) const TRACKED_BATCHES: usize = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BatchSeq {
+    first_seq: i32,
+    last_seq: i32,
+    base_offset: i64,
+    last_offset: i64,
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    epoch: i16,
+    batches: VecDeque<BatchSeq>,
+}
+
+/// What to do with a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Append,
+    /// Already written: answer with these offsets, write nothing.
+    Duplicate {
+        base_offset: i64,
+        last_offset: i64,
+    },
+}
+
+/// All idempotent producers that wrote to one partition.
+#[derive(Debug, Default)]
+pub(crate) struct Producers {
+    map: HashMap<i64, Entry>,
+}
+
+fn next_seq(seq: i32) -> i32 {
+    if seq == i32::MAX {
+        0
+    } else {
+        seq + 1
+    }
+}
+
+impl Producers {
+    /// Decides whether `h` may be appended.
+    pub(crate) fn check(&self, h: &BatchHeader) -> Result<Verdict, StorageError> {
+        if h.producer_id < 0 {
+            return Ok(Verdict::Append);
+        }
+        let out_of_order = |expected: i32| StorageError::OutOfOrderSequence {
+            producer_id: h.producer_id,
+            expected,
+            got: h.base_sequence,
+        };
+        let Some(entry) = self.map.get(&h.producer_id) else {
+            return if h.base_sequence == 0 { Ok(Verdict::Append) } else { Err(out_of_order(0)) };
+        };
+        if h.producer_epoch < entry.epoch {
+            return Err(StorageError::InvalidProducerEpoch {
+                producer_id: h.producer_id,
+                current: entry.epoch,
+                got: h.producer_epoch,
+            });
+        }
+        if h.producer_epoch > entry.epoch {
+            return if h.base_sequence == 0 { Ok(Verdict::Append) } else { Err(out_of_order(0)) };
+        }
+        if let Some(b) =
+            entry.batches.iter().find(|b| b.first_seq == h.base_sequence && b.last_seq == h.last_sequence())
+        {
+            return Ok(Verdict::Duplicate { base_offset: b.base_offset, last_offset: b.last_offset });
+        }
+        let expected = entry.batches.back().map_or(0, |b| next_seq(b.last_seq));
+        if h.base_sequence == expected {
+            Ok(Verdict::Append)
+        } else {
+            Err(out_of_order(expected))
+        }
+    }
+
+    /// Remembers a batch appended at `base_offset`.
+    pub(crate) fn record(&mut self, h: &BatchHeader, base_offset: i64) {
+        if h.producer_id < 0 {
+            return;
+        }
+        let entry =
+            self.map.entry(h.producer_id).or_insert_with(|| Entry { epoch: h.producer_epoch, ..Default::default() });
+        if h.producer_epoch != entry.epoch {
+            entry.epoch = h.producer_epoch;
+            entry.batches.clear();
+        }
+        if entry.batches.len() == TRACKED_BATCHES {
+            entry.batches.pop_front();
+        }
+        entry.batches.push_back(BatchSeq {
+            first_seq: h.base_sequence,
+            last_seq: h.last_sequence(),
+            base_offset,
+            last_offset: base_offset + h.last_offset_delta as i64,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(pid: i64, epoch: i16, seq: i32, records: i32) -> BatchHeader {
+        BatchHeader {
+            base_offset: 0,
+            size: 100,
+            partition_leader_epoch: 0,
+            magic: 2,
+            crc: 0,
+            attributes: 0,
+            last_offset_delta: records - 1,
+            base_timestamp: 0,
+            max_timestamp: 0,
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: seq,
+            records_count: records,
+        }
+    }
+
+    #[test]
+    fn in_order_batches_append_and_retries_are_duplicates_with_original_offsets() {
+        let mut p = Producers::default();
+        let b0 = batch(7, 0, 0, 3);
+        assert_eq!(p.check(&b0).unwrap(), Verdict::Append);
+        p.record(&b0, 100);
+        let b1 = batch(7, 0, 3, 2);
+        assert_eq!(p.check(&b1).unwrap(), Verdict::Append);
+        p.record(&b1, 103);
+        assert_eq!(p.check(&b0).unwrap(), Verdict::Duplicate { base_offset: 100, last_offset: 102 });
+        assert_eq!(p.check(&b1).unwrap(), Verdict::Duplicate { base_offset: 103, last_offset: 104 });
+    }
+
+    #[test]
+    fn gaps_are_out_of_order_and_old_epochs_are_fenced() {
+        let mut p = Producers::default();
+        assert!(matches!(p.check(&batch(7, 0, 5, 1)), Err(StorageError::OutOfOrderSequence { expected: 0, .. })));
+        p.record(&batch(7, 1, 0, 1), 0);
+        assert!(matches!(p.check(&batch(7, 1, 2, 1)), Err(StorageError::OutOfOrderSequence { expected: 1, .. })));
+        assert!(matches!(p.check(&batch(7, 0, 1, 1)), Err(StorageError::InvalidProducerEpoch { current: 1, .. })));
+        // a bumped epoch starts again at sequence 0
+        assert_eq!(p.check(&batch(7, 2, 0, 1)).unwrap(), Verdict::Append);
+        assert!(p.check(&batch(7, 2, 1, 1)).is_err());
+        // non-idempotent batches are never checked
+        assert_eq!(p.check(&batch(-1, -1, -1, 4)).unwrap(), Verdict::Append);
+    }
+
+    #[test]
+    fn only_the_last_five_batches_are_remembered_and_sequences_wrap() {
+        let mut p = Producers::default();
+        for i in 0..6 {
+            p.record(&batch(1, 0, i, 1), i as i64);
+        }
+        assert!(p.check(&batch(1, 0, 0, 1)).is_err(), "the sixth-last batch is forgotten");
+        assert_eq!(p.check(&batch(1, 0, 1, 1)).unwrap(), Verdict::Duplicate { base_offset: 1, last_offset: 1 });
+        let mut p = Producers::default();
+        p.record(&batch(2, 0, i32::MAX - 1, 2), 0);
+        assert_eq!(p.check(&batch(2, 0, 0, 1)).unwrap(), Verdict::Append);
+    }
+}
