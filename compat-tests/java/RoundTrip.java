@@ -124,6 +124,14 @@ public class RoundTrip {
                 for (NewTopic t : topics) check(names.contains(t.name()), "topic " + t.name() + " not listed");
                 Map<String, TopicDescription> d = admin.describeTopics(List.of(tag + "-p100")).allTopicNames().get(30, TimeUnit.SECONDS);
                 check(d.get(tag + "-p100").partitions().size() == 100, "p100 has " + d.get(tag + "-p100").partitions().size());
+                // DeleteTopics by topic id (v6)
+                String doomed = tag + "-doomed";
+                admin.createTopics(List.of(new NewTopic(doomed, 2, (short) 1))).all().get(30, TimeUnit.SECONDS);
+                org.apache.kafka.common.Uuid id = admin.describeTopics(List.of(doomed)).allTopicNames()
+                        .get(30, TimeUnit.SECONDS).get(doomed).topicId();
+                check(id != null && !id.equals(org.apache.kafka.common.Uuid.ZERO_UUID), "topic id of " + doomed);
+                admin.deleteTopics(org.apache.kafka.common.TopicCollection.ofTopicIds(List.of(id))).all().get(30, TimeUnit.SECONDS);
+                check(!admin.listTopics().names().get(30, TimeUnit.SECONDS).contains(doomed), doomed + " still listed");
             }
         }
         for (String codec : CODECS) {

@@ -20,7 +20,7 @@ fn config(dir: &std::path::Path, cache_bytes: u64) -> Config {
     c
 }
 
-fn batch(first_ts: i64, values: &[Vec<u8>]) -> Bytes {
+pub(crate) fn batch(first_ts: i64, values: &[Vec<u8>]) -> Bytes {
     let records: Vec<Record> = values
         .iter()
         .enumerate()
