@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tributary_config::Config;
 
+use crate::coordinator::group::GroupCoordinator;
 use crate::metrics::Metrics;
 use crate::storage::Storage;
 
@@ -22,11 +23,12 @@ pub struct Broker {
     pub config: Config,
     pub storage: Arc<Storage>,
     pub metrics: Arc<Metrics>,
+    pub groups: Arc<GroupCoordinator>,
     pub node: Node,
 }
 
 impl Broker {
-    pub fn new(config: Config, storage: Arc<Storage>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(config: Config, storage: Arc<Storage>, metrics: Arc<Metrics>, groups: Arc<GroupCoordinator>) -> Self {
         let advertised = config.advertised().to_string();
         let (host, port) = advertised.rsplit_once(':').unwrap_or((advertised.as_str(), "9092"));
         let node = Node {
@@ -34,6 +36,6 @@ impl Broker {
             host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
             port: port.parse().unwrap_or(9092),
         };
-        Broker { config, storage, metrics, node }
+        Broker { config, storage, metrics, groups, node }
     }
 }

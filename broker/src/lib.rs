@@ -9,6 +9,7 @@
 //! - [`storage`]: the engine: topics and partitions, the shared group-committed
 //!   journal, the read cache, the metadata log, and recovery.
 //! - [`metrics`] and [`http`]: Prometheus metrics and the health endpoints.
+//! - [`coordinator`]: the group coordinator (consumer groups, committed offsets).
 //! - [`broker`]: the state handlers share; [`clock`]: time.
 //!
 //! A produce request flows: connection -> dispatch -> `api::produce` (validate the
@@ -20,6 +21,7 @@
 mod api;
 pub mod broker;
 pub mod clock;
+pub mod coordinator;
 pub mod http;
 pub mod metrics;
 pub mod server;
@@ -27,6 +29,7 @@ pub mod storage;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -62,8 +65,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         data_dir = %config.data_dir.display(),
         "tributary is serving"
     );
-    let broker = Arc::new(broker::Broker::new(config, storage.clone(), metrics));
+    let groups = coordinator::group::GroupCoordinator::new(
+        storage.clone(),
+        &config.groups,
+        metrics.clone(),
+        Arc::new(clock::SystemClock),
+    );
+    metrics.register(Box::new(coordinator::group::lag::LagCollector::new(Arc::downgrade(&groups))));
+    let broker = Arc::new(broker::Broker::new(config, storage.clone(), metrics, groups.clone()));
     let server_task = tokio::spawn(server::serve(listener, broker, shutdown.clone()));
+    // Group APIs answer COORDINATOR_LOAD_IN_PROGRESS until the offsets are loaded;
+    // the broker is ready once they are.
+    groups.load().await.context("loading committed offsets")?;
+    let timers = tokio::spawn(groups.clone().run_timers(Duration::from_millis(100), shutdown.clone()));
     ready.store(true, Ordering::Release);
 
     wait_for_signal().await;
@@ -71,6 +85,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ready.store(false, Ordering::Release);
     shutdown.cancel();
     let _ = server_task.await;
+    let _ = timers.await;
     let _ = http_task.await;
     tokio::task::spawn_blocking(move || storage.close()).await.context("journal close panicked")?;
     tracing::info!("stopped");

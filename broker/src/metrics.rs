@@ -25,6 +25,8 @@ pub struct Metrics {
     pub connections: IntGauge,
     pub connections_total: IntCounter,
     pub connection_errors: IntCounter,
+    pub offset_commits: IntCounter,
+    pub rebalances: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] =
@@ -114,7 +116,23 @@ impl Metrics {
                 "tributary_connection_errors_total",
                 "Connections closed because of a protocol error or I/O failure.",
             ),
+            offset_commits: counter(
+                "tributary_group_offset_commits_total",
+                "Partition offsets committed to the group coordinator.",
+            ),
+            rebalances: counter_vec(
+                "tributary_group_rebalances_total",
+                "Generations (classic) or target assignments (consumer protocol) completed, by protocol.",
+                &["protocol"],
+            ),
             registry,
+        }
+    }
+
+    /// Adds a collector that computes its values at scrape time.
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
+        if let Err(e) = self.registry.register(collector) {
+            tracing::error!(error = %e, "cannot register collector");
         }
     }
 

@@ -83,6 +83,10 @@ fn set(tree: &mut Table, key: &str, default: &Value, raw: &str, source: &str, pr
         Value::Integer(_) => raw.trim().parse::<i64>().map(Value::Integer).map_err(|_| "an integer"),
         Value::Boolean(_) => raw.trim().parse::<bool>().map(Value::Boolean).map_err(|_| "true or false"),
         Value::Float(_) => raw.trim().parse::<f64>().map(Value::Float).map_err(|_| "a number"),
+        // Lists of strings come comma-separated: TRIBUTARY_GROUPS_CONSUMER_ASSIGNORS=range,uniform
+        Value::Array(_) => Ok(Value::Array(
+            raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| Value::String(s.into())).collect(),
+        )),
         _ => Ok(Value::String(raw.to_string())),
     };
     let value = match value {
@@ -134,6 +138,16 @@ mod tests {
         assert_eq!(cfg.listen, "127.0.0.1:3");
         assert_eq!(cfg.journal.fsync_interval_ms, 9);
         assert_eq!(cfg.journal.durability, Durability::Interval);
+    }
+
+    #[test]
+    fn lists_come_comma_separated_from_the_environment() {
+        let cfg = load(Sources {
+            env: vec![("TRIBUTARY_GROUPS_CONSUMER_ASSIGNORS".into(), "range, uniform".into())],
+            ..Sources::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.groups.consumer_assignors, vec!["range".to_string(), "uniform".to_string()]);
     }
 
     #[test]

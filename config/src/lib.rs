@@ -36,6 +36,7 @@ pub struct Config {
     pub topics: TopicDefaults,
     pub limits: Limits,
     pub cache: CacheConfig,
+    pub groups: GroupConfig,
 }
 
 /// When an append is acknowledged.
@@ -105,6 +106,34 @@ pub struct CacheConfig {
     pub total_bytes: u64,
 }
 
+/// The group coordinator: consumer groups of both protocols and committed offsets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupConfig {
+    /// Classic protocol: how long the first rebalance of an empty group waits for
+    /// more members (`group.initial.rebalance.delay.ms`).
+    pub initial_rebalance_delay_ms: u32,
+    /// Smallest session timeout a classic member may ask for.
+    pub min_session_timeout_ms: u32,
+    /// Largest session timeout a classic member may ask for.
+    pub max_session_timeout_ms: u32,
+    /// Most members in one group (`group.max.size`).
+    pub max_size: u32,
+    /// Consumer protocol (KIP-848): heartbeat interval given to members.
+    pub consumer_heartbeat_interval_ms: u32,
+    /// Consumer protocol: a member that does not heartbeat this long is removed.
+    pub consumer_session_timeout_ms: u32,
+    /// Consumer protocol: server-side assignors, the first being the default.
+    pub consumer_assignors: Vec<String>,
+    /// Committed offsets of an empty group expire this long after it became empty
+    /// (`offsets.retention.minutes`).
+    pub offsets_retention_minutes: u64,
+    /// Partitions of the internal `__consumer_offsets` topic, set when it is created.
+    pub offsets_partitions: u32,
+    /// Longest metadata string accepted with a committed offset.
+    pub offset_metadata_max_bytes: u32,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -118,6 +147,7 @@ impl Default for Config {
             topics: TopicDefaults::default(),
             limits: Limits::default(),
             cache: CacheConfig::default(),
+            groups: GroupConfig::default(),
         }
     }
 }
@@ -161,6 +191,23 @@ impl Default for Limits {
 impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig { partition_bytes: 4 * 1024 * 1024, total_bytes: 512 * 1024 * 1024 }
+    }
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            initial_rebalance_delay_ms: 3000,
+            min_session_timeout_ms: 6000,
+            max_session_timeout_ms: 1_800_000,
+            max_size: 100_000,
+            consumer_heartbeat_interval_ms: 5000,
+            consumer_session_timeout_ms: 45_000,
+            consumer_assignors: vec!["uniform".into(), "range".into()],
+            offsets_retention_minutes: 7 * 24 * 60,
+            offsets_partitions: 16,
+            offset_metadata_max_bytes: 4096,
+        }
     }
 }
 

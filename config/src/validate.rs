@@ -46,6 +46,30 @@ pub(crate) fn check(c: &Config) -> Result<(), ConfigError> {
     range(&mut p, "limits.max_connections", c.limits.max_connections, 1, 1_000_000);
     range(&mut p, "cache.partition_bytes", c.cache.partition_bytes, 0, 1 << 34);
     range(&mut p, "cache.total_bytes", c.cache.total_bytes, 0, 1 << 40);
+    let g = &c.groups;
+    range(&mut p, "groups.initial_rebalance_delay_ms", g.initial_rebalance_delay_ms, 0, 300_000);
+    range(&mut p, "groups.min_session_timeout_ms", g.min_session_timeout_ms, 1, 3_600_000);
+    range(&mut p, "groups.max_session_timeout_ms", g.max_session_timeout_ms, g.min_session_timeout_ms, 3_600_000);
+    range(&mut p, "groups.max_size", g.max_size, 1, 1_000_000);
+    range(&mut p, "groups.consumer_heartbeat_interval_ms", g.consumer_heartbeat_interval_ms, 100, 600_000);
+    range(
+        &mut p,
+        "groups.consumer_session_timeout_ms",
+        g.consumer_session_timeout_ms,
+        g.consumer_heartbeat_interval_ms.saturating_add(1),
+        3_600_000,
+    );
+    range(&mut p, "groups.offsets_retention_minutes", g.offsets_retention_minutes, 1, 1 << 40);
+    range(&mut p, "groups.offsets_partitions", g.offsets_partitions, 1, 1000);
+    range(&mut p, "groups.offset_metadata_max_bytes", g.offset_metadata_max_bytes, 0, 1 << 20);
+    if g.consumer_assignors.is_empty() {
+        p.push("groups.consumer_assignors: must name at least one of \"uniform\", \"range\"".into());
+    }
+    for a in &g.consumer_assignors {
+        if a != "uniform" && a != "range" {
+            p.push(format!("groups.consumer_assignors: {a:?} is not one of \"uniform\", \"range\""));
+        }
+    }
     if c.topics.message_max_bytes as u64 > c.limits.socket_request_max_bytes {
         p.push(format!(
             "topics.message_max_bytes: {} exceeds limits.socket_request_max_bytes ({})",
@@ -88,6 +112,16 @@ mod tests {
             (|c| c.limits.max_connections = 0, "limits.max_connections"),
             (|c| c.cache.partition_bytes = u64::MAX, "cache.partition_bytes"),
             (|c| c.cache.total_bytes = u64::MAX, "cache.total_bytes"),
+            (|c| c.groups.initial_rebalance_delay_ms = 400_000, "groups.initial_rebalance_delay_ms"),
+            (|c| c.groups.min_session_timeout_ms = 0, "groups.min_session_timeout_ms"),
+            (|c| c.groups.max_session_timeout_ms = 10, "groups.max_session_timeout_ms"),
+            (|c| c.groups.max_size = 0, "groups.max_size"),
+            (|c| c.groups.consumer_heartbeat_interval_ms = 1, "groups.consumer_heartbeat_interval_ms"),
+            (|c| c.groups.consumer_session_timeout_ms = 10, "groups.consumer_session_timeout_ms"),
+            (|c| c.groups.offsets_retention_minutes = 0, "groups.offsets_retention_minutes"),
+            (|c| c.groups.offsets_partitions = 0, "groups.offsets_partitions"),
+            (|c| c.groups.offset_metadata_max_bytes = u32::MAX, "groups.offset_metadata_max_bytes"),
+            (|c| c.groups.consumer_assignors = vec!["sticky".into()], "groups.consumer_assignors"),
         ];
         for (mutate, key) in rows {
             let mut c = Config::default();

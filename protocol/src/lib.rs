@@ -12,6 +12,8 @@
 //!   base-offset and timestamp patching.
 //! - [`records`]: iteration over the records inside a batch (decompressing if needed),
 //!   for the few places that must look inside (timestamp lookups).
+//! - [`build`]: encoding the batches the broker writes itself (internal records,
+//!   control batches).
 //! - [`error`]: the codec's error type.
 //!
 //! A request flows: frame -> [`header::peek`] -> [`header::decode_request`] ->
@@ -19,6 +21,7 @@
 //! [`header::encode_response`] -> frame.
 
 pub mod batch;
+pub mod build;
 pub mod error;
 pub mod frame;
 pub mod header;

@@ -99,6 +99,19 @@ messages! {
     DeleteTopics => DeleteTopicsRequest, DeleteTopicsResponse;
     DescribeConfigs => DescribeConfigsRequest, DescribeConfigsResponse;
     InitProducerId => InitProducerIdRequest, InitProducerIdResponse;
+    FindCoordinator => FindCoordinatorRequest, FindCoordinatorResponse;
+    JoinGroup => JoinGroupRequest, JoinGroupResponse;
+    SyncGroup => SyncGroupRequest, SyncGroupResponse;
+    Heartbeat => HeartbeatRequest, HeartbeatResponse;
+    LeaveGroup => LeaveGroupRequest, LeaveGroupResponse;
+    OffsetCommit => OffsetCommitRequest, OffsetCommitResponse;
+    OffsetFetch => OffsetFetchRequest, OffsetFetchResponse;
+    OffsetDelete => OffsetDeleteRequest, OffsetDeleteResponse;
+    ListGroups => ListGroupsRequest, ListGroupsResponse;
+    DescribeGroups => DescribeGroupsRequest, DescribeGroupsResponse;
+    DeleteGroups => DeleteGroupsRequest, DeleteGroupsResponse;
+    ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse;
+    ConsumerGroupDescribe => ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse;
 }
 
 #[cfg(test)]

@@ -20,6 +20,17 @@ pub(crate) fn code(e: &StorageError) -> i16 {
     .code()
 }
 
+/// The error a coordinator answers when writing its state failed: a partition of an
+/// internal topic that is gone or a broker shutting down means "ask again".
+pub(crate) fn coordinator(e: &StorageError) -> Error {
+    match e {
+        StorageError::ShuttingDown | StorageError::UnknownPartition | StorageError::UnknownTopic(_) => {
+            Error::CoordinatorNotAvailable
+        }
+        _ => Error::KafkaStorageError,
+    }
+}
+
 /// Shorthand for codes the handlers decide themselves (validation failures).
 pub(crate) const fn of(e: Error) -> i16 {
     e.code()

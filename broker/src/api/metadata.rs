@@ -86,6 +86,7 @@ fn describe(topic: &Topic, node_id: i32) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(topic.name.to_string()))))
         .with_topic_id(topic.id)
+        .with_is_internal(super::topics::is_internal(&topic.name))
         .with_partitions(
             topic
                 .partitions

@@ -6,10 +6,13 @@
 
 pub(crate) mod api_versions;
 mod configs;
+mod consumer_groups;
 pub(crate) mod errors;
 mod fetch;
+mod groups;
 mod list_offsets;
 mod metadata;
+mod offsets;
 mod produce;
 mod topics;
 mod txn;
@@ -35,6 +38,19 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 6),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// The versions of `key` that are served, if any.
@@ -47,8 +63,15 @@ pub(crate) fn supported(key: ApiKey) -> Option<RangeInclusive<i16>> {
 pub(crate) struct RequestCtx {
     pub(crate) broker: Arc<Broker>,
     pub(crate) version: i16,
-    #[allow(dead_code)] // read by quotas and logs of later APIs
     pub(crate) client_id: String,
+    pub(crate) peer: std::net::SocketAddr,
+}
+
+impl RequestCtx {
+    /// The client's host as group members show it (`/127.0.0.1`, as Kafka writes it).
+    pub(crate) fn client_host(&self) -> String {
+        format!("/{}", self.peer.ip())
+    }
 }
 
 /// A handler's answer: ready now, ready later (appends waiting to be durable, long
@@ -71,5 +94,18 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: Request) -> Reply {
         Request::DeleteTopics(r) => Reply::Now(topics::delete(ctx, r).await.into()),
         Request::DescribeConfigs(r) => Reply::Now(configs::describe(ctx, r).into()),
         Request::InitProducerId(r) => Reply::Now(txn::init_producer_id(ctx, r).await.into()),
+        Request::FindCoordinator(r) => Reply::Now(groups::find_coordinator(ctx, r).into()),
+        Request::JoinGroup(r) => groups::join(ctx, r),
+        Request::SyncGroup(r) => groups::sync(ctx, r),
+        Request::Heartbeat(r) => Reply::Now(groups::heartbeat(ctx, r).into()),
+        Request::LeaveGroup(r) => Reply::Now(groups::leave(ctx, r).into()),
+        Request::OffsetCommit(r) => Reply::Now(offsets::commit(ctx, r).await.into()),
+        Request::OffsetFetch(r) => Reply::Now(offsets::fetch(ctx, r).into()),
+        Request::OffsetDelete(r) => Reply::Now(offsets::delete(ctx, r).await.into()),
+        Request::ListGroups(r) => Reply::Now(groups::list(ctx, r).into()),
+        Request::DescribeGroups(r) => Reply::Now(groups::describe(ctx, r).into()),
+        Request::DeleteGroups(r) => Reply::Now(groups::delete(ctx, r).await.into()),
+        Request::ConsumerGroupHeartbeat(r) => Reply::Now(consumer_groups::heartbeat(ctx, r).into()),
+        Request::ConsumerGroupDescribe(r) => Reply::Now(consumer_groups::describe(ctx, r).into()),
     }
 }

@@ -96,6 +96,9 @@ async fn queue(ctx: &RequestCtx, topic: Option<&Topic>, index: i32, records: Opt
     let Some(partition) = topic.and_then(|t| t.partition(index)) else {
         return refused(of(Error::UnknownTopicOrPartition), "unknown topic or partition".into());
     };
+    if topic.is_some_and(|t| super::topics::is_internal(&t.name)) {
+        return refused(of(Error::InvalidTopicException), "cannot produce to an internal topic".into());
+    }
     let config = topic.map(|t| t.config()).expect("invariant: a partition has a topic");
     let records = records.unwrap_or_default();
     let batches = match batch::split(&records) {

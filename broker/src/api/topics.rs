@@ -189,8 +189,18 @@ pub(crate) async fn delete(ctx: &RequestCtx, request: DeleteTopicsRequest) -> De
         };
         result.name = Some(TopicName(StrBytes::from_string(topic.name.to_string())));
         result.topic_id = topic.id;
+        if is_internal(&topic.name) {
+            result.error_code = of(Error::InvalidTopicException);
+            result.error_message =
+                Some(StrBytes::from_string(format!("internal topic {} cannot be deleted", topic.name)));
+            responses.push(result);
+            continue;
+        }
         match storage.delete_topic(topic.id).await {
-            Ok(()) => tracing::info!(topic = %topic.name, "deleted topic"),
+            Ok(()) => {
+                tracing::info!(topic = %topic.name, "deleted topic");
+                ctx.broker.groups.topic_deleted(&topic.name).await;
+            }
             Err(e) => {
                 result.error_code = errors::code(&e);
                 result.error_message = Some(StrBytes::from_string(e.to_string()));
@@ -199,6 +209,11 @@ pub(crate) async fn delete(ctx: &RequestCtx, request: DeleteTopicsRequest) -> De
         responses.push(result);
     }
     DeleteTopicsResponse::default().with_responses(responses)
+}
+
+/// Topics the broker keeps for itself (committed offsets).
+pub(crate) fn is_internal(name: &str) -> bool {
+    name == crate::coordinator::group::OFFSETS_TOPIC
 }
 
 #[cfg(test)]

@@ -124,7 +124,7 @@ pub(super) async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>
                     break;
                 }
             };
-            match dispatch::dispatch(&broker, frame).await {
+            match dispatch::dispatch(&broker, peer, frame).await {
                 Ok(pending) => {
                     if tx.send(pending).await.is_err() {
                         break;

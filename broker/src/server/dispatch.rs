@@ -3,6 +3,7 @@
 //! it, decode, hand the typed request to its handler, and encode the answer at the
 //! request's version.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,7 +17,7 @@ use crate::api::{self, Reply, RequestCtx};
 use crate::broker::Broker;
 
 /// Dispatches one request. `Err` means: close the connection, for the reason given.
-pub(super) async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Result<Pending, String> {
+pub(super) async fn dispatch(broker: &Arc<Broker>, peer: SocketAddr, frame: Bytes) -> Result<Pending, String> {
     let prelude = header::peek(&frame).ok_or("request shorter than a request header")?;
     let (version, correlation_id) = (prelude.api_version, prelude.correlation_id);
     let key = ApiKey::try_from(prelude.api_key).map_err(|_| format!("unknown api key {}", prelude.api_key))?;
@@ -39,6 +40,7 @@ pub(super) async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Result<Pendi
         broker: broker.clone(),
         version,
         client_id: request_header.client_id.map(|s| s.to_string()).unwrap_or_default(),
+        peer,
     };
     let reply = api::handle(&ctx, request).await;
     let metrics = broker.metrics.clone();

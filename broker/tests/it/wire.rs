@@ -8,6 +8,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tributary_broker::broker::Broker;
+use tributary_broker::clock::SystemClock;
+use tributary_broker::coordinator::group::GroupCoordinator;
 use tributary_broker::metrics::Metrics;
 use tributary_broker::storage::Storage;
 use tributary_config::Config;
@@ -35,7 +37,9 @@ async fn server() -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     config.listen = addr.to_string();
-    let broker = Arc::new(Broker::new(config, storage.clone(), metrics));
+    let groups = GroupCoordinator::new(storage.clone(), &config.groups, metrics.clone(), Arc::new(SystemClock));
+    groups.load().await.unwrap();
+    let broker = Arc::new(Broker::new(config, storage.clone(), metrics, groups));
     let shutdown = CancellationToken::new();
     tokio::spawn(tributary_broker::server::serve(listener, broker, shutdown.clone()));
     Server { addr, shutdown, storage, _dir: dir }
