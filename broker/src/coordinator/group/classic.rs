@@ -362,6 +362,10 @@ impl ClassicGroup {
         if let Some(instance) = &req.instance_id {
             self.statics.insert(instance.clone(), member_id.clone());
         }
+        // The first member to join leads (Kafka's rule), until it leaves.
+        if self.leader.as_ref().is_none_or(|l| !self.members.contains_key(l)) {
+            self.leader = Some(member_id.clone());
+        }
         self.members.insert(
             member_id.clone(),
             Member {
@@ -676,11 +680,12 @@ impl ClassicGroup {
     /// Applies every deadline that has passed by `now`.
     pub(crate) fn tick(&mut self, settings: &GroupSettings, now: i64) {
         self.pending.retain(|_, expires| *expires > now);
-        // A member parked in JoinGroup is governed by the join phase, not its session.
+        // A member parked in JoinGroup or SyncGroup cannot heartbeat: the phase
+        // deadline governs it, not its session.
         let expired: Vec<String> = self
             .members
             .values()
-            .filter(|m| m.expires_at <= now && m.join_waiter.is_none())
+            .filter(|m| m.expires_at <= now && m.join_waiter.is_none() && m.sync_waiter.is_none())
             .map(|m| m.member_id.clone())
             .collect();
         for id in expired {
@@ -709,7 +714,8 @@ impl ClassicGroup {
 
     /// The earliest time at which [`tick`](Self::tick) has something to do.
     pub(crate) fn next_deadline(&self) -> Option<i64> {
-        let members = self.members.values().filter(|m| m.join_waiter.is_none()).map(|m| m.expires_at);
+        let members =
+            self.members.values().filter(|m| m.join_waiter.is_none() && m.sync_waiter.is_none()).map(|m| m.expires_at);
         let phase = match self.state {
             State::PreparingRebalance => [self.phase_deadline, self.initial_delay_until].into_iter().flatten().min(),
             State::CompletingRebalance => self.phase_deadline,
