@@ -159,7 +159,7 @@ fn protocol_is_the_one_most_members_prefer_among_those_all_support() {
     };
     let mut rx = parked(g.join(a, &s, 0));
     let la = answered(&mut rx);
-    let _ = parked(g.sync(&la.member_id, None, 1, None, None, vec![], 0));
+    drop(parked(g.sync(&la.member_id, None, 1, None, None, vec![], 0)));
     let b = JoinRequest { protocols: protocols(&["range", "roundrobin"]), require_known_member_id: false, ..req("") };
     let mut rb = parked(g.join(b, &s, 1));
     let a_again = JoinRequest { protocols: protocols(&["cooperative-sticky", "range"]), ..req(&la.member_id) };
@@ -177,7 +177,7 @@ fn a_silent_member_is_removed_at_its_session_timeout() {
     let mut rx1 = parked(g.join(req(&m1), &s, 0));
     answered(&mut rx1);
     answered(&mut rx2);
-    let _ = parked(g.sync(&m1, None, 2, None, None, vec![], 0));
+    drop(parked(g.sync(&m1, None, 2, None, None, vec![], 0)));
     assert_eq!(g.state, State::Stable);
     // m1 heartbeats, m2 stays silent past its session timeout.
     for t in (1000..=SESSION as i64).step_by(1000) {
@@ -259,7 +259,7 @@ fn a_restarted_static_member_gets_its_assignment_back_without_a_rebalance() {
     let first = answered(&mut rx);
     assert_eq!(first.error, None, "static members need no MEMBER_ID_REQUIRED round");
     let old = first.member_id.clone();
-    let _ = parked(g.sync(&old, Some("i-1"), 1, None, None, vec![(old.clone(), Bytes::from_static(b"p0"))], 0));
+    drop(parked(g.sync(&old, Some("i-1"), 1, None, None, vec![(old.clone(), Bytes::from_static(b"p0"))], 0)));
     assert_eq!(g.state, State::Stable);
 
     // The process restarts: same instance id, no member id.
