@@ -59,7 +59,7 @@ pub(crate) fn supported(key: ApiKey) -> Option<RangeInclusive<i16>> {
 }
 
 /// What a handler needs besides its request.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct RequestCtx {
     pub(crate) broker: Arc<Broker>,
     pub(crate) version: i16,
@@ -94,18 +94,35 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: Request) -> Reply {
         Request::DeleteTopics(r) => Reply::Now(topics::delete(ctx, r).await.into()),
         Request::DescribeConfigs(r) => Reply::Now(configs::describe(ctx, r).into()),
         Request::InitProducerId(r) => Reply::Now(txn::init_producer_id(ctx, r).await.into()),
+        // Group APIs run in request order: a request is evaluated only once the
+        // answers before it on the connection are complete, as Kafka does. (A
+        // Heartbeat read while the same client's JoinGroup waits must see the group
+        // after that join, not before it.)
         Request::FindCoordinator(r) => Reply::Now(groups::find_coordinator(ctx, r).into()),
         Request::JoinGroup(r) => groups::join(ctx, r),
         Request::SyncGroup(r) => groups::sync(ctx, r),
-        Request::Heartbeat(r) => Reply::Now(groups::heartbeat(ctx, r).into()),
-        Request::LeaveGroup(r) => Reply::Now(groups::leave(ctx, r).into()),
-        Request::OffsetCommit(r) => Reply::Now(offsets::commit(ctx, r).await.into()),
-        Request::OffsetFetch(r) => Reply::Now(offsets::fetch(ctx, r).into()),
-        Request::OffsetDelete(r) => Reply::Now(offsets::delete(ctx, r).await.into()),
-        Request::ListGroups(r) => Reply::Now(groups::list(ctx, r).into()),
-        Request::DescribeGroups(r) => Reply::Now(groups::describe(ctx, r).into()),
-        Request::DeleteGroups(r) => Reply::Now(groups::delete(ctx, r).await.into()),
-        Request::ConsumerGroupHeartbeat(r) => Reply::Now(consumer_groups::heartbeat(ctx, r).into()),
-        Request::ConsumerGroupDescribe(r) => Reply::Now(consumer_groups::describe(ctx, r).into()),
+        Request::Heartbeat(r) => in_order(ctx, |c| async move { groups::heartbeat(&c, r).into() }),
+        Request::LeaveGroup(r) => in_order(ctx, |c| async move { groups::leave(&c, r).into() }),
+        Request::OffsetCommit(r) => in_order(ctx, |c| async move { offsets::commit(&c, r).await.into() }),
+        Request::OffsetFetch(r) => in_order(ctx, |c| async move { offsets::fetch(&c, r).into() }),
+        Request::OffsetDelete(r) => in_order(ctx, |c| async move { offsets::delete(&c, r).await.into() }),
+        Request::ListGroups(r) => in_order(ctx, |c| async move { groups::list(&c, r).into() }),
+        Request::DescribeGroups(r) => in_order(ctx, |c| async move { groups::describe(&c, r).into() }),
+        Request::DeleteGroups(r) => in_order(ctx, |c| async move { groups::delete(&c, r).await.into() }),
+        Request::ConsumerGroupHeartbeat(r) => {
+            in_order(ctx, |c| async move { consumer_groups::heartbeat(&c, r).into() })
+        }
+        Request::ConsumerGroupDescribe(r) => in_order(ctx, |c| async move { consumer_groups::describe(&c, r).into() }),
     }
+}
+
+/// Defers a handler until the connection's earlier answers are complete: the
+/// connection awaits replies in request order, and this future starts only then.
+fn in_order<F, Fut>(ctx: &RequestCtx, handler: F) -> Reply
+where
+    F: FnOnce(RequestCtx) -> Fut + Send + 'static,
+    Fut: Future<Output = Response> + Send + 'static,
+{
+    let ctx = ctx.clone();
+    Reply::Later(Box::pin(async move { handler(ctx).await }))
 }
