@@ -49,7 +49,13 @@ class ConfluentConsumer:
         try:
             self.c.commit(message=m, asynchronous=False)
         except KafkaException:
-            return []  # not committed (a rebalance): not consumed
+            # Not committed (a rebalance), so not consumed: read it again, or let the
+            # partition's next owner start there.
+            try:
+                self.c.seek(TopicPartition(m.topic(), m.partition(), m.offset()))
+            except KafkaException:
+                pass
+            return []
         return [(m.partition(), m.offset(), m.value())]
 
     def assignment(self):
@@ -76,6 +82,10 @@ class KafkaPythonConsumer:
                 try:
                     self.c.commit({tp: OffsetAndMetadata(m.offset + 1, "", -1)})
                 except (CommitFailedError, KafkaError):
+                    try:
+                        self.c.seek(tp, m.offset)  # not consumed: read it again
+                    except Exception:
+                        pass
                     return out
                 out.append((m.partition, m.offset, m.value))
         return out
@@ -123,6 +133,10 @@ class AioConsumer:
                     try:
                         await self.c.commit({tp: m.offset + 1})
                     except (CommitFailedError, KafkaError):
+                        try:
+                            self.c.seek(tp, m.offset)  # not consumed: read it again
+                        except Exception:
+                            pass
                         return out
                     out.append((m.partition, m.offset, m.value))
             return out

@@ -1,6 +1,7 @@
 """The Java client (kafka-clients 4.3.0): Admin create/list/describe, every codec
 with keys, repeated headers and nulls byte for byte, 100 partitions, a record near
-max.message.bytes and one over it (RecordTooLargeException), and a restart."""
+max.message.bytes and one over it (RecordTooLargeException), and a restart; consumer
+groups with the classic protocol and with group.protocol=consumer (KIP-848)."""
 
 import glob
 import pathlib
@@ -9,6 +10,9 @@ import subprocess
 import sys
 
 import pytest
+
+import groups
+from conftest import unique
 
 HERE = pathlib.Path(__file__).resolve().parent / "java"
 VENV = pathlib.Path(sys.prefix)
@@ -34,8 +38,8 @@ def java_build(tmp_path_factory):
         pytest.fail("javac is required for the Java client tests (scripts/test installs it)")
     out = tmp_path_factory.mktemp("java")
     cp = classpath()
-    r = subprocess.run(["javac", "-cp", cp, "-d", str(out), str(HERE / "RoundTrip.java")], capture_output=True,
-                       timeout=180)
+    r = subprocess.run(["javac", "-cp", cp, "-d", str(out), str(HERE / "RoundTrip.java"), str(HERE / "Groups.java")],
+                       capture_output=True, timeout=180)
     assert r.returncode == 0, r.stderr.decode()
     return f"{out}:{cp}"
 
@@ -51,3 +55,35 @@ def test_java_client_round_trips_and_survives_restart(java_build, broker):
     run(java_build, broker, "produce", "java")
     broker.restart()
     run(java_build, broker, "verify", "java")
+
+
+def run_groups(java_build, broker, mode, topic, group, protocol):
+    r = subprocess.run(["java", "-cp", java_build, "Groups", broker.bootstrap, mode, topic, group, protocol],
+                       capture_output=True, timeout=240)
+    out = r.stdout.decode(errors="replace")
+    assert r.returncode == 0, (out + r.stderr.decode(errors="replace"))[-4000:]
+    lines = out.strip().splitlines()
+    assert lines[-1] == f"OK {mode}", out[-2000:]
+    consumed = [(int(p), int(o), v.encode()) for _, p, o, v in (l.split(" ", 3) for l in lines if l.startswith("CONSUMED "))]
+    moved = [int(l.split()[1]) for l in lines if l.startswith("MOVED ")]
+    return consumed, moved
+
+
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
+def test_java_consumer_group(java_build, make_broker, protocol):
+    broker = make_broker(env=groups.BROKER_ENV)
+    broker.start()
+    topic, group = unique("jgrp"), unique("g")
+    seen, moved = run_groups(java_build, broker, "run", topic, group, protocol)
+    assert moved and moved[0] < groups.SESSION_TIMEOUT_MS, f"partitions moved after {moved} ms"
+    groups.assert_exactly_once(seen, [f"v{i}".encode() for i in range(90)])
+    committed_end = {}
+    for partition, offset, _ in seen:
+        committed_end[partition] = max(committed_end.get(partition, 0), offset + 1)
+    broker.restart()
+    after, _ = run_groups(java_build, broker, "resume", topic, group, protocol)
+    first = {}
+    for partition, offset, _ in after:
+        first.setdefault(partition, offset)
+    assert first == committed_end, f"resumed at {first}, committed {committed_end}"
+    groups.assert_exactly_once(seen + after, [f"v{i}".encode() for i in range(120)])

@@ -81,6 +81,9 @@ pub(crate) struct ConsumerMember {
     pub(crate) assigned: Assignment,
     /// Partitions the member was told to give up and has not yet.
     pub(crate) revoking: Assignment,
+    /// The member epoch at which each held partition was given to it (KIP-1251):
+    /// a commit with an older epoch is accepted for a partition held since then.
+    assigned_at: BTreeMap<(Uuid, i32), i32>,
     expires_at: i64,
     revoke_deadline: Option<i64>,
     last_sent: Option<Assignment>,
@@ -303,6 +306,7 @@ impl ConsumerGroup {
                     state: MemberState::Stable,
                     assigned: Assignment::new(),
                     revoking: Assignment::new(),
+                    assigned_at: BTreeMap::new(),
                     expires_at: now,
                     revoke_deadline: None,
                     last_sent: None,
@@ -472,6 +476,14 @@ impl ConsumerGroup {
             }
         }
         let m = self.members.get_mut(member_id).expect("invariant: caller checked");
+        let mut assigned_at = BTreeMap::new();
+        for (topic, parts) in &free {
+            for &p in parts {
+                let since = m.assigned_at.get(&(*topic, p)).copied().unwrap_or(target_epoch);
+                assigned_at.insert((*topic, p), since);
+            }
+        }
+        m.assigned_at = assigned_at;
         m.assigned = free;
         m.revoking.clear();
         m.revoke_deadline = None;
@@ -480,6 +492,30 @@ impl ConsumerGroup {
             m.member_epoch = target_epoch;
         }
         m.state = if unreleased { MemberState::UnreleasedPartitions } else { MemberState::Stable };
+    }
+
+    /// Whether `member_id` may commit offsets of `partitions` with `epoch`: its
+    /// current epoch, or (KIP-1251) an older one for partitions it has held since
+    /// that epoch, so that a commit racing a heartbeat answer is not refused.
+    pub(crate) fn check_commit(&self, member_id: &str, epoch: i32, partitions: &[(Uuid, i32)]) -> Result<(), Error> {
+        let m = self.members.get(member_id).filter(|m| !m.left).ok_or(Error::UnknownMemberId)?;
+        if epoch == m.member_epoch {
+            return Ok(());
+        }
+        if epoch > m.member_epoch {
+            return Err(Error::StaleMemberEpoch);
+        }
+        let held_since = |tp: &(Uuid, i32)| {
+            m.assigned_at
+                .get(tp)
+                .copied()
+                .or_else(|| m.revoking.get(&tp.0).filter(|s| s.contains(&tp.1)).map(|_| i32::MIN))
+        };
+        if partitions.iter().all(|tp| held_since(tp).is_some_and(|since| epoch >= since)) {
+            Ok(())
+        } else {
+            Err(Error::StaleMemberEpoch)
+        }
     }
 
     /// Removes members past their session or revocation deadline.

@@ -288,3 +288,27 @@ fn a_lost_answer_is_tolerated_at_the_previous_epoch() {
     let again = g.heartbeat(beat("a", o1.member_epoch, Some(&kept)), &s, &topics, 3).unwrap();
     assert_eq!(again.member_epoch, moved.member_epoch);
 }
+
+#[test]
+fn commits_with_an_older_epoch_are_accepted_for_partitions_held_since_then() {
+    let s = settings();
+    let topics = Topics::with(&[("t", 2), ("u", 1)]);
+    let t = topics.id("t");
+    let u = topics.id("u");
+    let mut g = ConsumerGroup::new("g", &s, 0);
+    let o = g.heartbeat(join("a", &["t"]), &s, &topics, 0).unwrap();
+    let first = o.member_epoch;
+    assert_eq!(g.check_commit("a", first, &[(t, 0), (t, 1)]), Ok(()));
+    assert_eq!(g.check_commit("a", first + 1, &[(t, 0)]), Err(Error::StaleMemberEpoch));
+    assert_eq!(g.check_commit("ghost", first, &[(t, 0)]), Err(Error::UnknownMemberId));
+    // A subscription change moves "a" to a newer epoch and gives it "u".
+    let change =
+        HeartbeatRequest { subscribed_topic_names: Some(vec!["t".into(), "u".into()]), ..beat("a", first, None) };
+    let o2 = g.heartbeat(change, &s, &topics, 1).unwrap();
+    assert!(o2.member_epoch > first);
+    // A commit still carrying the old epoch, in flight meanwhile: fine for "t",
+    // which "a" has held since then; not for "u", given only at the new epoch.
+    assert_eq!(g.check_commit("a", first, &[(t, 0), (t, 1)]), Ok(()));
+    assert_eq!(g.check_commit("a", first, &[(u, 0)]), Err(Error::StaleMemberEpoch));
+    assert_eq!(g.check_commit("a", o2.member_epoch, &[(u, 0)]), Ok(()));
+}

@@ -155,7 +155,9 @@ impl GroupCoordinator {
             None if req.generation < 0 => self.group_or_new(&req.group_id),
             None => return Err(Error::IllegalGeneration),
         };
-        check_commit(&group.lock(), &req)?;
+        let ids: Vec<(uuid::Uuid, i32)> =
+            req.offsets.iter().filter_map(|(t, p, _)| self.storage.topic(t).map(|topic| (topic.id, *p))).collect();
+        check_commit(&group.lock(), &req, &ids)?;
         let mut results = Vec::with_capacity(req.offsets.len());
         let mut records = Vec::new();
         let mut accepted = Vec::new();
@@ -338,7 +340,7 @@ impl GroupCoordinator {
 }
 
 /// Whether `req` may commit for this group.
-fn check_commit(g: &Group, req: &CommitRequest) -> Result<(), Error> {
+fn check_commit(g: &Group, req: &CommitRequest, partitions: &[(uuid::Uuid, i32)]) -> Result<(), Error> {
     let outside = req.generation < 0 && req.member_id.is_empty() && req.instance_id.is_none();
     match &g.protocol {
         Protocol::Classic(c) => {
@@ -362,11 +364,7 @@ fn check_commit(g: &Group, req: &CommitRequest) -> Result<(), Error> {
             if outside {
                 return if c.members.is_empty() { Ok(()) } else { Err(Error::UnknownMemberId) };
             }
-            let m = c.members.get(&req.member_id).ok_or(Error::UnknownMemberId)?;
-            if req.generation != m.member_epoch {
-                return Err(Error::StaleMemberEpoch);
-            }
-            Ok(())
+            c.check_commit(&req.member_id, req.generation, partitions)
         }
     }
 }
