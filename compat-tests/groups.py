@@ -11,6 +11,7 @@
 5. every record was consumed exactly once.
 """
 
+import subprocess
 import threading
 import time
 
@@ -162,3 +163,35 @@ def run(broker, make_consumer):
     assert first == committed_end, f"resumed at {first}, committed {committed_end}"
     assert_exactly_once(seen + after, [f"v{i}".encode() for i in range(120)])
     return moved_after
+
+
+def run_program(args, mode, timeout=240):
+    """Runs a client program of the scenario (Java, Node) in one mode; it prints
+    CONSUMED <partition> <offset> <value> per committed record, MOVED <ms>, and
+    OK <mode> last. Returns (consumed, moved)."""
+    r = subprocess.run(args, capture_output=True, timeout=timeout)
+    out = r.stdout.decode(errors="replace")
+    assert r.returncode == 0, (out + r.stderr.decode(errors="replace"))[-4000:]
+    lines = out.strip().splitlines()
+    assert lines and lines[-1] == f"OK {mode}", out[-2000:]
+    consumed = [(int(p), int(o), v.encode())
+                for _, p, o, v in (line.split(" ", 3) for line in lines if line.startswith("CONSUMED "))]
+    moved = [int(line.split()[1]) for line in lines if line.startswith("MOVED ")]
+    return consumed, moved
+
+
+def run_external(broker, program):
+    """The scenario with a client program: program(mode) -> (consumed, moved)."""
+    seen, moved = program("run")
+    assert moved and moved[0] < SESSION_TIMEOUT_MS, f"partitions moved after {moved} ms"
+    assert_exactly_once(seen, [f"v{i}".encode() for i in range(90)])
+    committed_end = {}
+    for partition, offset, _ in seen:
+        committed_end[partition] = max(committed_end.get(partition, 0), offset + 1)
+    broker.restart()
+    after, _ = program("resume")
+    first = {}
+    for partition, offset, _ in after:
+        first.setdefault(partition, offset)
+    assert first == committed_end, f"resumed at {first}, committed {committed_end}"
+    assert_exactly_once(seen + after, [f"v{i}".encode() for i in range(120)])

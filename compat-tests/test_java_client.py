@@ -57,33 +57,10 @@ def test_java_client_round_trips_and_survives_restart(java_build, broker):
     run(java_build, broker, "verify", "java")
 
 
-def run_groups(java_build, broker, mode, topic, group, protocol):
-    r = subprocess.run(["java", "-cp", java_build, "Groups", broker.bootstrap, mode, topic, group, protocol],
-                       capture_output=True, timeout=240)
-    out = r.stdout.decode(errors="replace")
-    assert r.returncode == 0, (out + r.stderr.decode(errors="replace"))[-4000:]
-    lines = out.strip().splitlines()
-    assert lines[-1] == f"OK {mode}", out[-2000:]
-    consumed = [(int(p), int(o), v.encode()) for _, p, o, v in (l.split(" ", 3) for l in lines if l.startswith("CONSUMED "))]
-    moved = [int(l.split()[1]) for l in lines if l.startswith("MOVED ")]
-    return consumed, moved
-
-
 @pytest.mark.parametrize("protocol", ["classic", "consumer"])
 def test_java_consumer_group(java_build, make_broker, protocol):
     broker = make_broker(env=groups.BROKER_ENV)
     broker.start()
     topic, group = unique("jgrp"), unique("g")
-    seen, moved = run_groups(java_build, broker, "run", topic, group, protocol)
-    assert moved and moved[0] < groups.SESSION_TIMEOUT_MS, f"partitions moved after {moved} ms"
-    groups.assert_exactly_once(seen, [f"v{i}".encode() for i in range(90)])
-    committed_end = {}
-    for partition, offset, _ in seen:
-        committed_end[partition] = max(committed_end.get(partition, 0), offset + 1)
-    broker.restart()
-    after, _ = run_groups(java_build, broker, "resume", topic, group, protocol)
-    first = {}
-    for partition, offset, _ in after:
-        first.setdefault(partition, offset)
-    assert first == committed_end, f"resumed at {first}, committed {committed_end}"
-    groups.assert_exactly_once(seen + after, [f"v{i}".encode() for i in range(120)])
+    groups.run_external(broker, lambda mode: groups.run_program(
+        ["java", "-cp", java_build, "Groups", broker.bootstrap, mode, topic, group, protocol], mode))

@@ -1,6 +1,6 @@
 """kafkajs: admin create and list, produce every codec with keys, repeated headers
-and nulls; the records are read back byte for byte (by librdkafka, until kafkajs
-can consume through a consumer group), and again after a restart."""
+and nulls; the records are read back byte for byte (by librdkafka), and again after
+a restart; consumer groups (the scenario of groups.py)."""
 
 import base64
 import json
@@ -8,6 +8,8 @@ import pathlib
 import subprocess
 
 import pytest
+
+import groups
 
 from conftest import unique
 from scenario import CODECS, assert_same, records
@@ -44,3 +46,11 @@ def test_kafkajs_produces_every_codec_byte_for_byte(broker, codec):
     assert_same(expected, as_tuples(consume(broker, topic, [0], len(expected))), codec)
     broker.restart()
     assert_same(expected, as_tuples(consume(broker, topic, [0], len(expected))), f"{codec} after restart")
+
+
+def test_kafkajs_consumer_group(make_broker):
+    broker = make_broker(env=groups.BROKER_ENV)
+    broker.start()
+    topic, group = unique("kgrp"), unique("g")
+    groups.run_external(broker, lambda mode: groups.run_program(
+        ["node", str(HERE / "groups.js"), broker.bootstrap, mode, topic, group], mode))
