@@ -415,3 +415,7 @@ pub(crate) fn consumer_subscription_topics(metadata: &Bytes) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+#[path = "offsets_tests.rs"]
+mod tests;
