@@ -142,3 +142,108 @@ async fn produce_validation_answers_per_partition_with_kafka_codes() {
     s.shutdown.cancel();
     s.storage.close();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_apis_answer_on_the_wire() {
+    use tributary_protocol::kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use tributary_protocol::kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    use tributary_protocol::kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
+    use tributary_protocol::kafka_protocol::messages::*;
+
+    let s = server().await;
+    let mut conn = TcpStream::connect(s.addr).await.unwrap();
+    let name = |n: &'static str| StrBytes::from_static_str(n);
+    let group = |n: &'static str| GroupId(name(n));
+
+    // FindCoordinator, batched (v4+): this broker for groups; transactions not yet.
+    let find = FindCoordinatorRequest::default().with_key_type(0).with_coordinator_keys(vec![name("g1"), name("g2")]);
+    let Response::FindCoordinator(r) = call(&mut conn, 1, 4, Request::FindCoordinator(find)).await else { panic!() };
+    assert_eq!(r.coordinators.len(), 2);
+    assert!(r.coordinators.iter().all(|c| c.error_code == 0 && c.port == s.addr.port() as i32));
+    let txn = FindCoordinatorRequest::default().with_key_type(1).with_key(name("tx"));
+    let Response::FindCoordinator(r) = call(&mut conn, 2, 3, Request::FindCoordinator(txn)).await else { panic!() };
+    assert_eq!(r.error_code, 15); // COORDINATOR_NOT_AVAILABLE
+
+    // OffsetCommit from outside group management (generation -1).
+    let partition = |i: i32, offset: i64| {
+        OffsetCommitRequestPartition::default()
+            .with_partition_index(i)
+            .with_committed_offset(offset)
+            .with_committed_metadata(Some(name("meta")))
+    };
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(group("g1"))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default().with_name(TopicName(name("t"))).with_partitions(vec![
+            partition(0, 11),
+            partition(1, 22),
+            partition(5, 1),
+        ])]);
+    let Response::OffsetCommit(r) = call(&mut conn, 3, 8, Request::OffsetCommit(commit)).await else { panic!() };
+    let codes: Vec<i16> = r.topics[0].partitions.iter().map(|p| p.error_code).collect();
+    assert_eq!(codes, vec![0, 0, 3]);
+
+    let fetch_all = || {
+        Request::OffsetFetch(
+            OffsetFetchRequest::default()
+                .with_groups(vec![OffsetFetchRequestGroup::default().with_group_id(group("g1")).with_topics(None)]),
+        )
+    };
+    let Response::OffsetFetch(r) = call(&mut conn, 4, 8, fetch_all()).await else { panic!() };
+    let got: Vec<(i32, i64)> =
+        r.groups[0].topics[0].partitions.iter().map(|p| (p.partition_index, p.committed_offset)).collect();
+    assert_eq!(got, vec![(0, 11), (1, 22)]);
+    assert_eq!(r.groups[0].topics[0].partitions[0].metadata.as_deref(), Some("meta"));
+
+    // ListGroups with a state filter (v4).
+    let list = |states: Vec<&'static str>| {
+        Request::ListGroups(ListGroupsRequest::default().with_states_filter(states.into_iter().map(name).collect()))
+    };
+    let Response::ListGroups(r) = call(&mut conn, 5, 4, list(vec!["Empty"])).await else { panic!() };
+    assert_eq!(r.groups.iter().map(|g| g.group_id.as_str()).collect::<Vec<_>>(), vec!["g1"]);
+    let Response::ListGroups(r) = call(&mut conn, 6, 4, list(vec!["Stable"])).await else { panic!() };
+    assert!(r.groups.is_empty());
+
+    // OffsetDelete of one partition.
+    let delete =
+        OffsetDeleteRequest::default()
+            .with_group_id(group("g1"))
+            .with_topics(vec![OffsetDeleteRequestTopic::default()
+                .with_name(TopicName(name("t")))
+                .with_partitions(vec![OffsetDeleteRequestPartition::default().with_partition_index(0)])]);
+    let Response::OffsetDelete(r) = call(&mut conn, 7, 0, Request::OffsetDelete(delete)).await else { panic!() };
+    assert_eq!((r.error_code, r.topics[0].partitions[0].error_code), (0, 0));
+    let Response::OffsetFetch(r) = call(&mut conn, 8, 8, fetch_all()).await else { panic!() };
+    let got: Vec<i32> = r.groups[0].topics[0].partitions.iter().map(|p| p.partition_index).collect();
+    assert_eq!(got, vec![1]);
+
+    // JoinGroup v4+ without a member id: MEMBER_ID_REQUIRED with an id to use.
+    let join = JoinGroupRequest::default()
+        .with_group_id(group("g2"))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_protocol_type(name("consumer"))
+        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default().with_name(name("range"))]);
+    let Response::JoinGroup(r) = call(&mut conn, 9, 7, Request::JoinGroup(join)).await else { panic!() };
+    assert_eq!(r.error_code, 79);
+    assert!(!r.member_id.is_empty());
+
+    // DescribeGroups of an unknown group: Dead (v5), GROUP_ID_NOT_FOUND (v6).
+    let describe = || Request::DescribeGroups(DescribeGroupsRequest::default().with_groups(vec![group("nope")]));
+    let Response::DescribeGroups(r) = call(&mut conn, 10, 5, describe()).await else { panic!() };
+    assert_eq!((r.groups[0].error_code, r.groups[0].group_state.as_str()), (0, "Dead"));
+    let Response::DescribeGroups(r) = call(&mut conn, 11, 6, describe()).await else { panic!() };
+    assert_eq!(r.groups[0].error_code, 69);
+
+    // DeleteGroups: the empty group goes, an unknown one is GROUP_ID_NOT_FOUND.
+    let del = DeleteGroupsRequest::default().with_groups_names(vec![group("g1"), group("nope")]);
+    let Response::DeleteGroups(r) = call(&mut conn, 12, 2, Request::DeleteGroups(del)).await else { panic!() };
+    assert_eq!(r.results.iter().map(|g| g.error_code).collect::<Vec<_>>(), vec![0, 69]);
+    let Response::OffsetFetch(r) = call(&mut conn, 13, 8, fetch_all()).await else { panic!() };
+    assert!(r.groups[0].topics.is_empty());
+    s.shutdown.cancel();
+}
