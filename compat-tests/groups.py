@@ -108,6 +108,26 @@ def disjoint_cover(parts, n):
     return union == set(range(PARTITIONS)) and sum(len(p) for p in parts) == PARTITIONS
 
 
+def settled_cover(consumers, n, quiet=1.0, timeout=60):
+    """Waits for disjoint assignments covering every partition that stay unchanged
+    for `quiet` seconds (an incremental rebalance passes through covers that are not
+    final), and returns them."""
+    state = {"last": None, "since": 0.0}
+
+    def settled():
+        now = [frozenset(a) for a in assignments(consumers)]
+        if not disjoint_cover(now, n):
+            state["last"] = None
+            return False
+        if now != state["last"]:
+            state["last"], state["since"] = now, time.monotonic()
+            return False
+        return time.monotonic() - state["since"] >= quiet
+
+    wait_until(settled, timeout=timeout, what=f"{n} settled disjoint assignments")
+    return [set(a) for a in state["last"]]
+
+
 def consume_until(consumers, seen, count, timeout=60, what="records"):
     wait_until(lambda: (poll_all(consumers, seen), len(seen) >= count)[1], timeout=timeout,
                interval=0 if any(not isinstance(c, Runner) for c in consumers) else 0.05,

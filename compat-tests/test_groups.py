@@ -183,13 +183,9 @@ def test_cooperative_sticky_keeps_partitions_of_the_members_that_stay(gbroker):
     make = lambda: groups.Runner(ConfluentConsumer(gbroker, group, topic, **{
         "partition.assignment.strategy": "cooperative-sticky"}), seen)
     consumers = [make() for _ in range(3)]
-    wait_until(lambda: groups.disjoint_cover(groups.assignments(consumers), 3), timeout=60,
-               what="three disjoint assignments")
-    before = groups.assignments(consumers[:2])
+    before = groups.settled_cover(consumers, 3)[:2]
     consumers.pop().close()
-    wait_until(lambda: groups.disjoint_cover(groups.assignments(consumers), 2), timeout=60,
-               what="the leaver's partitions to move")
-    after = groups.assignments(consumers)
+    after = groups.settled_cover(consumers, 2)
     for b, a in zip(before, after):
         assert b <= a, f"a staying member lost partitions: {b} -> {a}"
     groups.consume_until(consumers, seen, 60)
@@ -210,9 +206,7 @@ def test_static_member_restart_gets_its_partitions_back_without_a_rebalance(gbro
     make = lambda i: groups.Runner(ConfluentConsumer(gbroker, group, topic, **{
         "group.instance.id": f"instance-{i}", "session.timeout.ms": 30000}), seen)
     consumers = [make(i) for i in range(3)]
-    wait_until(lambda: groups.disjoint_cover(groups.assignments(consumers), 3), timeout=60,
-               what="three disjoint assignments")
-    before = groups.assignments(consumers)
+    before = groups.settled_cover(consumers, 3)
     count = rebalances(gbroker)
     # A static member closes without leaving the group, and comes back.
     consumers[2].close()
