@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tributary_config::Config;
 
 use crate::coordinator::group::GroupCoordinator;
+use crate::coordinator::txn::TxnCoordinator;
 use crate::metrics::Metrics;
 use crate::storage::Storage;
 
@@ -24,11 +25,18 @@ pub struct Broker {
     pub storage: Arc<Storage>,
     pub metrics: Arc<Metrics>,
     pub groups: Arc<GroupCoordinator>,
+    pub txns: Arc<TxnCoordinator>,
     pub node: Node,
 }
 
 impl Broker {
-    pub fn new(config: Config, storage: Arc<Storage>, metrics: Arc<Metrics>, groups: Arc<GroupCoordinator>) -> Self {
+    pub fn new(
+        config: Config,
+        storage: Arc<Storage>,
+        metrics: Arc<Metrics>,
+        groups: Arc<GroupCoordinator>,
+        txns: Arc<TxnCoordinator>,
+    ) -> Self {
         let advertised = config.advertised().to_string();
         let (host, port) = advertised.rsplit_once(':').unwrap_or((advertised.as_str(), "9092"));
         let node = Node {
@@ -36,6 +44,6 @@ impl Broker {
             host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
             port: port.parse().unwrap_or(9092),
         };
-        Broker { config, storage, metrics, groups, node }
+        Broker { config, storage, metrics, groups, txns, node }
     }
 }

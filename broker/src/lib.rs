@@ -72,12 +72,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(clock::SystemClock),
     );
     metrics.register(Box::new(coordinator::group::lag::LagCollector::new(Arc::downgrade(&groups))));
-    let broker = Arc::new(broker::Broker::new(config, storage.clone(), metrics, groups.clone()));
+    let txns = coordinator::txn::TxnCoordinator::new(storage.clone(), groups.clone(), Arc::new(clock::SystemClock));
+    let broker = Arc::new(broker::Broker::new(config, storage.clone(), metrics, groups.clone(), txns.clone()));
     let server_task = tokio::spawn(server::serve(listener, broker, shutdown.clone()));
     // Group APIs answer COORDINATOR_LOAD_IN_PROGRESS until the offsets are loaded;
     // the broker is ready once they are.
     groups.load().await.context("loading committed offsets")?;
+    txns.load().await.context("loading transaction state")?;
     let timers = tokio::spawn(groups.clone().run_timers(Duration::from_millis(100), shutdown.clone()));
+    let txn_timers = tokio::spawn(txns.clone().run_timers(Duration::from_secs(1), shutdown.clone()));
     ready.store(true, Ordering::Release);
 
     wait_for_signal().await;
@@ -86,6 +89,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     shutdown.cancel();
     let _ = server_task.await;
     let _ = timers.await;
+    let _ = txn_timers.await;
     let _ = http_task.await;
     tokio::task::spawn_blocking(move || storage.close()).await.context("journal close panicked")?;
     tracing::info!("stopped");

@@ -3,7 +3,9 @@
 //! always, KIP-74), waiting up to `max_wait_ms` for `min_bytes` (woken by new durable
 //! data). Fetch sessions (KIP-227) are answered without creating one (session id 0),
 //! which clients take as "send full requests"; a request naming a session we do not
-//! have gets FETCH_SESSION_ID_NOT_FOUND.
+//! have gets FETCH_SESSION_ID_NOT_FOUND. With `isolation_level = read_committed`
+//! only data below the last stable offset is returned, with the aborted
+//! transactions that overlap it, so the client can drop their records.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +13,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 use tributary_protocol::batch::BatchHeader;
-use tributary_protocol::kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use tributary_protocol::kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use tributary_protocol::kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use tributary_protocol::kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
 
 use super::errors::{self, of, Error};
 use super::{Reply, RequestCtx};
@@ -54,6 +58,7 @@ async fn read_all(broker: &Broker, version: i16, request: &FetchRequest) -> (Fet
     let mut total = 0usize;
     let mut any_error = false;
     let mut responses = Vec::with_capacity(request.topics.len());
+    let committed = version >= 4 && request.isolation_level == READ_COMMITTED;
     for wanted in &request.topics {
         let topic: Option<Arc<Topic>> =
             if version >= 13 { storage.topic_by_id(&wanted.topic_id) } else { storage.topic(wanted.topic.0.as_str()) };
@@ -80,11 +85,23 @@ async fn read_all(broker: &Broker, version: i16, request: &FetchRequest) -> (Fet
                 continue;
             };
             let limit = (p.partition_max_bytes.max(0) as usize).min(budget);
-            match storage.read(log, p.fetch_offset, limit, total == 0).await {
+            match storage.read_isolated(log, p.fetch_offset, limit, total == 0, committed).await {
                 Ok(read) => {
                     data.high_watermark = read.offsets.high_watermark;
-                    data.last_stable_offset = read.offsets.high_watermark;
+                    data.last_stable_offset = read.offsets.last_stable_offset;
                     data.log_start_offset = read.offsets.log_start_offset;
+                    if committed {
+                        data.aborted_transactions = Some(
+                            read.aborted
+                                .iter()
+                                .map(|a| {
+                                    AbortedTransaction::default()
+                                        .with_producer_id(ProducerId(a.producer_id))
+                                        .with_first_offset(a.first_offset)
+                                })
+                                .collect(),
+                        );
+                    }
                     let size: usize = read.batches.iter().map(|b| b.len()).sum();
                     if size > 0 {
                         let records: i64 = read

@@ -25,6 +25,7 @@ const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 
 /// Coordinator key types.
 const KEY_GROUP: i8 = 0;
+const KEY_TXN: i8 = 1;
 
 pub(crate) fn find_coordinator(ctx: &RequestCtx, request: FindCoordinatorRequest) -> FindCoordinatorResponse {
     let node = &ctx.broker.node;
@@ -37,13 +38,12 @@ pub(crate) fn find_coordinator(ctx: &RequestCtx, request: FindCoordinatorRequest
                 .with_port(-1)
                 .with_error_code(of(Error::CoordinatorLoadInProgress)),
             KEY_GROUP => base.with_node_id(BrokerId(node.id)).with_host(s(node.host.clone())).with_port(node.port),
-            // Transactions get their coordinator with the exactly-once work.
-            1 => base
+            KEY_TXN if !ctx.broker.txns.is_loaded() => base
                 .with_node_id(BrokerId(-1))
                 .with_host(s(""))
                 .with_port(-1)
-                .with_error_code(of(Error::CoordinatorNotAvailable))
-                .with_error_message(Some(s("transactions are not supported yet"))),
+                .with_error_code(of(Error::CoordinatorLoadInProgress)),
+            KEY_TXN => base.with_node_id(BrokerId(node.id)).with_host(s(node.host.clone())).with_port(node.port),
             other => base
                 .with_node_id(BrokerId(-1))
                 .with_host(s(""))

@@ -38,6 +38,8 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ListOffsetsRequest) -> Lis
             };
             let offsets = log.offsets();
             let found = match p.timestamp {
+                // read_committed consumers start "latest" at the last stable offset.
+                LATEST if request.isolation_level == 1 => Ok(Some((offsets.last_stable_offset, -1))),
                 LATEST => Ok(Some((offsets.high_watermark, -1))),
                 EARLIEST | EARLIEST_LOCAL => Ok(Some((offsets.log_start_offset, -1))),
                 MAX_TIMESTAMP => storage.max_timestamp(log).await,

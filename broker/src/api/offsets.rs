@@ -97,7 +97,7 @@ pub(crate) fn fetch(ctx: &RequestCtx, request: OffsetFetchRequest) -> OffsetFetc
     if ctx.version < 8 {
         let topics =
             request.topics.map(|ts| ts.into_iter().map(|t| (t.name.to_string(), t.partition_indexes)).collect());
-        return match groups.fetch_offsets(&request.group_id, topics, None) {
+        return match groups.fetch_offsets_stable(&request.group_id, topics, None, request.require_stable) {
             Err(e) => OffsetFetchResponse::default().with_error_code(of(e)),
             Ok(fetched) => OffsetFetchResponse::default().with_topics(
                 by_topic(fetched)
@@ -130,7 +130,7 @@ pub(crate) fn fetch(ctx: &RequestCtx, request: OffsetFetchRequest) -> OffsetFetc
             let topics = g.topics.map(|ts| ts.into_iter().map(|t| (t.name.to_string(), t.partition_indexes)).collect());
             let member = g.member_id.as_ref().map(|m| (m.as_str(), g.member_epoch));
             let base = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-            match groups.fetch_offsets(&g.group_id, topics, member) {
+            match groups.fetch_offsets_stable(&g.group_id, topics, member, request.require_stable) {
                 Err(e) => base.with_error_code(of(e)),
                 Ok(fetched) => base.with_topics(
                     by_topic(fetched)

@@ -34,11 +34,6 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ProduceRequest) -> Reply {
         for data in topic_data.partition_data {
             let slot = if !matches!(acks, -1..=1) {
                 Slot::Refused { code: of(Error::InvalidRequiredAcks), message: None }
-            } else if request.transactional_id.is_some() {
-                Slot::Refused {
-                    code: of(Error::TransactionalIdAuthorizationFailed),
-                    message: Some("transactions are not enabled on this broker".into()),
-                }
             } else {
                 queue(ctx, topic.as_deref(), data.index, data.records).await
             };

@@ -213,7 +213,7 @@ pub(crate) async fn delete(ctx: &RequestCtx, request: DeleteTopicsRequest) -> De
 
 /// Topics the broker keeps for itself (committed offsets).
 pub(crate) fn is_internal(name: &str) -> bool {
-    name == crate::coordinator::group::OFFSETS_TOPIC
+    name == crate::coordinator::group::OFFSETS_TOPIC || name == crate::coordinator::txn::TXN_TOPIC
 }
 
 #[cfg(test)]

@@ -1,21 +1,274 @@
-//! Producer ids and transactions. InitProducerId gives an idempotent producer a
-//! producer id never used before, at epoch 0; a producer re-initialising after a
-//! fatal sequence error (KIP-360, v3+) gets a fresh id too, which fences nothing it
-//! must keep. Transactional ids are not served yet: their clients first ask
-//! FindCoordinator for a transaction coordinator, which is not advertised.
+//! Producer ids and transactions: InitProducerId (idempotent producers get a fresh
+//! producer id; transactional ones go through the transaction coordinator, which
+//! fences earlier instances), AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit
+//! and EndTxn. The state machine lives in `coordinator::txn`.
 
-use tributary_protocol::kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use tributary_protocol::kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
+};
+use tributary_protocol::kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use tributary_protocol::kafka_protocol::messages::*;
+use tributary_protocol::kafka_protocol::protocol::StrBytes;
 
 use super::errors::{self, of, Error};
 use super::RequestCtx;
+use crate::coordinator::group::offsets::CommitRequest;
+use crate::coordinator::group::records::Committed;
 
 pub(crate) async fn init_producer_id(ctx: &RequestCtx, request: InitProducerIdRequest) -> InitProducerIdResponse {
     let response = InitProducerIdResponse::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
-    if request.transactional_id.is_some() {
-        return response.with_error_code(of(Error::InvalidRequest));
+    if let Some(id) = &request.transactional_id {
+        let expected = (request.producer_id.0 >= 0).then_some((request.producer_id.0, request.producer_epoch));
+        return match ctx.broker.txns.init_producer_id(id, request.transaction_timeout_ms, expected).await {
+            Ok((pid, epoch)) => response.with_producer_id(ProducerId(pid)).with_producer_epoch(epoch),
+            Err(e) => response.with_error_code(of(e)),
+        };
     }
     match ctx.broker.storage.allocate_producer_id().await {
         Ok(id) => response.with_producer_id(ProducerId(id)).with_producer_epoch(0),
         Err(e) => response.with_error_code(errors::code(&e)),
     }
+}
+
+pub(crate) async fn add_partitions(ctx: &RequestCtx, request: AddPartitionsToTxnRequest) -> AddPartitionsToTxnResponse {
+    if ctx.version >= 4 {
+        // The batched form (KIP-890) is for brokers verifying transactions; clients
+        // use v3 and below.
+        let results = request
+            .transactions
+            .iter()
+            .map(|t| AddPartitionsToTxnResult::default().with_transactional_id(t.transactional_id.clone()))
+            .collect();
+        return AddPartitionsToTxnResponse::default()
+            .with_error_code(of(Error::UnsupportedVersion))
+            .with_results_by_transaction(results);
+    }
+    let wanted: Vec<(String, i32)> = request
+        .v3_and_below_topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |p| (t.name.to_string(), *p)))
+        .collect();
+    let results = ctx
+        .broker
+        .txns
+        .add_partitions(
+            &request.v3_and_below_transactional_id,
+            request.v3_and_below_producer_id.0,
+            request.v3_and_below_producer_epoch,
+            wanted,
+        )
+        .await;
+    let mut topics: Vec<AddPartitionsToTxnTopicResult> = Vec::new();
+    for ((topic, partition), result) in results {
+        let r = AddPartitionsToTxnPartitionResult::default()
+            .with_partition_index(partition)
+            .with_partition_error_code(result.err().map(of).unwrap_or(0));
+        match topics.iter_mut().find(|t| t.name.as_str() == topic) {
+            Some(t) => t.results_by_partition.push(r),
+            None => topics.push(
+                AddPartitionsToTxnTopicResult::default()
+                    .with_name(TopicName(topic.into()))
+                    .with_results_by_partition(vec![r]),
+            ),
+        }
+    }
+    AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(topics)
+}
+
+pub(crate) async fn add_offsets(ctx: &RequestCtx, request: AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse {
+    let result = ctx
+        .broker
+        .txns
+        .add_offsets(&request.transactional_id, request.producer_id.0, request.producer_epoch, &request.group_id)
+        .await;
+    AddOffsetsToTxnResponse::default().with_error_code(result.err().map(of).unwrap_or(0))
+}
+
+pub(crate) async fn end(ctx: &RequestCtx, request: EndTxnRequest) -> EndTxnResponse {
+    let result = ctx
+        .broker
+        .txns
+        .end(&request.transactional_id, request.producer_id.0, request.producer_epoch, request.committed)
+        .await;
+    EndTxnResponse::default()
+        .with_error_code(result.err().map(of).unwrap_or(0))
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1)
+}
+
+pub(crate) async fn offset_commit(ctx: &RequestCtx, request: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse {
+    let offsets: Vec<(String, i32, Committed)> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| {
+                let committed = Committed {
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+                    commit_timestamp: -1,
+                };
+                (t.name.to_string(), p.partition_index, committed)
+            })
+        })
+        .collect();
+    let n = offsets.len();
+    let checked = ctx
+        .broker
+        .txns
+        .check_offsets_in_txn(
+            &request.transactional_id,
+            request.producer_id.0,
+            request.producer_epoch,
+            &request.group_id,
+        )
+        .await;
+    let results = match checked {
+        Err(e) => Err(e),
+        Ok(()) => {
+            let req = CommitRequest {
+                group_id: request.group_id.to_string(),
+                generation: request.generation_id,
+                member_id: request.member_id.to_string(),
+                instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
+                offsets,
+            };
+            ctx.broker.groups.commit_in_transaction(req, request.producer_id.0, request.producer_epoch).await
+        }
+    };
+    let mut results = match results {
+        Ok(r) => r.into_iter(),
+        Err(e) => vec![Err(e); n].into_iter(),
+    };
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    TxnOffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(results.next().and_then(|r| r.err()).map(of).unwrap_or(0))
+                })
+                .collect();
+            TxnOffsetCommitResponseTopic::default().with_name(t.name).with_partitions(partitions)
+        })
+        .collect();
+    TxnOffsetCommitResponse::default().with_topics(topics)
+}
+
+pub(crate) async fn describe(ctx: &RequestCtx, request: DescribeTransactionsRequest) -> DescribeTransactionsResponse {
+    use describe_transactions_response::{TopicData, TransactionState};
+    let ids: Vec<String> = request.transactional_ids.iter().map(|i| i.to_string()).collect();
+    let states = match ctx.broker.txns.snapshot(Some(&ids)).await {
+        Err(e) => request
+            .transactional_ids
+            .into_iter()
+            .map(|id| TransactionState::default().with_transactional_id(id).with_error_code(of(e)))
+            .collect(),
+        Ok(all) => all
+            .into_iter()
+            .map(|(id, meta)| {
+                let base =
+                    TransactionState::default().with_transactional_id(TransactionalId(StrBytes::from_string(id)));
+                let Some(m) = meta else {
+                    return base.with_error_code(of(Error::TransactionalIdNotFound));
+                };
+                let mut topics: Vec<TopicData> = Vec::new();
+                for (t, p) in &m.partitions {
+                    match topics.iter_mut().find(|d| d.topic.as_str() == t) {
+                        Some(d) => d.partitions.push(*p),
+                        None => topics.push(
+                            TopicData::default()
+                                .with_topic(TopicName(StrBytes::from_string(t.clone())))
+                                .with_partitions(vec![*p]),
+                        ),
+                    }
+                }
+                let ongoing = m.state == crate::coordinator::txn::TxnState::Ongoing;
+                base.with_transaction_state(StrBytes::from_static_str(m.state.name()))
+                    .with_transaction_timeout_ms(m.timeout_ms)
+                    .with_transaction_start_time_ms(if ongoing { m.started_at } else { -1 })
+                    .with_producer_id(ProducerId(m.producer_id))
+                    .with_producer_epoch(m.producer_epoch)
+                    .with_topics(if ongoing { topics } else { Vec::new() })
+            })
+            .collect(),
+    };
+    DescribeTransactionsResponse::default().with_transaction_states(states)
+}
+
+pub(crate) async fn list(ctx: &RequestCtx, request: ListTransactionsRequest) -> ListTransactionsResponse {
+    use list_transactions_response::TransactionState;
+    const STATES: &[&str] = &["Empty", "Ongoing", "PrepareCommit", "PrepareAbort", "CompleteCommit", "CompleteAbort"];
+    let unknown: Vec<StrBytes> =
+        request.state_filters.iter().filter(|s| !STATES.contains(&s.as_str())).cloned().collect();
+    let all = match ctx.broker.txns.snapshot(None).await {
+        Ok(all) => all,
+        Err(e) => return ListTransactionsResponse::default().with_error_code(of(e)),
+    };
+    let now = crate::clock::now_ms();
+    let states = all
+        .into_iter()
+        .filter_map(|(id, meta)| meta.map(|m| (id, m)))
+        .filter(|(_, m)| {
+            request.state_filters.is_empty() || request.state_filters.iter().any(|s| s.as_str() == m.state.name())
+        })
+        .filter(|(_, m)| {
+            request.producer_id_filters.is_empty() || request.producer_id_filters.contains(&ProducerId(m.producer_id))
+        })
+        .filter(|(_, m)| {
+            request.duration_filter < 0
+                || (m.state == crate::coordinator::txn::TxnState::Ongoing
+                    && now - m.started_at >= request.duration_filter)
+        })
+        .map(|(id, m)| {
+            TransactionState::default()
+                .with_transactional_id(TransactionalId(StrBytes::from_string(id)))
+                .with_producer_id(ProducerId(m.producer_id))
+                .with_transaction_state(StrBytes::from_static_str(m.state.name()))
+        })
+        .collect();
+    ListTransactionsResponse::default().with_unknown_state_filters(unknown).with_transaction_states(states)
+}
+
+pub(crate) fn describe_producers(ctx: &RequestCtx, request: DescribeProducersRequest) -> DescribeProducersResponse {
+    use describe_producers_response::{PartitionResponse, ProducerState, TopicResponse};
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let topic = ctx.broker.storage.topic(t.name.as_str());
+            let partitions = t
+                .partition_indexes
+                .iter()
+                .map(|&i| {
+                    let base = PartitionResponse::default().with_partition_index(i);
+                    let Some(log) = topic.as_ref().and_then(|topic| topic.partition(i)) else {
+                        return base.with_error_code(of(Error::UnknownTopicOrPartition));
+                    };
+                    base.with_active_producers(
+                        log.producers()
+                            .into_iter()
+                            .map(|(pid, epoch, seq, txn_start)| {
+                                ProducerState::default()
+                                    .with_producer_id(ProducerId(pid))
+                                    .with_producer_epoch(epoch as i32)
+                                    .with_last_sequence(seq)
+                                    .with_last_timestamp(-1)
+                                    .with_coordinator_epoch(0)
+                                    .with_current_txn_start_offset(txn_start)
+                            })
+                            .collect(),
+                    )
+                })
+                .collect();
+            TopicResponse::default().with_name(t.name).with_partitions(partitions)
+        })
+        .collect();
+    DescribeProducersResponse::default().with_topics(topics)
 }

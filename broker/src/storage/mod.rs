@@ -15,6 +15,7 @@ pub mod partition;
 mod producer_state;
 mod recovery;
 pub mod topic_config;
+pub(crate) mod txn_index;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -38,6 +39,7 @@ use metadata_log::{MetaRecord, MetadataLog, PartitionRecord, TopicRecord};
 use partition::Chunk;
 pub use partition::{PartitionLog, PartitionOffsets};
 pub use topic_config::TopicConfig;
+pub use txn_index::AbortedTxn;
 
 use crate::metrics::Metrics;
 
@@ -64,6 +66,8 @@ impl Topic {
 pub struct ReadResult {
     pub batches: Vec<Bytes>,
     pub offsets: PartitionOffsets,
+    /// For read_committed reads: aborted transactions overlapping what was read.
+    pub aborted: Vec<AbortedTxn>,
 }
 
 /// An append queued in the journal; resolves once durable.
@@ -274,9 +278,26 @@ impl Storage {
         max_bytes: usize,
         at_least_one: bool,
     ) -> Result<ReadResult, StorageError> {
-        let (chunks, offsets) = partition.plan_read(offset, max_bytes, at_least_one)?;
+        self.read_isolated(partition, offset, max_bytes, at_least_one, false).await
+    }
+
+    /// [`read`](Self::read), with `committed` (read_committed): only below the last
+    /// stable offset, with the aborted transactions in the range read.
+    pub async fn read_isolated(
+        &self,
+        partition: &Arc<PartitionLog>,
+        offset: i64,
+        max_bytes: usize,
+        at_least_one: bool,
+        committed: bool,
+    ) -> Result<ReadResult, StorageError> {
+        let (chunks, offsets) = partition.plan_read(offset, max_bytes, at_least_one, committed)?;
         let batches = self.load(chunks).await?;
-        Ok(ReadResult { batches, offsets })
+        let aborted = match (committed, batches.last().and_then(|b| BatchHeader::parse(b).ok())) {
+            (true, Some(last)) => partition.aborted_in(offset, last.last_offset()),
+            _ => Vec::new(),
+        };
+        Ok(ReadResult { batches, offsets, aborted })
     }
 
     async fn load(&self, chunks: Vec<Chunk>) -> Result<Vec<Bytes>, StorageError> {

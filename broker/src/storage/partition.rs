@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use tributary_protocol::batch::BatchHeader;
 
 use super::producer_state::{Producers, Verdict};
+use super::txn_index::{AbortedTxn, TxnIndex, TxnMark};
 use super::StorageError;
 
 /// Where one durable batch lives in the journal.
@@ -54,6 +55,9 @@ pub(crate) struct LogState {
     /// Idempotent producers that wrote here; absent until the first one does, so an
     /// idle partition pays one pointer.
     pub(crate) producers: Option<Box<Producers>>,
+    /// Transactions open or aborted here; absent until a transactional producer
+    /// writes, so an idle partition pays one pointer.
+    pub(crate) txns: Option<Box<TxnIndex>>,
 }
 
 impl LogState {
@@ -72,6 +76,29 @@ impl LogState {
         }
     }
 
+    /// Notes a durable transactional batch or marker.
+    pub(crate) fn apply_txn(&mut self, mark: TxnMark, base_offset: i64, last_offset: i64) {
+        self.txns.get_or_insert_with(Default::default).apply(mark, base_offset, last_offset);
+    }
+
+    /// The end of what `read_committed` consumers may see: the high watermark, or
+    /// the first offset of the oldest open transaction if that is lower.
+    pub(crate) fn last_stable_offset(&self) -> i64 {
+        match self.txns.as_ref().and_then(|t| t.first_unstable()) {
+            Some(first) => first.min(self.high_watermark),
+            None => self.high_watermark,
+        }
+    }
+
+    fn offsets(&self) -> PartitionOffsets {
+        PartitionOffsets {
+            log_start_offset: self.log_start_offset,
+            high_watermark: self.high_watermark,
+            last_stable_offset: self.last_stable_offset(),
+            log_end_offset: self.next_offset,
+        }
+    }
+
     /// Base offset of the oldest cached batch.
     pub(crate) fn first_cached_base(&self) -> Option<i64> {
         if self.cache.is_empty() {
@@ -86,6 +113,7 @@ impl LogState {
 pub struct PartitionOffsets {
     pub log_start_offset: i64,
     pub high_watermark: i64,
+    pub last_stable_offset: i64,
     pub log_end_offset: i64,
 }
 
@@ -113,12 +141,32 @@ impl PartitionLog {
     }
 
     pub fn offsets(&self) -> PartitionOffsets {
+        self.state.lock().offsets()
+    }
+
+    /// Aborted transactions overlapping `[from, to]`.
+    pub(crate) fn aborted_in(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.state.lock().txns.as_ref().map(|t| t.aborted_in(from, to)).unwrap_or_default()
+    }
+
+    /// Producers that wrote here: (producer id, epoch, last sequence, first offset of
+    /// its open transaction or -1), for DescribeProducers.
+    pub fn producers(&self) -> Vec<(i64, i16, i32, i64)> {
         let st = self.state.lock();
-        PartitionOffsets {
-            log_start_offset: st.log_start_offset,
-            high_watermark: st.high_watermark,
-            log_end_offset: st.next_offset,
-        }
+        let open: std::collections::HashMap<i64, i64> =
+            st.txns.as_ref().map(|t| t.ongoing().collect()).unwrap_or_default();
+        st.producers
+            .as_ref()
+            .map(|p| p.snapshot())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(pid, epoch, seq)| (pid, epoch, seq, open.get(&pid).copied().unwrap_or(-1)))
+            .collect()
+    }
+
+    /// Producers with an open transaction here, with its first offset.
+    pub fn open_transactions(&self) -> Vec<(i64, i64)> {
+        self.state.lock().txns.as_ref().map(|t| t.ongoing().collect()).unwrap_or_default()
     }
 
     pub(crate) fn is_deleted(&self) -> bool {
@@ -134,19 +182,18 @@ impl PartitionLog {
     }
 
     /// Plans a read of whole batches from the one containing `offset`, up to
-    /// `max_bytes` (but at least one batch when `at_least_one`, as KIP-74 requires).
+    /// `max_bytes` (but at least one batch when `at_least_one`, as KIP-74 requires),
+    /// and below the last stable offset when `committed` (read_committed).
     pub(crate) fn plan_read(
         &self,
         offset: i64,
         max_bytes: usize,
         at_least_one: bool,
+        committed: bool,
     ) -> Result<(Vec<Chunk>, PartitionOffsets), StorageError> {
         let st = self.state.lock();
-        let offsets = PartitionOffsets {
-            log_start_offset: st.log_start_offset,
-            high_watermark: st.high_watermark,
-            log_end_offset: st.next_offset,
-        };
+        let offsets = st.offsets();
+        let end = if committed { offsets.last_stable_offset } else { offsets.high_watermark };
         if offset < st.log_start_offset || offset > st.high_watermark {
             return Err(StorageError::OffsetOutOfRange {
                 offset,
@@ -160,6 +207,9 @@ impl PartitionLog {
         let mut total = 0usize;
         for i in first..st.batches.len() {
             let b = st.batches[i];
+            if b.base_offset >= end {
+                break;
+            }
             let len = b.len as usize;
             if total + len > max_bytes && !(at_least_one && chunks.is_empty()) {
                 break;

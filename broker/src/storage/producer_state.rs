@@ -66,7 +66,20 @@ impl Producers {
             expected,
             got: h.base_sequence,
         };
-        let Some(entry) = self.map.get(&h.producer_id) else {
+        let entry = self.map.get(&h.producer_id);
+        if h.is_control() || (h.is_transactional() && h.base_sequence < 0) {
+            // A transaction marker, or transactional offsets, written by a
+            // coordinator: no sequence, only fencing.
+            return match entry {
+                Some(e) if h.producer_epoch < e.epoch => Err(StorageError::InvalidProducerEpoch {
+                    producer_id: h.producer_id,
+                    current: e.epoch,
+                    got: h.producer_epoch,
+                }),
+                _ => Ok(Verdict::Append),
+            };
+        }
+        let Some(entry) = entry else {
             return if h.base_sequence == 0 { Ok(Verdict::Append) } else { Err(out_of_order(0)) };
         };
         if h.producer_epoch < entry.epoch {
@@ -92,6 +105,14 @@ impl Producers {
         }
     }
 
+    /// (producer id, epoch, last sequence) of every producer known here.
+    pub(crate) fn snapshot(&self) -> Vec<(i64, i16, i32)> {
+        let mut out: Vec<_> =
+            self.map.iter().map(|(pid, e)| (*pid, e.epoch, e.batches.back().map_or(-1, |b| b.last_seq))).collect();
+        out.sort();
+        out
+    }
+
     /// Remembers a batch appended at `base_offset`.
     pub(crate) fn record(&mut self, h: &BatchHeader, base_offset: i64) {
         if h.producer_id < 0 {
@@ -102,6 +123,11 @@ impl Producers {
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
             entry.batches.clear();
+        }
+        if h.is_control() || h.base_sequence < 0 {
+            // Markers and coordinator writes carry no sequence; the producer's
+            // sequence continues after them.
+            return;
         }
         if entry.batches.len() == TRACKED_BATCHES {
             entry.batches.pop_front();

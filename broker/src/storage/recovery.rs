@@ -15,6 +15,7 @@ use super::journal::entry::{self, HEADER_LEN, KIND_BATCH};
 use super::journal::files::JournalFiles;
 use super::journal::StartPoint;
 use super::partition::{BatchLocation, PartitionLog};
+use super::txn_index::mark_of;
 use super::StorageError;
 
 /// What the journal scan found.
@@ -71,6 +72,9 @@ pub(crate) fn replay_journal(
                 len: header.size as u32,
             });
             st.record_producer(&header, header.base_offset);
+            if let Some(mark) = mark_of(&header, &e.payload) {
+                st.apply_txn(mark, header.base_offset, header.last_offset());
+            }
             st.next_offset = header.last_offset() + 1;
             st.high_watermark = st.next_offset;
             state.batches += 1;

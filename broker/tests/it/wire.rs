@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tributary_broker::broker::Broker;
 use tributary_broker::clock::SystemClock;
 use tributary_broker::coordinator::group::GroupCoordinator;
+use tributary_broker::coordinator::txn::TxnCoordinator;
 use tributary_broker::metrics::Metrics;
 use tributary_broker::storage::Storage;
 use tributary_config::Config;
@@ -39,7 +40,9 @@ async fn server() -> Server {
     config.listen = addr.to_string();
     let groups = GroupCoordinator::new(storage.clone(), &config.groups, metrics.clone(), Arc::new(SystemClock));
     groups.load().await.unwrap();
-    let broker = Arc::new(Broker::new(config, storage.clone(), metrics, groups));
+    let txns = TxnCoordinator::new(storage.clone(), groups.clone(), Arc::new(SystemClock));
+    txns.load().await.unwrap();
+    let broker = Arc::new(Broker::new(config, storage.clone(), metrics, groups, txns));
     let shutdown = CancellationToken::new();
     tokio::spawn(tributary_broker::server::serve(listener, broker, shutdown.clone()));
     Server { addr, shutdown, storage, _dir: dir }
@@ -159,14 +162,14 @@ async fn group_apis_answer_on_the_wire() {
     let name = |n: &'static str| StrBytes::from_static_str(n);
     let group = |n: &'static str| GroupId(name(n));
 
-    // FindCoordinator, batched (v4+): this broker for groups; transactions not yet.
+    // FindCoordinator, batched (v4+): this broker, for groups and transactions.
     let find = FindCoordinatorRequest::default().with_key_type(0).with_coordinator_keys(vec![name("g1"), name("g2")]);
     let Response::FindCoordinator(r) = call(&mut conn, 1, 4, Request::FindCoordinator(find)).await else { panic!() };
     assert_eq!(r.coordinators.len(), 2);
     assert!(r.coordinators.iter().all(|c| c.error_code == 0 && c.port == s.addr.port() as i32));
     let txn = FindCoordinatorRequest::default().with_key_type(1).with_key(name("tx"));
     let Response::FindCoordinator(r) = call(&mut conn, 2, 3, Request::FindCoordinator(txn)).await else { panic!() };
-    assert_eq!(r.error_code, 15); // COORDINATOR_NOT_AVAILABLE
+    assert_eq!((r.error_code, r.port), (0, s.addr.port() as i32));
 
     // OffsetCommit from outside group management (generation -1).
     let partition = |i: i32, offset: i64| {

@@ -98,16 +98,39 @@ pub(crate) struct Stored {
     pub(crate) log_offset: i64,
 }
 
+/// Offsets one producer committed inside its open transaction.
+pub(crate) type PendingOffsets = Vec<((String, i32), Stored)>;
+
 /// One group: its membership and its committed offsets.
 #[derive(Debug)]
 pub(crate) struct Group {
     pub(crate) protocol: Protocol,
     pub(crate) offsets: BTreeMap<(String, i32), Stored>,
+    /// Offsets committed inside open transactions, by producer id: visible only
+    /// once the transaction commits.
+    pub(crate) pending: std::collections::HashMap<i64, PendingOffsets>,
 }
 
 impl Group {
     fn new_classic(id: &str, now: i64) -> Self {
-        Group { protocol: Protocol::Classic(ClassicGroup::new(id, now)), offsets: BTreeMap::new() }
+        Group {
+            protocol: Protocol::Classic(ClassicGroup::new(id, now)),
+            offsets: BTreeMap::new(),
+            pending: Default::default(),
+        }
+    }
+
+    /// Ends a transaction's offsets: applied on commit, dropped on abort.
+    pub(crate) fn end_transaction(&mut self, producer_id: i64, commit: bool) {
+        let Some(pending) = self.pending.remove(&producer_id) else { return };
+        if !commit {
+            return;
+        }
+        for (k, stored) in pending {
+            if self.offsets.get(&k).is_none_or(|s| s.log_offset < stored.log_offset) {
+                self.offsets.insert(k, stored);
+            }
+        }
     }
 
     /// No members, none joining.

@@ -18,6 +18,7 @@ use tributary_protocol::records as batch_records;
 use super::records::{decode_key, decode_value, encode_key, encode_value, Committed, OffsetKey};
 use super::{Group, GroupCoordinator, Protocol, Stored, OFFSETS_TOPIC};
 use crate::api::errors::{self, Error};
+use crate::storage::txn_index::{mark_of, TxnMark};
 use crate::storage::{PartitionLog, StorageError};
 
 /// An OffsetCommit call, stripped of the wire.
@@ -36,6 +37,77 @@ pub(crate) struct CommitRequest {
 pub(crate) type Fetched = Vec<(String, i32, Option<Committed>)>;
 
 impl GroupCoordinator {
+    /// Index of the `__consumer_offsets` partition that holds `group`'s records.
+    pub(crate) fn offsets_partition_index(&self, group: &str) -> Result<i32, Error> {
+        Ok(self.offsets_partition(group)?.index)
+    }
+
+    /// Ends the transactional offsets of `producer_id` in `group` (its marker is
+    /// durable in the group's offsets partition).
+    pub(crate) fn end_transaction(&self, group: &str, producer_id: i64, commit: bool) {
+        if let Some(g) = self.group(group) {
+            g.lock().end_transaction(producer_id, commit);
+        }
+    }
+
+    /// TxnOffsetCommit: offsets written now, visible when the transaction commits.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn commit_in_transaction(
+        &self,
+        req: CommitRequest,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Result<Vec<Result<(), Error>>, Error> {
+        self.ready()?;
+        let group = match self.group(&req.group_id) {
+            Some(g) => g,
+            None => self.group_or_new(&req.group_id),
+        };
+        if req.generation >= 0 || !req.member_id.is_empty() {
+            // v3+: a consumer-group-aware producer is fenced like a member.
+            let ids: Vec<(uuid::Uuid, i32)> =
+                req.offsets.iter().filter_map(|(t, p, _)| self.storage.topic(t).map(|topic| (topic.id, *p))).collect();
+            check_commit(&group.lock(), &req, &ids)?;
+        }
+        let now = self.now();
+        let mut results = Vec::with_capacity(req.offsets.len());
+        let mut records = Vec::new();
+        let mut accepted = Vec::new();
+        for (topic, partition, committed) in &req.offsets {
+            let known = self.storage.topic(topic).is_some_and(|t| t.partition(*partition).is_some());
+            let result = if !known {
+                Err(Error::UnknownTopicOrPartition)
+            } else if committed.metadata.len() > self.settings.offset_metadata_max_bytes {
+                Err(Error::OffsetMetadataTooLarge)
+            } else {
+                let committed = Committed { commit_timestamp: now, ..committed.clone() };
+                let key = OffsetKey { group: req.group_id.clone(), topic: topic.clone(), partition: *partition };
+                records.push((Some(encode_key(&key)), Some(encode_value(&committed))));
+                accepted.push(((topic.clone(), *partition), committed));
+                Ok(())
+            };
+            results.push(result);
+        }
+        if records.is_empty() {
+            return Ok(results);
+        }
+        let spec = BatchSpec {
+            producer_id,
+            producer_epoch,
+            base_sequence: -1,
+            transactional: true,
+            control: false,
+            timestamp: now,
+        };
+        let base = self.append_with(&req.group_id, &spec, records).await?;
+        let mut g = group.lock();
+        let pending = g.pending.entry(producer_id).or_default();
+        for (i, (k, committed)) in accepted.into_iter().enumerate() {
+            pending.push((k, Stored { committed, log_offset: base + i as i64 }));
+        }
+        Ok(results)
+    }
+
     /// The `__consumer_offsets` partition that holds `group`'s records.
     fn offsets_partition(&self, group: &str) -> Result<Arc<PartitionLog>, Error> {
         let topic = self.storage.topic(OFFSETS_TOPIC).ok_or(Error::CoordinatorNotAvailable)?;
@@ -70,8 +142,21 @@ impl GroupCoordinator {
                 for batch in &read.batches {
                     let header = BatchHeader::parse(batch)?;
                     offset = header.last_offset() + 1;
-                    if header.is_control() {
-                        continue;
+                    match mark_of(&header, batch) {
+                        Some(TxnMark::End { producer_id, commit }) => {
+                            for g in self.groups.iter() {
+                                g.value().lock().end_transaction(producer_id, commit);
+                            }
+                            continue;
+                        }
+                        Some(TxnMark::Data { producer_id }) => {
+                            for record in batch_records::read(&header, batch)? {
+                                self.replay_pending(producer_id, record.offset, record.key, record.value);
+                            }
+                            continue;
+                        }
+                        None if header.is_control() => continue,
+                        None => {}
                     }
                     for record in batch_records::read(&header, batch)? {
                         self.replay(record.offset, record.key, record.value, now);
@@ -89,8 +174,20 @@ impl GroupCoordinator {
                 c.empty_since = last;
             }
         }
-        self.groups.retain(|_, g| !g.lock().offsets.is_empty());
+        self.groups.retain(|_, g| {
+            let g = g.lock();
+            !g.offsets.is_empty() || !g.pending.is_empty()
+        });
         Ok(total)
+    }
+
+    fn replay_pending(&self, producer_id: i64, log_offset: i64, key: Option<Bytes>, value: Option<Bytes>) {
+        let (Some(key), Some(committed)) = (key.and_then(decode_key), value.and_then(decode_value)) else {
+            return;
+        };
+        let group = self.group_or_new(&key.group);
+        let mut g = group.lock();
+        g.pending.entry(producer_id).or_default().push(((key.topic, key.partition), Stored { committed, log_offset }));
     }
 
     fn replay(&self, log_offset: i64, key: Option<Bytes>, value: Option<Bytes>, now: i64) {
@@ -113,8 +210,17 @@ impl GroupCoordinator {
 
     /// Appends records to the group's offsets partition; returns the first offset.
     async fn append(&self, group: &str, records: Vec<(Option<Bytes>, Option<Bytes>)>) -> Result<i64, Error> {
+        self.append_with(group, &BatchSpec::plain(self.now()), records).await
+    }
+
+    async fn append_with(
+        &self,
+        group: &str,
+        spec: &BatchSpec,
+        records: Vec<(Option<Bytes>, Option<Bytes>)>,
+    ) -> Result<i64, Error> {
         let partition = self.offsets_partition(group)?;
-        let batch = build(&BatchSpec::plain(self.now()), &records).map_err(|_| Error::UnknownServerError)?;
+        let batch = build(spec, &records).map_err(|_| Error::UnknownServerError)?;
         let header = BatchHeader::parse(&batch).map_err(|_| Error::UnknownServerError)?;
         let pending =
             self.storage.submit(&partition, vec![(header, batch)], false).await.map_err(|e| errors::coordinator(&e))?;
@@ -194,13 +300,37 @@ impl GroupCoordinator {
 
     /// OffsetFetch for one group: `topics` None means every committed partition.
     /// `member` (OffsetFetch v9+) is checked against a consumer-protocol group.
+    #[cfg(test)]
     pub(crate) fn fetch_offsets(
         &self,
         group_id: &str,
         topics: Option<Vec<(String, Vec<i32>)>>,
         member: Option<(&str, i32)>,
     ) -> Result<Fetched, Error> {
+        self.fetch_offsets_stable(group_id, topics, member, false)
+    }
+
+    /// OffsetFetch; with `require_stable` (v7+), partitions with offsets committed in
+    /// an open transaction answer UNSTABLE_OFFSET_COMMIT (retriable).
+    pub(crate) fn fetch_offsets_stable(
+        &self,
+        group_id: &str,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+        member: Option<(&str, i32)>,
+        require_stable: bool,
+    ) -> Result<Fetched, Error> {
         self.ready()?;
+        if require_stable {
+            if let Some(group) = self.group(group_id) {
+                let g = group.lock();
+                let unstable = g.pending.values().flatten().any(|((t, p), _)| {
+                    topics.as_ref().is_none_or(|ts| ts.iter().any(|(name, ps)| name == t && ps.contains(p)))
+                });
+                if unstable {
+                    return Err(Error::UnstableOffsetCommit);
+                }
+            }
+        }
         let Some(group) = self.group(group_id) else {
             return Ok(topics
                 .unwrap_or_default()

@@ -28,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::storage::cache::CacheBudget;
 use crate::storage::partition::{BatchLocation, PartitionLog};
 use crate::storage::producer_state::Verdict;
+use crate::storage::txn_index::{mark_of, TxnMark};
 use crate::storage::StorageError;
 
 /// What the producer is told about its append.
@@ -61,8 +62,8 @@ struct Placed {
     partition: Arc<PartitionLog>,
     reply: oneshot::Sender<Result<Appended, StorageError>>,
     outcome: Appended,
-    /// (location without position, payload range in the buffer)
-    batches: Vec<(BatchLocation, std::ops::Range<usize>)>,
+    /// (location without position, payload range in the buffer, transaction mark)
+    batches: Vec<(BatchLocation, std::ops::Range<usize>, Option<TxnMark>)>,
 }
 
 pub(crate) struct Writer {
@@ -166,7 +167,7 @@ impl Writer {
                     position: 0,
                     len: header.size as u32,
                 };
-                batches.push((location, range));
+                batches.push((location, range, mark_of(header, bytes)));
             }
             let last_offset = st.next_offset - 1;
             drop(st);
@@ -214,14 +215,17 @@ impl Writer {
         // batches of partitions that had a small part of the group.
         let mut owned: HashMap<u64, usize> = HashMap::with_capacity(placed.len());
         for p in &placed {
-            *owned.entry(p.partition.id).or_default() += p.batches.iter().map(|(_, r)| r.len()).sum::<usize>();
+            *owned.entry(p.partition.id).or_default() += p.batches.iter().map(|(_, r, _)| r.len()).sum::<usize>();
         }
         for p in placed {
             let share = owned.get(&p.partition.id).is_some_and(|&n| n * 2 >= data.len());
             let mut st = p.partition.state.lock();
-            for (mut location, range) in p.batches {
+            for (mut location, range, mark) in p.batches {
                 location.position = base_position + range.start as u64;
                 st.high_watermark = location.last_offset + 1;
+                if let Some(mark) = mark {
+                    st.apply_txn(mark, location.base_offset, location.last_offset);
+                }
                 st.batches.push_back(location);
                 let cached = if share { data.slice(range) } else { Bytes::copy_from_slice(&data[range]) };
                 self.cache.admit(&p.partition, &mut st, cached);

@@ -1,0 +1,452 @@
+//! The transaction coordinator (DESIGN §6): transactional.id -> producer id and
+//! epoch, the partitions and groups of the open transaction, and its two-phase end.
+//!
+//! ```text
+//!   Empty ──AddPartitions/AddOffsets──▶ Ongoing ──EndTxn──▶ PrepareCommit|PrepareAbort
+//!     ▲                                    │ timeout,          │ markers written to every
+//!     │                                    │ InitProducerId    │ partition (durable)
+//!     └──────── CompleteCommit|CompleteAbort ◀─────────────────┘
+//! ```
+//! Every state change is a record of the internal `__transaction_state` topic,
+//! durable before it is acted on or answered; at start the topic is replayed and a
+//! transaction found in a Prepare state is completed (its markers written again: a
+//! marker for a producer with nothing open changes nothing). An open transaction
+//! past its timeout, or one whose transactional.id is initialised again (a new
+//! producer instance), is aborted with a bumped epoch, which fences the old producer
+//! in every partition it wrote to.
+
+mod state;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use tributary_protocol::batch::BatchHeader;
+use tributary_protocol::build::{build, BatchSpec};
+use tributary_protocol::records as batch_records;
+
+use crate::api::errors::{self, Error};
+use crate::clock::Clock;
+use crate::coordinator::group::{GroupCoordinator, OFFSETS_TOPIC};
+use crate::storage::txn_index::marker_record;
+use crate::storage::{Storage, StorageError};
+pub(crate) use state::{TxnMeta, TxnState};
+
+/// Name of the internal topic holding transaction state.
+pub const TXN_TOPIC: &str = "__transaction_state";
+/// Partitions of the transaction state topic.
+const TXN_PARTITIONS: i32 = 8;
+/// Longest transaction timeout a producer may ask for (transaction.max.timeout.ms).
+const MAX_TIMEOUT_MS: i32 = 15 * 60 * 1000;
+
+/// The coordinator.
+#[derive(Debug)]
+pub struct TxnCoordinator {
+    storage: Arc<Storage>,
+    groups: Arc<GroupCoordinator>,
+    txns: DashMap<String, Arc<Mutex<Option<TxnMeta>>>>,
+    clock: Arc<dyn Clock>,
+    loaded: AtomicBool,
+}
+
+impl TxnCoordinator {
+    pub fn new(storage: Arc<Storage>, groups: Arc<GroupCoordinator>, clock: Arc<dyn Clock>) -> Arc<Self> {
+        Arc::new(TxnCoordinator { storage, groups, txns: DashMap::new(), clock, loaded: AtomicBool::new(false) })
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    fn ready(&self) -> Result<(), Error> {
+        if self.is_loaded() {
+            Ok(())
+        } else {
+            Err(Error::CoordinatorLoadInProgress)
+        }
+    }
+
+    fn entry(&self, id: &str) -> Arc<Mutex<Option<TxnMeta>>> {
+        self.txns.entry(id.to_string()).or_insert_with(|| Arc::new(Mutex::new(None))).clone()
+    }
+
+    /// Replays `__transaction_state` (creating it on first start) and completes
+    /// transactions that were ending when the broker stopped.
+    pub async fn load(&self) -> anyhow::Result<()> {
+        let topic = match self.storage.topic(TXN_TOPIC) {
+            Some(t) => t,
+            None => {
+                let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+                match self.storage.create_topic(TXN_TOPIC, TXN_PARTITIONS, configs).await {
+                    Ok(t) => t,
+                    Err(StorageError::TopicExists(_)) => {
+                        self.storage.topic(TXN_TOPIC).ok_or_else(|| anyhow::anyhow!("transaction topic vanished"))?
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        let mut latest: BTreeMap<String, Option<TxnMeta>> = BTreeMap::new();
+        for partition in &topic.partitions {
+            let mut offset = partition.offsets().log_start_offset;
+            loop {
+                let read = self.storage.read(partition, offset, 1 << 20, true).await?;
+                if read.batches.is_empty() {
+                    break;
+                }
+                for batch in &read.batches {
+                    let header = BatchHeader::parse(batch)?;
+                    offset = header.last_offset() + 1;
+                    for r in batch_records::read(&header, batch)? {
+                        let Some(id) = r.key.and_then(state::decode_key) else { continue };
+                        latest.insert(id, r.value.and_then(state::decode_value));
+                    }
+                }
+            }
+        }
+        let mut ending = Vec::new();
+        for (id, meta) in latest {
+            if let Some(m) = &meta {
+                if matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
+                    ending.push(id.clone());
+                }
+            }
+            self.txns.insert(id, Arc::new(Mutex::new(meta)));
+        }
+        self.loaded.store(true, Ordering::Release);
+        for id in ending {
+            let entry = self.entry(&id);
+            let mut guard = entry.lock().await;
+            if let Some(meta) = guard.as_mut() {
+                let commit = meta.state == TxnState::PrepareCommit;
+                tracing::info!(transactional_id = %id, commit, "completing a transaction that was ending");
+                if let Err(e) = self.complete(&id, meta, commit).await {
+                    tracing::warn!(transactional_id = %id, error = ?e, "cannot complete transaction yet");
+                }
+            }
+        }
+        tracing::info!(transactions = self.txns.len(), "transaction coordinator loaded");
+        Ok(())
+    }
+
+    /// Writes one state record for `id` and waits until it is durable.
+    async fn persist(&self, id: &str, meta: &TxnMeta) -> Result<(), Error> {
+        let topic = self.storage.topic(TXN_TOPIC).ok_or(Error::CoordinatorNotAvailable)?;
+        let index = (crc32c::crc32c(id.as_bytes()) % topic.partitions.len().max(1) as u32) as i32;
+        let partition = topic.partition(index).ok_or(Error::CoordinatorNotAvailable)?;
+        let record = (Some(state::encode_key(id)), Some(state::encode_value(meta)));
+        self.append_batch(partition, &BatchSpec::plain(self.clock.now_ms()), &[record]).await
+    }
+
+    async fn append_batch(
+        &self,
+        partition: &Arc<crate::storage::PartitionLog>,
+        spec: &BatchSpec,
+        records: &[(Option<Bytes>, Option<Bytes>)],
+    ) -> Result<(), Error> {
+        let batch = build(spec, records).map_err(|_| Error::UnknownServerError)?;
+        let header = BatchHeader::parse(&batch).map_err(|_| Error::UnknownServerError)?;
+        let pending =
+            self.storage.submit(partition, vec![(header, batch)], false).await.map_err(|e| errors::coordinator(&e))?;
+        pending.await.map_err(|_| Error::CoordinatorNotAvailable)?.map_err(|e| errors::coordinator(&e))?;
+        Ok(())
+    }
+
+    // ---- the APIs ---------------------------------------------------------------
+
+    /// InitProducerId with a transactional.id: a producer id and a bumped epoch;
+    /// an open transaction of an earlier instance is aborted first (fencing it).
+    pub(crate) async fn init_producer_id(
+        &self,
+        id: &str,
+        timeout_ms: i32,
+        expected: Option<(i64, i16)>,
+    ) -> Result<(i64, i16), Error> {
+        self.ready()?;
+        if id.is_empty() {
+            return Err(Error::InvalidRequest);
+        }
+        if timeout_ms <= 0 || timeout_ms > MAX_TIMEOUT_MS {
+            return Err(Error::InvalidTransactionTimeout);
+        }
+        let entry = self.entry(id);
+        let mut guard = entry.lock().await;
+        let now = self.clock.now_ms();
+        let mut meta = match guard.take() {
+            Some(m) => m,
+            None => {
+                let pid = self.storage.allocate_producer_id().await.map_err(|e| errors::coordinator(&e))?;
+                TxnMeta::new(pid, timeout_ms, now)
+            }
+        };
+        if let Some((pid, epoch)) = expected {
+            // KIP-360: a producer recovering from a fatal error names its id and epoch.
+            if pid != meta.producer_id || (epoch != meta.producer_epoch && meta.producer_epoch >= 0) {
+                *guard = Some(meta);
+                return Err(Error::ProducerFenced);
+            }
+        }
+        if meta.state == TxnState::Ongoing {
+            // A new instance of this transactional.id: abort what the old one left
+            // open, with a bumped epoch that fences it.
+            meta.bump_epoch(self.storage.allocate_producer_id().await.map_err(|e| errors::coordinator(&e))?);
+            meta.state = TxnState::PrepareAbort;
+            if let Err(e) = self.persist(id, &meta).await {
+                *guard = Some(meta);
+                return Err(e);
+            }
+            if let Err(e) = self.complete(id, &mut meta, false).await {
+                *guard = Some(meta);
+                return Err(e);
+            }
+        }
+        meta.bump_epoch(self.storage.allocate_producer_id().await.map_err(|e| errors::coordinator(&e))?);
+        meta.timeout_ms = timeout_ms;
+        meta.state = TxnState::Empty;
+        meta.partitions.clear();
+        meta.groups.clear();
+        meta.updated_at = now;
+        let result = self.persist(id, &meta).await.map(|_| (meta.producer_id, meta.producer_epoch));
+        *guard = Some(meta);
+        result
+    }
+
+    fn check_producer(meta: &TxnMeta, producer_id: i64, epoch: i16) -> Result<(), Error> {
+        if producer_id != meta.producer_id {
+            return Err(Error::InvalidProducerIdMapping);
+        }
+        if epoch != meta.producer_epoch {
+            return Err(Error::ProducerFenced);
+        }
+        Ok(())
+    }
+
+    /// AddPartitionsToTxn: every partition, or none (with the reason per partition).
+    pub(crate) async fn add_partitions(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: Vec<(String, i32)>,
+    ) -> Vec<((String, i32), Result<(), Error>)> {
+        let all = |e: Error, ps: Vec<(String, i32)>| ps.into_iter().map(|p| (p, Err(e))).collect();
+        if let Err(e) = self.ready() {
+            return all(e, partitions);
+        }
+        let unknown: Vec<bool> = partitions
+            .iter()
+            .map(|(t, p)| self.storage.topic(t).and_then(|topic| topic.partition(*p).cloned()).is_none())
+            .collect();
+        if unknown.iter().any(|u| *u) {
+            return partitions
+                .into_iter()
+                .zip(unknown)
+                .map(|(p, u)| (p, Err(if u { Error::UnknownTopicOrPartition } else { Error::OperationNotAttempted })))
+                .collect();
+        }
+        match self.add(id, producer_id, epoch, partitions.clone(), None).await {
+            Ok(()) => partitions.into_iter().map(|p| (p, Ok(()))).collect(),
+            Err(e) => all(e, partitions),
+        }
+    }
+
+    /// AddOffsetsToTxn: the group's offsets partition joins the transaction.
+    pub(crate) async fn add_offsets(&self, id: &str, producer_id: i64, epoch: i16, group: &str) -> Result<(), Error> {
+        self.ready()?;
+        let partition = self.groups.offsets_partition_index(group)?;
+        self.add(id, producer_id, epoch, vec![(OFFSETS_TOPIC.to_string(), partition)], Some(group.to_string())).await
+    }
+
+    async fn add(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: Vec<(String, i32)>,
+        group: Option<String>,
+    ) -> Result<(), Error> {
+        let entry = self.txns.get(id).map(|e| e.clone()).ok_or(Error::InvalidProducerIdMapping)?;
+        let mut guard = entry.lock().await;
+        let meta = guard.as_mut().ok_or(Error::InvalidProducerIdMapping)?;
+        Self::check_producer(meta, producer_id, epoch)?;
+        if matches!(meta.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
+            return Err(Error::ConcurrentTransactions);
+        }
+        let ongoing = meta.state == TxnState::Ongoing;
+        let already = |p: &(String, i32)| ongoing && meta.partitions.contains(p);
+        let new: BTreeSet<(String, i32)> = partitions.into_iter().filter(|p| !already(p)).collect();
+        let new_group = group.filter(|g| !(ongoing && meta.groups.contains(g)));
+        if ongoing && new.is_empty() && new_group.is_none() {
+            return Ok(());
+        }
+        let mut next = meta.clone();
+        if !ongoing {
+            // The first partition of a new transaction.
+            next.state = TxnState::Ongoing;
+            next.started_at = self.clock.now_ms();
+            next.partitions.clear();
+            next.groups.clear();
+        }
+        next.partitions.extend(new);
+        next.groups.extend(new_group);
+        next.updated_at = self.clock.now_ms();
+        self.persist(id, &next).await?;
+        *meta = next;
+        Ok(())
+    }
+
+    /// Whether `producer_id`/`epoch` is the current producer of `id` in a
+    /// transaction that includes `group` (for TxnOffsetCommit).
+    pub(crate) async fn check_offsets_in_txn(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        group: &str,
+    ) -> Result<(), Error> {
+        self.ready()?;
+        let entry = self.txns.get(id).map(|e| e.clone()).ok_or(Error::InvalidProducerIdMapping)?;
+        let guard = entry.lock().await;
+        let meta = guard.as_ref().ok_or(Error::InvalidProducerIdMapping)?;
+        Self::check_producer(meta, producer_id, epoch)?;
+        if meta.state != TxnState::Ongoing || !meta.groups.contains(group) {
+            return Err(Error::InvalidTxnState);
+        }
+        Ok(())
+    }
+
+    /// EndTxn: commit or abort, answered once every marker is durable.
+    pub(crate) async fn end(&self, id: &str, producer_id: i64, epoch: i16, commit: bool) -> Result<(), Error> {
+        self.ready()?;
+        let entry = self.txns.get(id).map(|e| e.clone()).ok_or(Error::InvalidProducerIdMapping)?;
+        let mut guard = entry.lock().await;
+        let meta = guard.as_mut().ok_or(Error::InvalidProducerIdMapping)?;
+        Self::check_producer(meta, producer_id, epoch)?;
+        match (meta.state, commit) {
+            (TxnState::Ongoing, _) => {}
+            // A retried EndTxn whose first answer was lost, or nothing to end.
+            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) | (TxnState::Empty, _) => return Ok(()),
+            (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {}
+            _ => return Err(Error::InvalidTxnState),
+        }
+        let mut next = meta.clone();
+        next.state = if commit { TxnState::PrepareCommit } else { TxnState::PrepareAbort };
+        next.updated_at = self.clock.now_ms();
+        self.persist(id, &next).await?;
+        *meta = next;
+        self.complete(id, meta, commit).await
+    }
+
+    /// Writes the markers of a transaction in a Prepare state, then completes it.
+    async fn complete(&self, id: &str, meta: &mut TxnMeta, commit: bool) -> Result<(), Error> {
+        let (key, value) = marker_record(commit, 0);
+        let spec = BatchSpec {
+            producer_id: meta.producer_id,
+            producer_epoch: meta.producer_epoch,
+            base_sequence: -1,
+            transactional: true,
+            control: true,
+            timestamp: self.clock.now_ms(),
+        };
+        let batch = build(&spec, &[(Some(key), Some(value))]).map_err(|_| Error::UnknownServerError)?;
+        let header = BatchHeader::parse(&batch).map_err(|_| Error::UnknownServerError)?;
+        // Queue every marker first, then wait: one group commit makes them all durable.
+        let mut pending = Vec::with_capacity(meta.partitions.len());
+        for (t, p) in &meta.partitions {
+            let Some(partition) = self.storage.topic(t).and_then(|topic| topic.partition(*p).cloned()) else {
+                tracing::warn!(transactional_id = %id, topic = %t, partition = p, "partition gone; no marker");
+                continue;
+            };
+            let queued = self
+                .storage
+                .submit(&partition, vec![(header, batch.clone())], false)
+                .await
+                .map_err(|e| errors::coordinator(&e))?;
+            pending.push(queued);
+        }
+        for queued in pending {
+            queued.await.map_err(|_| Error::CoordinatorNotAvailable)?.map_err(|e| errors::coordinator(&e))?;
+        }
+        for group in &meta.groups {
+            self.groups.end_transaction(group, meta.producer_id, commit);
+        }
+        let mut next = meta.clone();
+        next.state = if commit { TxnState::CompleteCommit } else { TxnState::CompleteAbort };
+        next.updated_at = self.clock.now_ms();
+        self.persist(id, &next).await?;
+        *meta = next;
+        Ok(())
+    }
+
+    /// Every transactional.id with its state (DescribeTransactions, ListTransactions).
+    pub(crate) async fn snapshot(&self, ids: Option<&[String]>) -> Result<Vec<(String, Option<TxnMeta>)>, Error> {
+        self.ready()?;
+        let wanted: Vec<String> = match ids {
+            Some(ids) => ids.to_vec(),
+            None => {
+                let mut all: Vec<String> = self.txns.iter().map(|e| e.key().clone()).collect();
+                all.sort();
+                all
+            }
+        };
+        let mut out = Vec::with_capacity(wanted.len());
+        for id in wanted {
+            let meta = match self.txns.get(&id).map(|e| e.clone()) {
+                Some(entry) => entry.lock().await.clone(),
+                None => None,
+            };
+            out.push((id, meta));
+        }
+        Ok(out)
+    }
+
+    /// Aborts open transactions past their timeout, with a bumped epoch.
+    pub(crate) async fn abort_expired(&self) {
+        let now = self.clock.now_ms();
+        let ids: Vec<String> = self.txns.iter().map(|e| e.key().clone()).collect();
+        for id in ids {
+            let Some(entry) = self.txns.get(&id).map(|e| e.clone()) else { continue };
+            let mut guard = entry.lock().await;
+            let Some(meta) = guard.as_mut() else { continue };
+            if meta.state != TxnState::Ongoing || meta.started_at + meta.timeout_ms as i64 > now {
+                continue;
+            }
+            tracing::info!(transactional_id = %id, "aborting a transaction past its timeout");
+            let mut next = meta.clone();
+            match self.storage.allocate_producer_id().await {
+                Ok(fresh) => next.bump_epoch(fresh),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot abort timed-out transaction yet");
+                    continue;
+                }
+            }
+            next.state = TxnState::PrepareAbort;
+            if self.persist(&id, &next).await.is_err() {
+                continue;
+            }
+            *meta = next;
+            if let Err(e) = self.complete(&id, meta, false).await {
+                tracing::warn!(transactional_id = %id, error = ?e, "cannot complete timed-out abort yet");
+            }
+        }
+    }
+
+    /// Aborts timed-out transactions every `period` until shutdown.
+    pub async fn run_timers(self: Arc<Self>, period: Duration, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            if self.is_loaded() {
+                self.abort_expired().await;
+            }
+        }
+    }
+}
