@@ -1,0 +1,199 @@
+"""Transactions with confluent-kafka (librdkafka): committed records visible to
+read_committed consumers and aborted ones not (but to read_uncommitted ones); an open
+transaction holds back read_committed consumers at its first offset; a zombie is
+fenced by a new instance of its transactional.id; offsets sent to a transaction
+become the group's only when it commits; a transaction left open by a crashed
+broker is aborted after its timeout, and transaction state survives restarts."""
+
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+import groups
+from conftest import unique, wait_until
+
+
+@pytest.fixture
+def tbroker(make_broker):
+    b = make_broker(env=groups.BROKER_ENV)
+    b.start()
+    return b
+
+
+def txn_producer(broker, txn_id, **extra):
+    conf = {"bootstrap.servers": broker.bootstrap, "transactional.id": txn_id, "linger.ms": 5}
+    conf.update(extra)
+    p = Producer(conf)
+    p.init_transactions(30)
+    return p
+
+
+def read_all(broker, topic, partitions, isolation, timeout=20):
+    """Every record up to the end the consumer can see, as (partition, offset, value)."""
+    c = Consumer({
+        "bootstrap.servers": broker.bootstrap,
+        "group.id": unique("reader"),
+        "isolation.level": isolation,
+        "enable.partition.eof": True,
+        "enable.auto.commit": False,
+    })
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    got, eof = [], set()
+    deadline = time.monotonic() + timeout
+    while len(eof) < partitions and time.monotonic() < deadline:
+        m = c.poll(0.2)
+        if m is None:
+            continue
+        if m.error():
+            assert m.error().code() == -191, m.error()  # _PARTITION_EOF
+            eof.add(m.partition())
+            continue
+        eof.discard(m.partition())
+        got.append((m.partition(), m.offset(), m.value()))
+    c.close()
+    assert len(eof) == partitions, f"did not reach the end of {topic} ({isolation})"
+    return got
+
+
+def values(records):
+    return sorted(v for _, _, v in records)
+
+
+def test_committed_visible_aborted_hidden(tbroker):
+    topic = unique("txn")
+    groups.create_topic(tbroker, topic, partitions=2)
+    p = txn_producer(tbroker, unique("tx"))
+    p.begin_transaction()
+    for i in range(6):
+        p.produce(topic, value=f"c{i}".encode(), partition=i % 2)
+    p.commit_transaction(30)
+    p.begin_transaction()
+    for i in range(6):
+        p.produce(topic, value=f"a{i}".encode(), partition=i % 2)
+    p.flush(30)
+    p.abort_transaction(30)
+    p.begin_transaction()
+    p.produce(topic, value=b"last", partition=0)
+    p.commit_transaction(30)
+
+    committed = [f"c{i}".encode() for i in range(6)] + [b"last"]
+    aborted = [f"a{i}".encode() for i in range(6)]
+    assert values(read_all(tbroker, topic, 2, "read_committed")) == sorted(committed)
+    assert values(read_all(tbroker, topic, 2, "read_uncommitted")) == sorted(committed + aborted)
+
+    # The same after a restart: markers, aborted index and state come back.
+    tbroker.restart()
+    assert values(read_all(tbroker, topic, 2, "read_committed")) == sorted(committed)
+    p2 = txn_producer(tbroker, "unused-" + topic)
+    p2.begin_transaction()
+    p2.produce(topic, value=b"after-restart", partition=1)
+    p2.commit_transaction(30)
+    assert b"after-restart" in values(read_all(tbroker, topic, 2, "read_committed"))
+
+
+def test_an_open_transaction_holds_read_committed_consumers_back(tbroker):
+    topic = unique("lso")
+    groups.create_topic(tbroker, topic, partitions=1)
+    p = txn_producer(tbroker, unique("tx"))
+    p.begin_transaction()
+    p.produce(topic, value=b"in-txn", partition=0)
+    p.flush(30)
+    plain = Producer({"bootstrap.servers": tbroker.bootstrap})
+    plain.produce(topic, value=b"plain-after", partition=0)
+    plain.flush(30)
+    assert values(read_all(tbroker, topic, 1, "read_committed")) == []
+    assert values(read_all(tbroker, topic, 1, "read_uncommitted")) == [b"in-txn", b"plain-after"]
+    p.commit_transaction(30)
+    assert values(read_all(tbroker, topic, 1, "read_committed")) == [b"in-txn", b"plain-after"]
+
+
+def test_a_zombie_is_fenced_by_a_new_instance(tbroker):
+    topic, txn_id = unique("zombie"), unique("tx")
+    groups.create_topic(tbroker, topic, partitions=1)
+    zombie = txn_producer(tbroker, txn_id)
+    zombie.begin_transaction()
+    zombie.produce(topic, value=b"zombie", partition=0)
+    zombie.flush(30)
+    # A new instance takes over the transactional.id: the zombie's open
+    # transaction is aborted and the zombie fenced.
+    fresh = txn_producer(tbroker, txn_id)
+    with pytest.raises(KafkaException) as e:
+        zombie.produce(topic, value=b"zombie-2", partition=0)
+        zombie.commit_transaction(30)
+    err = e.value.args[0]
+    assert err.fatal() or "fenced" in str(err).lower(), err
+    fresh.begin_transaction()
+    fresh.produce(topic, value=b"fresh", partition=0)
+    fresh.commit_transaction(30)
+    assert values(read_all(tbroker, topic, 1, "read_committed")) == [b"fresh"]
+
+
+def committed_offset(broker, group, topic, partition):
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    from confluent_kafka import ConsumerGroupTopicPartitions
+    res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, [TopicPartition(topic, partition)])])
+    return res[group].result().topic_partitions[0].offset
+
+
+def test_offsets_sent_to_a_transaction_count_only_when_it_commits(tbroker):
+    source, sink, group = unique("src"), unique("sink"), unique("g")
+    groups.create_topic(tbroker, source, partitions=1)
+    groups.create_topic(tbroker, sink, partitions=1)
+    groups.produce(tbroker, source, 0, 10, partitions=1)
+    consumer = Consumer({"bootstrap.servers": tbroker.bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    consumer.subscribe([source])
+    batch = []
+    deadline = time.monotonic() + 30
+    while len(batch) < 10 and time.monotonic() < deadline:
+        m = consumer.poll(0.2)
+        if m is not None and not m.error():
+            batch.append(m)
+    assert len(batch) == 10
+    p = txn_producer(tbroker, unique("tx"))
+
+    def transform(offsets_to, commit):
+        p.begin_transaction()
+        for m in batch[:offsets_to]:
+            p.produce(sink, value=m.value().upper(), partition=0)
+        p.send_offsets_to_transaction([TopicPartition(source, 0, offsets_to)], consumer.consumer_group_metadata(), 30)
+        if commit:
+            p.commit_transaction(30)
+        else:
+            p.abort_transaction(30)
+
+    transform(4, commit=False)
+    assert committed_offset(tbroker, group, source, 0) < 0, "an aborted transaction's offsets are not the group's"
+    transform(6, commit=True)
+    assert committed_offset(tbroker, group, source, 0) == 6
+    assert values(read_all(tbroker, sink, 1, "read_committed")) == sorted(m.value().upper() for m in batch[:6])
+    consumer.close()
+    tbroker.restart()
+    assert committed_offset(tbroker, group, source, 0) == 6
+
+
+def test_a_transaction_left_open_across_a_crash_is_aborted_after_its_timeout(tbroker):
+    topic, txn_id = unique("timeout"), unique("tx")
+    groups.create_topic(tbroker, topic, partitions=1)
+    p = txn_producer(tbroker, txn_id, **{"transaction.timeout.ms": 3000})
+    p.begin_transaction()
+    p.produce(topic, value=b"never-committed", partition=0)
+    p.flush(30)
+    tbroker.kill()
+    del p
+    tbroker.start()
+    plain = Producer({"bootstrap.servers": tbroker.bootstrap})
+    plain.produce(topic, value=b"plain", partition=0)
+    plain.flush(30)
+    # Held back by the open transaction until the coordinator aborts it.
+    wait_until(lambda: values(read_all(tbroker, topic, 1, "read_committed", timeout=5)) == [b"plain"], timeout=30,
+               interval=0.5, what="the timed-out transaction to be aborted")
+    assert values(read_all(tbroker, topic, 1, "read_uncommitted")) == [b"never-committed", b"plain"]
+    # The transactional.id works again, with a newer epoch.
+    again = txn_producer(tbroker, txn_id)
+    again.begin_transaction()
+    again.produce(topic, value=b"again", partition=0)
+    again.commit_transaction(30)
+    assert values(read_all(tbroker, topic, 1, "read_committed")) == [b"again", b"plain"]
