@@ -197,3 +197,41 @@ def test_a_transaction_left_open_across_a_crash_is_aborted_after_its_timeout(tbr
     again.produce(topic, value=b"again", partition=0)
     again.commit_transaction(30)
     assert values(read_all(tbroker, topic, 1, "read_committed")) == [b"again", b"plain"]
+
+
+def test_consume_transform_produce_killed_at_random_points_is_exactly_once(tbroker):
+    """The worker is SIGKILLed at random moments and restarted, many times (once
+    with the broker SIGKILLed too); the output read with read_committed holds every
+    input's result exactly once, in order per partition."""
+    import random
+    import subprocess
+    import sys
+    import pathlib
+
+    source, sink, group, txn_id = unique("in"), unique("out"), unique("g"), unique("ctp")
+    groups.create_topic(tbroker, source, partitions=2)
+    groups.create_topic(tbroker, sink, partitions=2)
+    total = 300
+    groups.produce(tbroker, source, 0, total, partitions=2)
+    worker = [sys.executable, str(pathlib.Path(__file__).parent / "ctp_worker.py"), tbroker.bootstrap, source, sink,
+              group, txn_id, str(total)]
+    rng = random.Random(20261125)
+    for round_ in range(8):
+        proc = subprocess.Popen(worker, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            time.sleep(rng.uniform(1.0, 3.0))
+        finally:
+            proc.kill()
+            proc.wait()
+        if round_ == 4:
+            tbroker.kill()
+            tbroker.start()
+    proc = subprocess.run(worker, capture_output=True, timeout=150)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr).decode(errors="replace")[-3000:]
+
+    out = read_all(tbroker, sink, 2, "read_committed")
+    for partition in range(2):
+        got = [v for p, _, v in sorted(out) if p == partition]
+        want = [f"V{i}".encode() for i in range(total) if i % 2 == partition]
+        assert got == want, f"partition {partition}: {len(got)} records, first difference at " \
+                            f"{next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))}"
