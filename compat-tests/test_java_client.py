@@ -38,7 +38,8 @@ def java_build(tmp_path_factory):
         pytest.fail("javac is required for the Java client tests (scripts/test installs it)")
     out = tmp_path_factory.mktemp("java")
     cp = classpath()
-    r = subprocess.run(["javac", "-cp", cp, "-d", str(out), str(HERE / "RoundTrip.java"), str(HERE / "Groups.java")],
+    r = subprocess.run(["javac", "-cp", cp, "-d", str(out), str(HERE / "RoundTrip.java"), str(HERE / "Groups.java"),
+                        str(HERE / "Txn.java")],
                        capture_output=True, timeout=180)
     assert r.returncode == 0, r.stderr.decode()
     return f"{out}:{cp}"
@@ -64,3 +65,12 @@ def test_java_consumer_group(java_build, make_broker, protocol):
     topic, group = unique("jgrp"), unique("g")
     groups.run_external(broker, lambda mode: groups.run_program(
         ["java", "-cp", java_build, "Groups", broker.bootstrap, mode, topic, group, protocol], mode))
+
+
+def test_java_transactions(java_build, broker):
+    """KafkaProducer transactions with sendOffsetsToTransaction, a read_committed
+    KafkaConsumer, an aborted step, and a fenced zombie."""
+    r = subprocess.run(["java", "-cp", java_build, "Txn", broker.bootstrap, unique("t")], capture_output=True,
+                       timeout=240)
+    out = r.stdout.decode(errors="replace")
+    assert r.returncode == 0 and out.strip().endswith("OK"), (out + r.stderr.decode(errors="replace"))[-4000:]
