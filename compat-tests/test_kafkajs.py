@@ -54,3 +54,18 @@ def test_kafkajs_consumer_group(make_broker):
     topic, group = unique("kgrp"), unique("g")
     groups.run_external(broker, lambda mode: groups.run_program(
         ["node", str(HERE / "groups.js"), broker.bootstrap, mode, topic, group], mode))
+
+
+def test_kafkajs_transactions(broker):
+    from test_transactions import committed_offset, read_all, values
+
+    topic, source, group = unique("kjs-txn"), unique("kjs-src"), unique("g")
+    groups.create_topic(broker, topic, partitions=1)
+    groups.create_topic(broker, source, partitions=1)
+    groups.produce(broker, source, 0, 10, partitions=1)
+    r = subprocess.run(["node", str(HERE / "txn.js"), broker.bootstrap, topic, group, source], capture_output=True,
+                       timeout=120)
+    assert r.returncode == 0 and r.stdout.decode().strip().endswith("OK"), r.stderr.decode(errors="replace")[-3000:]
+    assert values(read_all(broker, topic, 1, "read_committed")) == [f"c{i}".encode() for i in range(5)]
+    assert len(read_all(broker, topic, 1, "read_uncommitted")) == 10
+    assert committed_offset(broker, group, source, 0) == 5
