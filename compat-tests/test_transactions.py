@@ -235,3 +235,65 @@ def test_consume_transform_produce_killed_at_random_points_is_exactly_once(tbrok
         want = [f"V{i}".encode() for i in range(total) if i % 2 == partition]
         assert got == want, f"partition {partition}: {len(got)} records, first difference at " \
                             f"{next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))}"
+
+
+def check_commit_then_abort(broker, topic, source, group):
+    """What every client's two transactions must leave behind."""
+    assert values(read_all(broker, topic, 1, "read_committed")) == [f"c{i}".encode() for i in range(5)]
+    assert len(read_all(broker, topic, 1, "read_uncommitted")) == 10
+    assert committed_offset(broker, group, source, 0) == 5
+
+
+def setup_topics(broker):
+    topic, source, group = unique("tx-out"), unique("tx-src"), unique("g")
+    groups.create_topic(broker, topic, partitions=1)
+    groups.create_topic(broker, source, partitions=1)
+    groups.produce(broker, source, 0, 10, partitions=1)
+    return topic, source, group
+
+
+def test_kafka_python_transactions(tbroker):
+    from kafka import KafkaProducer
+    from kafka.structs import OffsetAndMetadata, TopicPartition as KTP
+
+    topic, source, group = setup_topics(tbroker)
+    p = KafkaProducer(bootstrap_servers=tbroker.bootstrap, transactional_id=unique("kp-tx"))
+    p.init_transactions()
+    for prefix, offset, commit in [("c", 5, True), ("a", 9, False)]:
+        p.begin_transaction()
+        for i in range(5):
+            p.send(topic, value=f"{prefix}{i}".encode(), partition=0)
+        p.send_offsets_to_transaction({KTP(source, 0): OffsetAndMetadata(offset, "", -1)}, group)
+        if commit:
+            p.commit_transaction()
+        else:
+            p.abort_transaction()
+    p.close()
+    check_commit_then_abort(tbroker, topic, source, group)
+
+
+def test_aiokafka_transactions(tbroker):
+    import asyncio
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.structs import TopicPartition as ATP
+
+    topic, source, group = setup_topics(tbroker)
+
+    async def run():
+        p = AIOKafkaProducer(bootstrap_servers=tbroker.bootstrap, transactional_id=unique("aio-tx"))
+        await p.start()
+        try:
+            async with p.transaction():
+                for i in range(5):
+                    await p.send(topic, value=f"c{i}".encode(), partition=0)
+                await p.send_offsets_to_transaction({ATP(source, 0): 5}, group)
+            await p.begin_transaction()
+            for i in range(5):
+                await p.send(topic, value=f"a{i}".encode(), partition=0)
+            await p.send_offsets_to_transaction({ATP(source, 0): 9}, group)
+            await p.abort_transaction()
+        finally:
+            await p.stop()
+
+    asyncio.run(run())
+    check_commit_then_abort(tbroker, topic, source, group)
