@@ -450,3 +450,6 @@ impl TxnCoordinator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
