@@ -264,6 +264,7 @@ def test_kafka_python_transactions(tbroker):
         for i in range(5):
             p.send(topic, value=f"{prefix}{i}".encode(), partition=0)
         p.send_offsets_to_transaction({KTP(source, 0): OffsetAndMetadata(offset, "", -1)}, group)
+        p.flush()  # an abort drops records not yet sent; these must reach the broker
         if commit:
             p.commit_transaction()
         else:
@@ -289,7 +290,7 @@ def test_aiokafka_transactions(tbroker):
                 await p.send_offsets_to_transaction({ATP(source, 0): 5}, group)
             await p.begin_transaction()
             for i in range(5):
-                await p.send(topic, value=f"a{i}".encode(), partition=0)
+                await (await p.send(topic, value=f"a{i}".encode(), partition=0))
             await p.send_offsets_to_transaction({ATP(source, 0): 9}, group)
             await p.abort_transaction()
         finally:

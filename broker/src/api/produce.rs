@@ -35,7 +35,14 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ProduceRequest) -> Reply {
             let slot = if !matches!(acks, -1..=1) {
                 Slot::Refused { code: of(Error::InvalidRequiredAcks), message: None }
             } else {
-                queue(ctx, topic.as_deref(), data.index, data.records).await
+                queue(
+                    ctx,
+                    request.transactional_id.as_ref().map(|s| s.as_str()),
+                    topic.as_deref(),
+                    data.index,
+                    data.records,
+                )
+                .await
             };
             partitions.push((data.index, slot));
         }
@@ -86,7 +93,13 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ProduceRequest) -> Reply {
 }
 
 /// Validates one partition's records and queues them.
-async fn queue(ctx: &RequestCtx, topic: Option<&Topic>, index: i32, records: Option<Bytes>) -> Slot {
+async fn queue(
+    ctx: &RequestCtx,
+    transactional_id: Option<&str>,
+    topic: Option<&Topic>,
+    index: i32,
+    records: Option<Bytes>,
+) -> Slot {
     let refused = |code: i16, message: String| Slot::Refused { code, message: Some(message) };
     let Some(partition) = topic.and_then(|t| t.partition(index)) else {
         return refused(of(Error::UnknownTopicOrPartition), "unknown topic or partition".into());
@@ -110,6 +123,20 @@ async fn queue(ctx: &RequestCtx, topic: Option<&Topic>, index: i32, records: Opt
     for (header, data) in &batches {
         if let Some(slot) = check(header, data, config.max_message_bytes) {
             return slot;
+        }
+        if header.is_transactional() {
+            // Only into a partition the transaction holds (checked here, at the
+            // coordinator), so that no transaction is left hanging without markers.
+            let verified = match transactional_id {
+                Some(id) => {
+                    let name = topic.map(|t| t.name.to_string()).unwrap_or_default();
+                    ctx.broker.txns.verify(id, header.producer_id, header.producer_epoch, &name, index).await
+                }
+                None => Err(Error::InvalidTxnState),
+            };
+            if let Err(e) = verified {
+                return refused(of(e), "transactional batch outside an open transaction holding this partition".into());
+            }
         }
         bytes += header.size as u64;
         count += header.records_count as u64;

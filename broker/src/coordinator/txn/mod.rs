@@ -320,6 +320,26 @@ impl TxnCoordinator {
         Ok(())
     }
 
+    /// Whether a transactional batch of `producer_id`/`epoch` may go to a partition:
+    /// the producer is current and its open transaction holds the partition.
+    pub(crate) async fn verify(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(), Error> {
+        let entry = self.txns.get(id).map(|e| e.clone()).ok_or(Error::InvalidProducerIdMapping)?;
+        let guard = entry.lock().await;
+        let meta = guard.as_ref().ok_or(Error::InvalidProducerIdMapping)?;
+        Self::check_producer(meta, producer_id, epoch)?;
+        if meta.state != TxnState::Ongoing || !meta.partitions.contains(&(topic.to_string(), partition)) {
+            return Err(Error::InvalidTxnState);
+        }
+        Ok(())
+    }
+
     /// EndTxn: commit or abort, answered once every marker is durable.
     pub(crate) async fn end(&self, id: &str, producer_id: i64, epoch: i16, commit: bool) -> Result<(), Error> {
         self.ready()?;
