@@ -34,16 +34,7 @@ pub(crate) async fn init_producer_id(ctx: &RequestCtx, request: InitProducerIdRe
 
 pub(crate) async fn add_partitions(ctx: &RequestCtx, request: AddPartitionsToTxnRequest) -> AddPartitionsToTxnResponse {
     if ctx.version >= 4 {
-        // The batched form (KIP-890) is for brokers verifying transactions; clients
-        // use v3 and below.
-        let results = request
-            .transactions
-            .iter()
-            .map(|t| AddPartitionsToTxnResult::default().with_transactional_id(t.transactional_id.clone()))
-            .collect();
-        return AddPartitionsToTxnResponse::default()
-            .with_error_code(of(Error::UnsupportedVersion))
-            .with_results_by_transaction(results);
+        return add_partitions_batched(ctx, request).await;
     }
     let wanted: Vec<(String, i32)> = request
         .v3_and_below_topics
@@ -60,8 +51,44 @@ pub(crate) async fn add_partitions(ctx: &RequestCtx, request: AddPartitionsToTxn
             wanted,
         )
         .await;
+    AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(topic_results(results))
+}
+
+/// The batched form (v4+, KIP-890): several transactions per request, each either
+/// adding partitions or, with `verify_only`, checking that its open transaction
+/// already holds them (what a partition leader asks before a transactional write).
+async fn add_partitions_batched(ctx: &RequestCtx, request: AddPartitionsToTxnRequest) -> AddPartitionsToTxnResponse {
+    let mut results = Vec::with_capacity(request.transactions.len());
+    for t in request.transactions {
+        let wanted: Vec<(String, i32)> =
+            t.topics.iter().flat_map(|tp| tp.partitions.iter().map(move |p| (tp.name.to_string(), *p))).collect();
+        let outcome: Vec<((String, i32), Result<(), Error>)> = if t.verify_only {
+            let mut out = Vec::with_capacity(wanted.len());
+            for (topic, partition) in wanted {
+                let r = ctx
+                    .broker
+                    .txns
+                    .verify(&t.transactional_id, t.producer_id.0, t.producer_epoch, &topic, partition)
+                    .await;
+                out.push(((topic, partition), r));
+            }
+            out
+        } else {
+            ctx.broker.txns.add_partitions(&t.transactional_id, t.producer_id.0, t.producer_epoch, wanted).await
+        };
+        results.push(
+            AddPartitionsToTxnResult::default()
+                .with_transactional_id(t.transactional_id)
+                .with_topic_results(topic_results(outcome)),
+        );
+    }
+    AddPartitionsToTxnResponse::default().with_results_by_transaction(results)
+}
+
+/// Per-partition results grouped by topic, in request order.
+fn topic_results(outcome: Vec<((String, i32), Result<(), Error>)>) -> Vec<AddPartitionsToTxnTopicResult> {
     let mut topics: Vec<AddPartitionsToTxnTopicResult> = Vec::new();
-    for ((topic, partition), result) in results {
+    for ((topic, partition), result) in outcome {
         let r = AddPartitionsToTxnPartitionResult::default()
             .with_partition_index(partition)
             .with_partition_error_code(result.err().map(of).unwrap_or(0));
@@ -74,7 +101,7 @@ pub(crate) async fn add_partitions(ctx: &RequestCtx, request: AddPartitionsToTxn
             ),
         }
     }
-    AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(topics)
+    topics
 }
 
 pub(crate) async fn add_offsets(ctx: &RequestCtx, request: AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse {

@@ -250,3 +250,46 @@ async fn group_apis_answer_on_the_wire() {
     assert!(r.groups[0].topics.is_empty());
     s.shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_partitions_to_txn_batched_form_adds_and_verifies() {
+    use tributary_protocol::kafka_protocol::messages::add_partitions_to_txn_request::{
+        AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+    };
+    use tributary_protocol::kafka_protocol::messages::*;
+
+    let s = server().await;
+    let mut conn = TcpStream::connect(s.addr).await.unwrap();
+    let txn_id = TransactionalId(StrBytes::from_static_str("tx-wire"));
+    let init = InitProducerIdRequest::default()
+        .with_transactional_id(Some(txn_id.clone()))
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let Response::InitProducerId(r) = call(&mut conn, 1, 4, Request::InitProducerId(init)).await else { panic!() };
+    assert_eq!(r.error_code, 0);
+    let (pid, epoch) = (r.producer_id, r.producer_epoch);
+    let txn = |verify: bool, partitions: Vec<i32>| {
+        AddPartitionsToTxnTransaction::default()
+            .with_transactional_id(txn_id.clone())
+            .with_producer_id(pid)
+            .with_producer_epoch(epoch)
+            .with_verify_only(verify)
+            .with_topics(vec![AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(partitions)])
+    };
+    let codes = |r: Response| -> Vec<(i32, i16)> {
+        let Response::AddPartitionsToTxn(r) = r else { panic!() };
+        r.results_by_transaction[0].topic_results[0]
+            .results_by_partition
+            .iter()
+            .map(|p| (p.partition_index, p.partition_error_code))
+            .collect()
+    };
+    let add = AddPartitionsToTxnRequest::default().with_transactions(vec![txn(false, vec![0])]);
+    assert_eq!(codes(call(&mut conn, 2, 4, Request::AddPartitionsToTxn(add)).await), vec![(0, 0)]);
+    let verify = AddPartitionsToTxnRequest::default().with_transactions(vec![txn(true, vec![0, 1])]);
+    assert_eq!(codes(call(&mut conn, 3, 5, Request::AddPartitionsToTxn(verify)).await), vec![(0, 0), (1, 48)]);
+    s.shutdown.cancel();
+}
