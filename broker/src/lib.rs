@@ -9,7 +9,9 @@
 //! - [`storage`]: the engine: topics and partitions, the shared group-committed
 //!   journal, the read cache, the metadata log, and recovery.
 //! - [`metrics`] and [`http`]: Prometheus metrics and the health endpoints.
-//! - [`coordinator`]: the group coordinator (consumer groups, committed offsets).
+//! - [`coordinator`]: the group coordinator (consumer groups of both protocols,
+//!   committed offsets) and the transaction coordinator (transactional ids, markers);
+//!   both keep their state in internal topics written through the journal.
 //! - [`broker`]: the state handlers share; [`clock`]: time.
 //!
 //! A produce request flows: connection -> dispatch -> `api::produce` (validate the
