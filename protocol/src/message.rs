@@ -119,6 +119,14 @@ messages! {
     DescribeTransactions => DescribeTransactionsRequest, DescribeTransactionsResponse;
     ListTransactions => ListTransactionsRequest, ListTransactionsResponse;
     DescribeProducers => DescribeProducersRequest, DescribeProducersResponse;
+    AlterConfigs => AlterConfigsRequest, AlterConfigsResponse;
+    IncrementalAlterConfigs => IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse;
+    CreatePartitions => CreatePartitionsRequest, CreatePartitionsResponse;
+    DeleteRecords => DeleteRecordsRequest, DeleteRecordsResponse;
+    DescribeCluster => DescribeClusterRequest, DescribeClusterResponse;
+    ElectLeaders => ElectLeadersRequest, ElectLeadersResponse;
+    OffsetForLeaderEpoch => OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse;
+    DescribeLogDirs => DescribeLogDirsRequest, DescribeLogDirsResponse;
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! dispatch and the ApiVersions answer, and lists only versions the handlers are
 //! tested at.
 
+mod admin;
 pub(crate) mod api_versions;
 mod configs;
 mod consumer_groups;
@@ -45,6 +46,14 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
     (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
@@ -108,6 +117,14 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: Request) -> Reply {
         Request::DescribeTransactions(r) => in_order(ctx, |c| async move { txn::describe(&c, r).await.into() }),
         Request::ListTransactions(r) => in_order(ctx, |c| async move { txn::list(&c, r).await.into() }),
         Request::DescribeProducers(r) => Reply::Now(txn::describe_producers(ctx, r).into()),
+        Request::AlterConfigs(r) => Reply::Now(admin::alter_configs(ctx, r).await.into()),
+        Request::IncrementalAlterConfigs(r) => Reply::Now(admin::incremental_alter_configs(ctx, r).await.into()),
+        Request::CreatePartitions(r) => Reply::Now(admin::create_partitions(ctx, r).await.into()),
+        Request::DeleteRecords(r) => Reply::Now(admin::delete_records(ctx, r).await.into()),
+        Request::DescribeCluster(r) => Reply::Now(admin::describe_cluster(ctx, r).into()),
+        Request::ElectLeaders(r) => Reply::Now(admin::elect_leaders(ctx, r).into()),
+        Request::OffsetForLeaderEpoch(r) => Reply::Now(admin::offset_for_leader_epoch(ctx, r).into()),
+        Request::DescribeLogDirs(r) => Reply::Now(admin::describe_log_dirs(ctx, r).into()),
         // Group APIs run in request order: a request is evaluated only once the
         // answers before it on the connection are complete, as Kafka does. (A
         // Heartbeat read while the same client's JoinGroup waits must see the group

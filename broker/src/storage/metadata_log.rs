@@ -39,6 +39,22 @@ pub(crate) enum MetaRecord {
     ProducerIdsReserved {
         up_to: i64,
     },
+    /// A topic's config overrides, replaced as a whole.
+    TopicConfigsSet {
+        id: Uuid,
+        configs: BTreeMap<String, String>,
+    },
+    /// Partitions appended to a topic (CreatePartitions).
+    PartitionsAdded {
+        id: Uuid,
+        partitions: Vec<PartitionRecord>,
+    },
+    /// A partition's log start offset moved forward (DeleteRecords).
+    LogStartAdvanced {
+        id: Uuid,
+        partition: i32,
+        offset: i64,
+    },
 }
 
 /// A topic as stored.
@@ -83,6 +99,23 @@ impl MetaState {
             }
             MetaRecord::ProducerIdsReserved { up_to } => {
                 self.producer_ids_reserved = self.producer_ids_reserved.max(*up_to);
+            }
+            MetaRecord::TopicConfigsSet { id, configs } => {
+                if let Some(t) = self.topics.get_mut(id) {
+                    t.configs = configs.clone();
+                }
+            }
+            MetaRecord::PartitionsAdded { id, partitions } => {
+                let next = partitions.iter().map(|p| p.id + 1).max().unwrap_or(0);
+                self.next_partition_id = self.next_partition_id.max(next);
+                if let Some(t) = self.topics.get_mut(id) {
+                    t.partitions.extend(partitions.iter().cloned());
+                }
+            }
+            MetaRecord::LogStartAdvanced { id, partition, offset } => {
+                if let Some(p) = self.topics.get_mut(id).and_then(|t| t.partitions.get_mut(*partition as usize)) {
+                    p.log_start_offset = p.log_start_offset.max(*offset);
+                }
             }
         }
     }

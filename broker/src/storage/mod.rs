@@ -230,6 +230,92 @@ impl Storage {
         .map_err(|_| StorageError::ShuttingDown)?
     }
 
+    /// Replaces a topic's config overrides durably; they apply at once. `configs`
+    /// must already be validated.
+    pub async fn set_topic_configs(
+        self: &Arc<Self>,
+        topic: &Arc<Topic>,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), StorageError> {
+        let this = self.clone();
+        let topic = topic.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut meta = this.meta.lock();
+            if !this.topic_ids.contains_key(&topic.id) {
+                return Err(StorageError::UnknownTopic(topic.name.to_string()));
+            }
+            meta.append(MetaRecord::TopicConfigsSet { id: topic.id, configs: configs.clone() })
+                .map_err(StorageError::io("writing metadata log"))?;
+            *topic.config.write() = Arc::new(TopicConfig::resolve(configs, &this.defaults));
+            Ok(())
+        })
+        .await
+        .map_err(|_| StorageError::ShuttingDown)?
+    }
+
+    /// Grows a topic to `count` partitions durably; the new ones are usable at once.
+    pub async fn add_partitions(self: &Arc<Self>, name: &str, count: i32) -> Result<Arc<Topic>, StorageError> {
+        let this = self.clone();
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut meta = this.meta.lock();
+            let old = this.topic(&name).ok_or_else(|| StorageError::UnknownTopic(name.clone()))?;
+            let have = old.partitions.len();
+            let more = (count.max(0) as usize).saturating_sub(have);
+            let ids = meta.allocate_partition_ids(more);
+            let records: Vec<PartitionRecord> =
+                ids.into_iter().map(|id| PartitionRecord { id, log_start_offset: 0 }).collect();
+            meta.append(MetaRecord::PartitionsAdded { id: old.id, partitions: records.clone() })
+                .map_err(StorageError::io("writing metadata log"))?;
+            let mut partitions = old.partitions.clone();
+            for (i, r) in records.iter().enumerate() {
+                partitions.push(Arc::new(PartitionLog::new(r.id, old.name.clone(), (have + i) as i32, 0)));
+            }
+            let topic =
+                Arc::new(Topic { name: old.name.clone(), id: old.id, partitions, config: RwLock::new(old.config()) });
+            this.topics.insert(topic.name.clone(), topic.clone());
+            this.topic_ids.insert(topic.id, topic.clone());
+            Ok(topic)
+        })
+        .await
+        .map_err(|_| StorageError::ShuttingDown)?
+    }
+
+    /// Moves a partition's log start offset to `offset` (-1: the high watermark)
+    /// durably; records below it are gone for readers. Returns the new log start.
+    pub async fn delete_records(
+        self: &Arc<Self>,
+        topic: &Arc<Topic>,
+        partition: &Arc<PartitionLog>,
+        offset: i64,
+    ) -> Result<i64, StorageError> {
+        let this = self.clone();
+        let topic_id = topic.id;
+        let partition = partition.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut meta = this.meta.lock();
+            let offsets = partition.offsets();
+            let target = if offset == -1 { offsets.high_watermark } else { offset };
+            if target < 0 || target > offsets.high_watermark {
+                return Err(StorageError::OffsetOutOfRange {
+                    offset,
+                    log_start_offset: offsets.log_start_offset,
+                    high_watermark: offsets.high_watermark,
+                });
+            }
+            if target <= offsets.log_start_offset {
+                return Ok(offsets.log_start_offset);
+            }
+            meta.append(MetaRecord::LogStartAdvanced { id: topic_id, partition: partition.index, offset: target })
+                .map_err(StorageError::io("writing metadata log"))?;
+            let mut st = partition.state.lock();
+            st.log_start_offset = st.log_start_offset.max(target);
+            Ok(st.log_start_offset)
+        })
+        .await
+        .map_err(|_| StorageError::ShuttingDown)?
+    }
+
     /// A producer id never handed out before, even across crashes: ids come from
     /// blocks reserved in the metadata log before any of them is used.
     pub async fn allocate_producer_id(self: &Arc<Self>) -> Result<i64, StorageError> {

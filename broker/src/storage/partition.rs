@@ -144,6 +144,12 @@ impl PartitionLog {
         self.state.lock().offsets()
     }
 
+    /// Bytes of the batches at or above the log start offset.
+    pub fn size_bytes(&self) -> u64 {
+        let st = self.state.lock();
+        st.batches.iter().filter(|b| b.last_offset >= st.log_start_offset).map(|b| b.len as u64).sum()
+    }
+
     /// Aborted transactions overlapping `[from, to]`.
     pub(crate) fn aborted_in(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
         self.state.lock().txns.as_ref().map(|t| t.aborted_in(from, to)).unwrap_or_default()

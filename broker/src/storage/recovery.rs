@@ -51,8 +51,9 @@ pub(crate) fn replay_journal(
             let header = BatchHeader::parse(&e.payload)
                 .map_err(|err| StorageError::Corrupt { position, reason: err.to_string() })?;
             let mut st = partition.state.lock();
-            if header.base_offset < st.next_offset {
-                // Below the log start (DeleteRecords) or already indexed: nothing to add.
+            if header.last_offset() < st.next_offset {
+                // Wholly below the log start (DeleteRecords) or already indexed. A
+                // batch holding the log start is kept: readers start inside it.
                 continue;
             }
             if header.base_offset > st.next_offset {

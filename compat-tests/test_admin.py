@@ -1,0 +1,139 @@
+"""Admin APIs with confluent-kafka's AdminClient: incremental config changes that
+are validated, take effect at once (a lower max.message.bytes refuses a larger
+record) and survive a restart; CreatePartitions with the new partitions usable at
+once; DeleteRecords with consumers observing the new log start; DescribeCluster."""
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions,
+                                   NewTopic)
+
+from conftest import unique
+
+
+def admin(broker):
+    return AdminClient({"bootstrap.servers": broker.bootstrap})
+
+
+def create(broker, topic, partitions=1):
+    a = admin(broker)  # the client must outlive its futures
+    a.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
+
+
+def describe_topic_configs(broker, topic):
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    a = admin(broker)
+    return a.describe_configs([res])[res].result(30)
+
+
+def produce(broker, topic, values, partition=0):
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
+    errors = []
+    for v in values:
+        p.produce(topic, value=v, partition=partition, on_delivery=lambda err, msg: errors.append(err) if err else None)
+    assert p.flush(30) == 0
+    return errors
+
+
+def test_incremental_alter_configs_validates_applies_live_and_persists(broker):
+    topic = unique("cfg")
+    create(broker, topic)
+    a = admin(broker)
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry("max.message.bytes", "2000", incremental_operation=AlterConfigOpType.SET),
+        ConfigEntry("retention.ms", "3600000", incremental_operation=AlterConfigOpType.SET),
+    ])
+    a.incremental_alter_configs([res])[res].result(30)
+    configs = describe_topic_configs(broker, topic)
+    assert configs["max.message.bytes"].value == "2000"
+    assert configs["retention.ms"].value == "3600000"
+    assert not configs["retention.ms"].is_default
+
+    # Live: a record over the new limit is refused, one under it accepted.
+    errors = produce(broker, topic, [b"x" * 3000])
+    assert errors and "MSG_SIZE_TOO_LARGE" in str(errors[0]), errors
+    assert produce(broker, topic, [b"x" * 100]) == []
+
+    # Validation names the problem; nothing changes.
+    bad = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry("retention.ms", "soon", incremental_operation=AlterConfigOpType.SET)])
+    with pytest.raises(KafkaException) as e:
+        a.incremental_alter_configs([bad])[bad].result(30)
+    assert "INVALID_CONFIG" in str(e.value) or "retention.ms" in str(e.value)
+    unknown = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry("no.such.config", "1", incremental_operation=AlterConfigOpType.SET)])
+    with pytest.raises(KafkaException):
+        a.incremental_alter_configs([unknown])[unknown].result(30)
+
+    # DELETE returns a key to its default; the rest survives a restart.
+    reset = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry("retention.ms", None, incremental_operation=AlterConfigOpType.DELETE)])
+    a.incremental_alter_configs([reset])[reset].result(30)
+    broker.restart()
+    configs = describe_topic_configs(broker, topic)
+    assert configs["max.message.bytes"].value == "2000"
+    assert configs["retention.ms"].is_default
+    errors = produce(broker, topic, [b"x" * 3000])
+    assert errors, "the lower limit still applies after the restart"
+
+
+def test_broker_configs_are_read_only_at_runtime(broker):
+    res = ConfigResource(ConfigResource.Type.BROKER, "0", incremental_configs=[
+        ConfigEntry("log.retention.ms", "1", incremental_operation=AlterConfigOpType.SET)])
+    a = admin(broker)
+    with pytest.raises(KafkaException):
+        a.incremental_alter_configs([res])[res].result(30)
+
+
+def test_create_partitions_are_usable_at_once_and_persist(broker):
+    topic = unique("grow")
+    create(broker, topic, partitions=1)
+    a = admin(broker)
+    a.create_partitions([NewPartitions(topic, 3)])[topic].result(30)
+    md = a.list_topics(topic, timeout=10).topics[topic]
+    assert sorted(md.partitions) == [0, 1, 2]
+    assert produce(broker, topic, [b"in-2"], partition=2) == []
+    with pytest.raises(KafkaException):
+        a.create_partitions([NewPartitions(topic, 2)])[topic].result(30)  # shrinking is refused
+    broker.restart()
+    a = admin(broker)
+    md = a.list_topics(topic, timeout=10).topics[topic]
+    assert sorted(md.partitions) == [0, 1, 2]
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": unique("g")})
+    assert c.get_watermark_offsets(TopicPartition(topic, 2), timeout=10) == (0, 1)
+    c.close()
+
+
+def test_delete_records_moves_the_log_start_that_consumers_see(broker):
+    topic = unique("trim")
+    create(broker, topic)
+    assert produce(broker, topic, [f"v{i}".encode() for i in range(10)]) == []
+    a = admin(broker)
+    result = a.delete_records([TopicPartition(topic, 0, 4)])
+    deleted = result[TopicPartition(topic, 0, 4)].result(30)
+    assert deleted.low_watermark == 4
+
+    def check():
+        c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": unique("g"), "auto.offset.reset": "earliest"})
+        assert c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10) == (4, 10)
+        c.assign([TopicPartition(topic, 0, -2)])  # OFFSET_BEGINNING
+        first = None
+        for _ in range(50):
+            m = c.poll(0.2)
+            if m is not None and not m.error():
+                first = m
+                break
+        c.close()
+        assert first is not None and first.offset() == 4 and first.value() == b"v4"
+
+    check()
+    broker.restart()
+    check()
+
+
+def test_describe_cluster(broker):
+    a = admin(broker)
+    desc = a.describe_cluster(request_timeout=10).result()
+    assert desc.cluster_id
+    assert len(desc.nodes) == 1 and desc.nodes[0].port == broker.port
+    assert desc.controller.id == desc.nodes[0].id
