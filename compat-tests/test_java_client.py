@@ -39,7 +39,7 @@ def java_build(tmp_path_factory):
     out = tmp_path_factory.mktemp("java")
     cp = classpath()
     r = subprocess.run(["javac", "-cp", cp, "-d", str(out), str(HERE / "RoundTrip.java"), str(HERE / "Groups.java"),
-                        str(HERE / "Txn.java")],
+                        str(HERE / "Txn.java"), str(HERE / "AdminOps.java")],
                        capture_output=True, timeout=180)
     assert r.returncode == 0, r.stderr.decode()
     return f"{out}:{cp}"
@@ -71,6 +71,16 @@ def test_java_transactions(java_build, broker):
     """KafkaProducer transactions with sendOffsetsToTransaction, a read_committed
     KafkaConsumer, an aborted step, and a fenced zombie."""
     r = subprocess.run(["java", "-cp", java_build, "Txn", broker.bootstrap, unique("t")], capture_output=True,
+                       timeout=240)
+    out = r.stdout.decode(errors="replace")
+    assert r.returncode == 0 and out.strip().endswith("OK"), (out + r.stderr.decode(errors="replace"))[-4000:]
+
+
+def test_java_admin_round_trips(java_build, broker):
+    """Admin: create, incremental config change described and in effect,
+    CreatePartitions, DeleteRecords with the new low watermark, DescribeCluster,
+    DeleteTopics."""
+    r = subprocess.run(["java", "-cp", java_build, "AdminOps", broker.bootstrap, unique("jadm")], capture_output=True,
                        timeout=240)
     out = r.stdout.decode(errors="replace")
     assert r.returncode == 0 and out.strip().endswith("OK"), (out + r.stderr.decode(errors="replace"))[-4000:]

@@ -69,3 +69,9 @@ def test_kafkajs_transactions(broker):
     assert values(read_all(broker, topic, 1, "read_committed")) == [f"c{i}".encode() for i in range(5)]
     assert len(read_all(broker, topic, 1, "read_uncommitted")) == 10
     assert committed_offset(broker, group, source, 0) == 5
+
+
+def test_kafkajs_admin_round_trips(broker):
+    r = subprocess.run(["node", str(HERE / "admin.js"), broker.bootstrap, unique("kadm")], capture_output=True,
+                       timeout=120)
+    assert r.returncode == 0 and r.stdout.decode().strip().endswith("OK"), r.stderr.decode(errors="replace")[-3000:]
