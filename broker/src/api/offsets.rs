@@ -19,19 +19,24 @@ use super::RequestCtx;
 use crate::coordinator::group::offsets::{CommitRequest, Fetched};
 use crate::coordinator::group::records::Committed;
 
+/// An offset as a client commits it (the commit time is the coordinator's).
+pub(super) fn committed(offset: i64, leader_epoch: i32, metadata: Option<&StrBytes>) -> Committed {
+    Committed {
+        offset,
+        leader_epoch,
+        metadata: metadata.map(|m| m.to_string()).unwrap_or_default(),
+        commit_timestamp: -1,
+    }
+}
+
 pub(crate) async fn commit(ctx: &RequestCtx, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let offsets: Vec<(String, i32, Committed)> = request
         .topics
         .iter()
         .flat_map(|t| {
             t.partitions.iter().map(move |p| {
-                let committed = Committed {
-                    offset: p.committed_offset,
-                    leader_epoch: p.committed_leader_epoch,
-                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default(),
-                    commit_timestamp: -1,
-                };
-                (t.name.to_string(), p.partition_index, committed)
+                let c = committed(p.committed_offset, p.committed_leader_epoch, p.committed_metadata.as_ref());
+                (t.name.to_string(), p.partition_index, c)
             })
         })
         .collect();

@@ -13,6 +13,7 @@ use tributary_protocol::kafka_protocol::messages::*;
 use tributary_protocol::kafka_protocol::protocol::StrBytes;
 
 use super::errors::{self, of, Error};
+use super::offsets::committed;
 use super::RequestCtx;
 use crate::coordinator::group::offsets::CommitRequest;
 use crate::coordinator::group::records::Committed;
@@ -131,13 +132,8 @@ pub(crate) async fn offset_commit(ctx: &RequestCtx, request: TxnOffsetCommitRequ
         .iter()
         .flat_map(|t| {
             t.partitions.iter().map(move |p| {
-                let committed = Committed {
-                    offset: p.committed_offset,
-                    leader_epoch: p.committed_leader_epoch,
-                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default(),
-                    commit_timestamp: -1,
-                };
-                (t.name.to_string(), p.partition_index, committed)
+                let c = committed(p.committed_offset, p.committed_leader_epoch, p.committed_metadata.as_ref());
+                (t.name.to_string(), p.partition_index, c)
             })
         })
         .collect();

@@ -207,6 +207,45 @@ impl Storage {
         .map_err(|_| StorageError::ShuttingDown)?
     }
 
+    /// A topic the broker keeps for itself (compacted), created with `partitions`
+    /// if it does not exist yet.
+    pub async fn internal_topic(self: &Arc<Self>, name: &str, partitions: i32) -> Result<Arc<Topic>, StorageError> {
+        if let Some(t) = self.topic(name) {
+            return Ok(t);
+        }
+        let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+        match self.create_topic(name, partitions, configs).await {
+            Err(StorageError::TopicExists(_)) => {
+                self.topic(name).ok_or_else(|| StorageError::UnknownTopic(name.into()))
+            }
+            other => other,
+        }
+    }
+
+    /// Calls `f` with every record of a partition, from its log start to its high
+    /// watermark, in offset order, with the header of the batch that holds it.
+    pub async fn replay_records(
+        &self,
+        partition: &Arc<PartitionLog>,
+        mut f: impl FnMut(&BatchHeader, &Bytes, records::RecordView),
+    ) -> Result<(), StorageError> {
+        let mut offset = partition.offsets().log_start_offset;
+        loop {
+            let read = self.read(partition, offset, 1 << 20, true).await?;
+            if read.batches.is_empty() {
+                return Ok(());
+            }
+            for batch in &read.batches {
+                let corrupt = |reason: String| StorageError::Corrupt { position: 0, reason };
+                let header = BatchHeader::parse(batch).map_err(|e| corrupt(e.to_string()))?;
+                offset = header.last_offset() + 1;
+                for record in records::read(&header, batch).map_err(|e| corrupt(e.to_string()))? {
+                    f(&header, batch, record);
+                }
+            }
+        }
+    }
+
     /// Deletes a topic durably; its journal data is ignored from then on.
     pub async fn delete_topic(self: &Arc<Self>, id: Uuid) -> Result<(), StorageError> {
         let this = self.clone();

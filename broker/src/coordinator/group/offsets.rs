@@ -7,19 +7,17 @@
 //! once durable. Each stored offset remembers its record's position, so a slower
 //! writer never overwrites a newer commit. At start the topic is replayed in order.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tributary_protocol::batch::BatchHeader;
 use tributary_protocol::build::{build, BatchSpec};
-use tributary_protocol::records as batch_records;
 
 use super::records::{decode_key, decode_value, encode_key, encode_value, Committed, OffsetKey};
 use super::{Group, GroupCoordinator, Protocol, Stored, OFFSETS_TOPIC};
 use crate::api::errors::{self, Error};
 use crate::storage::txn_index::{mark_of, TxnMark};
-use crate::storage::{PartitionLog, StorageError};
+use crate::storage::PartitionLog;
 
 /// An OffsetCommit call, stripped of the wire.
 #[derive(Debug, Clone)]
@@ -31,6 +29,14 @@ pub(crate) struct CommitRequest {
     pub(crate) member_id: String,
     pub(crate) instance_id: Option<String>,
     pub(crate) offsets: Vec<(String, i32, Committed)>,
+}
+
+/// A commit checked partition by partition: one result each, and the records and
+/// offsets of the accepted ones.
+struct Prepared {
+    results: Vec<Result<(), Error>>,
+    records: Vec<(Option<Bytes>, Option<Bytes>)>,
+    accepted: Vec<((String, i32), Committed)>,
 }
 
 /// The committed offset of each asked partition (`None`: nothing committed).
@@ -65,29 +71,10 @@ impl GroupCoordinator {
         };
         if req.generation >= 0 || !req.member_id.is_empty() {
             // v3+: a consumer-group-aware producer is fenced like a member.
-            let ids: Vec<(uuid::Uuid, i32)> =
-                req.offsets.iter().filter_map(|(t, p, _)| self.storage.topic(t).map(|topic| (topic.id, *p))).collect();
-            check_commit(&group.lock(), &req, &ids)?;
+            check_commit(&group.lock(), &req, &self.topic_ids(&req))?;
         }
         let now = self.now();
-        let mut results = Vec::with_capacity(req.offsets.len());
-        let mut records = Vec::new();
-        let mut accepted = Vec::new();
-        for (topic, partition, committed) in &req.offsets {
-            let known = self.storage.topic(topic).is_some_and(|t| t.partition(*partition).is_some());
-            let result = if !known {
-                Err(Error::UnknownTopicOrPartition)
-            } else if committed.metadata.len() > self.settings.offset_metadata_max_bytes {
-                Err(Error::OffsetMetadataTooLarge)
-            } else {
-                let committed = Committed { commit_timestamp: now, ..committed.clone() };
-                let key = OffsetKey { group: req.group_id.clone(), topic: topic.clone(), partition: *partition };
-                records.push((Some(encode_key(&key)), Some(encode_value(&committed))));
-                accepted.push(((topic.clone(), *partition), committed));
-                Ok(())
-            };
-            results.push(result);
-        }
+        let Prepared { results, records, accepted } = self.prepare(&req, now);
         if records.is_empty() {
             return Ok(results);
         }
@@ -108,6 +95,33 @@ impl GroupCoordinator {
         Ok(results)
     }
 
+    /// The committed partitions of a request by topic id (what KIP-1251 checks).
+    fn topic_ids(&self, req: &CommitRequest) -> Vec<(uuid::Uuid, i32)> {
+        req.offsets.iter().filter_map(|(t, p, _)| self.storage.topic(t).map(|topic| (topic.id, *p))).collect()
+    }
+
+    /// Validates each offset of a commit and encodes the accepted ones.
+    fn prepare(&self, req: &CommitRequest, now: i64) -> Prepared {
+        let mut prepared =
+            Prepared { results: Vec::with_capacity(req.offsets.len()), records: Vec::new(), accepted: Vec::new() };
+        for (topic, partition, committed) in &req.offsets {
+            let known = self.storage.topic(topic).is_some_and(|t| t.partition(*partition).is_some());
+            let result = if !known {
+                Err(Error::UnknownTopicOrPartition)
+            } else if committed.metadata.len() > self.settings.offset_metadata_max_bytes {
+                Err(Error::OffsetMetadataTooLarge)
+            } else {
+                let committed = Committed { commit_timestamp: now, ..committed.clone() };
+                let key = OffsetKey { group: req.group_id.clone(), topic: topic.clone(), partition: *partition };
+                prepared.records.push((Some(encode_key(&key)), Some(encode_value(&committed))));
+                prepared.accepted.push(((topic.clone(), *partition), committed));
+                Ok(())
+            };
+            prepared.results.push(result);
+        }
+        prepared
+    }
+
     /// The `__consumer_offsets` partition that holds `group`'s records.
     fn offsets_partition(&self, group: &str) -> Result<Arc<PartitionLog>, Error> {
         let topic = self.storage.topic(OFFSETS_TOPIC).ok_or(Error::CoordinatorNotAvailable)?;
@@ -118,51 +132,24 @@ impl GroupCoordinator {
 
     /// Creates `__consumer_offsets` if needed and replays it. Returns offsets loaded.
     pub(super) async fn load_offsets(&self) -> anyhow::Result<usize> {
-        let topic = match self.storage.topic(OFFSETS_TOPIC) {
-            Some(t) => t,
-            None => {
-                let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
-                match self.storage.create_topic(OFFSETS_TOPIC, self.settings.offsets_partitions, configs).await {
-                    Ok(t) => t,
-                    Err(StorageError::TopicExists(_)) => {
-                        self.storage.topic(OFFSETS_TOPIC).ok_or_else(|| anyhow::anyhow!("offsets topic vanished"))?
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        };
+        let topic = self.storage.internal_topic(OFFSETS_TOPIC, self.settings.offsets_partitions).await?;
         let now = self.now();
         for partition in &topic.partitions {
-            let mut offset = partition.offsets().log_start_offset;
-            loop {
-                let read = self.storage.read(partition, offset, 1 << 20, true).await?;
-                if read.batches.is_empty() {
-                    break;
-                }
-                for batch in &read.batches {
-                    let header = BatchHeader::parse(batch)?;
-                    offset = header.last_offset() + 1;
-                    match mark_of(&header, batch) {
-                        Some(TxnMark::End { producer_id, commit }) => {
-                            for g in self.groups.iter() {
-                                g.value().lock().end_transaction(producer_id, commit);
-                            }
-                            continue;
+            self.storage
+                .replay_records(partition, |header, batch, record| match mark_of(header, batch) {
+                    // A marker's (only) record ends the producer's pending offsets.
+                    Some(TxnMark::End { producer_id, commit }) => {
+                        for g in self.groups.iter() {
+                            g.value().lock().end_transaction(producer_id, commit);
                         }
-                        Some(TxnMark::Data { producer_id }) => {
-                            for record in batch_records::read(&header, batch)? {
-                                self.replay_pending(producer_id, record.offset, record.key, record.value);
-                            }
-                            continue;
-                        }
-                        None if header.is_control() => continue,
-                        None => {}
                     }
-                    for record in batch_records::read(&header, batch)? {
-                        self.replay(record.offset, record.key, record.value, now);
+                    Some(TxnMark::Data { producer_id }) => {
+                        self.replay_pending(producer_id, record.offset, record.key, record.value)
                     }
-                }
-            }
+                    None if header.is_control() => {}
+                    None => self.replay(record.offset, record.key, record.value, now),
+                })
+                .await?;
         }
         // A group loaded from its offsets counts as empty since its last commit.
         let mut total = 0;
@@ -261,28 +248,8 @@ impl GroupCoordinator {
             None if req.generation < 0 => self.group_or_new(&req.group_id),
             None => return Err(Error::IllegalGeneration),
         };
-        let ids: Vec<(uuid::Uuid, i32)> =
-            req.offsets.iter().filter_map(|(t, p, _)| self.storage.topic(t).map(|topic| (topic.id, *p))).collect();
-        check_commit(&group.lock(), &req, &ids)?;
-        let mut results = Vec::with_capacity(req.offsets.len());
-        let mut records = Vec::new();
-        let mut accepted = Vec::new();
-        let now = self.now();
-        for (topic, partition, committed) in &req.offsets {
-            let known = self.storage.topic(topic).is_some_and(|t| t.partition(*partition).is_some());
-            let result = if !known {
-                Err(Error::UnknownTopicOrPartition)
-            } else if committed.metadata.len() > self.settings.offset_metadata_max_bytes {
-                Err(Error::OffsetMetadataTooLarge)
-            } else {
-                let committed = Committed { commit_timestamp: now, ..committed.clone() };
-                let key = OffsetKey { group: req.group_id.clone(), topic: topic.clone(), partition: *partition };
-                records.push((Some(encode_key(&key)), Some(encode_value(&committed))));
-                accepted.push(((topic.clone(), *partition), committed));
-                Ok(())
-            };
-            results.push(result);
-        }
+        check_commit(&group.lock(), &req, &self.topic_ids(&req))?;
+        let Prepared { results, records, accepted } = self.prepare(&req, self.now());
         if records.is_empty() {
             return Ok(results);
         }

@@ -28,13 +28,12 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tributary_protocol::batch::BatchHeader;
 use tributary_protocol::build::{build, BatchSpec};
-use tributary_protocol::records as batch_records;
 
 use crate::api::errors::{self, Error};
 use crate::clock::Clock;
 use crate::coordinator::group::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::storage::txn_index::marker_record;
-use crate::storage::{Storage, StorageError};
+use crate::storage::Storage;
 pub(crate) use state::{TxnMeta, TxnState};
 
 /// Name of the internal topic holding transaction state.
@@ -78,36 +77,16 @@ impl TxnCoordinator {
     /// Replays `__transaction_state` (creating it on first start) and completes
     /// transactions that were ending when the broker stopped.
     pub async fn load(&self) -> anyhow::Result<()> {
-        let topic = match self.storage.topic(TXN_TOPIC) {
-            Some(t) => t,
-            None => {
-                let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
-                match self.storage.create_topic(TXN_TOPIC, TXN_PARTITIONS, configs).await {
-                    Ok(t) => t,
-                    Err(StorageError::TopicExists(_)) => {
-                        self.storage.topic(TXN_TOPIC).ok_or_else(|| anyhow::anyhow!("transaction topic vanished"))?
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        };
+        let topic = self.storage.internal_topic(TXN_TOPIC, TXN_PARTITIONS).await?;
         let mut latest: BTreeMap<String, Option<TxnMeta>> = BTreeMap::new();
         for partition in &topic.partitions {
-            let mut offset = partition.offsets().log_start_offset;
-            loop {
-                let read = self.storage.read(partition, offset, 1 << 20, true).await?;
-                if read.batches.is_empty() {
-                    break;
-                }
-                for batch in &read.batches {
-                    let header = BatchHeader::parse(batch)?;
-                    offset = header.last_offset() + 1;
-                    for r in batch_records::read(&header, batch)? {
-                        let Some(id) = r.key.and_then(state::decode_key) else { continue };
+            self.storage
+                .replay_records(partition, |_, _, r| {
+                    if let Some(id) = r.key.and_then(state::decode_key) {
                         latest.insert(id, r.value.and_then(state::decode_value));
                     }
-                }
-            }
+                })
+                .await?;
         }
         let mut ending = Vec::new();
         for (id, meta) in latest {
