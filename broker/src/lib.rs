@@ -51,6 +51,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let http_state = http::HttpState { metrics: metrics.clone(), ready: ready.clone() };
     let http_task = tokio::spawn(http::serve(http_listener, http_state, shutdown.clone()));
 
+    // The segment store's operator is built now so that a bad `[storage]` section is
+    // refused at start; the flusher that writes to it comes with the segment store.
+    let segments = tributary_tiering::operator(&config.storage, &config.data_dir)
+        .with_context(|| format!("cannot use storage.backend {:?}", config.storage.backend))?;
+    tracing::info!(backend = %config.storage.backend, store = segments.info().name(), "segment store configured");
     let open_config = config.clone();
     let open_metrics = metrics.clone();
     let storage = tokio::task::spawn_blocking(move || storage::Storage::open(&open_config, open_metrics))

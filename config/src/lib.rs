@@ -37,6 +37,7 @@ pub struct Config {
     pub limits: Limits,
     pub cache: CacheConfig,
     pub groups: GroupConfig,
+    pub storage: StorageConfig,
 }
 
 /// When an append is acknowledged.
@@ -106,6 +107,39 @@ pub struct CacheConfig {
     pub total_bytes: u64,
 }
 
+/// The segment store (tier 2), reached through OpenDAL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// "fs" (a directory) or "s3".
+    pub backend: String,
+    /// With `fs`: the directory; empty means `<data_dir>/segments`.
+    pub fs_root: String,
+    /// Attempts of a failed store operation before it is reported.
+    pub retry_max_times: u32,
+    /// First retry delay; it doubles (with jitter) up to `retry_max_delay_ms`.
+    pub retry_min_delay_ms: u64,
+    pub retry_max_delay_ms: u64,
+    pub s3: S3Config,
+}
+
+/// The `s3` backend: any S3-compatible service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// Service endpoint, e.g. `https://s3.eu-west-1.amazonaws.com` or a MinIO URL.
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    /// Key prefix inside the bucket.
+    pub root: String,
+    /// Empty: taken from the environment (AWS_ACCESS_KEY_ID, ...) by OpenDAL.
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Address buckets as `bucket.endpoint` instead of `endpoint/bucket` (path style).
+    pub virtual_host_style: bool,
+}
+
 /// The group coordinator: consumer groups of both protocols and committed offsets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -148,6 +182,7 @@ impl Default for Config {
             limits: Limits::default(),
             cache: CacheConfig::default(),
             groups: GroupConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -191,6 +226,33 @@ impl Default for Limits {
 impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig { partition_bytes: 4 * 1024 * 1024, total_bytes: 512 * 1024 * 1024 }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: "fs".into(),
+            fs_root: String::new(),
+            retry_max_times: 8,
+            retry_min_delay_ms: 100,
+            retry_max_delay_ms: 10_000,
+            s3: S3Config::default(),
+        }
+    }
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            endpoint: String::new(),
+            bucket: String::new(),
+            region: "us-east-1".into(),
+            root: "/".into(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            virtual_host_style: false,
+        }
     }
 }
 

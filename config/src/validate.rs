@@ -70,6 +70,16 @@ pub(crate) fn check(c: &Config) -> Result<(), ConfigError> {
             p.push(format!("groups.consumer_assignors: {a:?} is not one of \"uniform\", \"range\""));
         }
     }
+    let st = &c.storage;
+    if st.backend != "fs" && st.backend != "s3" {
+        p.push(format!("storage.backend: {:?} is not one of \"fs\", \"s3\"", st.backend));
+    }
+    if st.backend == "s3" && st.s3.bucket.is_empty() {
+        p.push("storage.s3.bucket: must be set when storage.backend = \"s3\"".into());
+    }
+    range(&mut p, "storage.retry_max_times", st.retry_max_times, 0, 100);
+    range(&mut p, "storage.retry_min_delay_ms", st.retry_min_delay_ms, 1, 60_000);
+    range(&mut p, "storage.retry_max_delay_ms", st.retry_max_delay_ms, st.retry_min_delay_ms, 600_000);
     if c.topics.message_max_bytes as u64 > c.limits.socket_request_max_bytes {
         p.push(format!(
             "topics.message_max_bytes: {} exceeds limits.socket_request_max_bytes ({})",
@@ -122,6 +132,11 @@ mod tests {
             (|c| c.groups.offsets_partitions = 0, "groups.offsets_partitions"),
             (|c| c.groups.offset_metadata_max_bytes = u32::MAX, "groups.offset_metadata_max_bytes"),
             (|c| c.groups.consumer_assignors = vec!["sticky".into()], "groups.consumer_assignors"),
+            (|c| c.storage.backend = "tape".into(), "storage.backend"),
+            (|c| c.storage.backend = "s3".into(), "storage.s3.bucket"),
+            (|c| c.storage.retry_max_times = 1000, "storage.retry_max_times"),
+            (|c| c.storage.retry_min_delay_ms = 0, "storage.retry_min_delay_ms"),
+            (|c| c.storage.retry_max_delay_ms = 1, "storage.retry_max_delay_ms"),
         ];
         for (mutate, key) in rows {
             let mut c = Config::default();

@@ -2,17 +2,58 @@
 //! through OpenDAL — a directory in the data directory by default, S3 or any other
 //! OpenDAL service by configuration. Writes are idempotent; reads are ranged.
 //!
-//! This crate holds the operator construction and the object naming today; the
-//! flusher that fills it comes with the segment-store work.
+//! This crate holds the operator construction (from the `[storage]` section, with
+//! retries and backoff) and the object naming today; the flusher that fills it
+//! comes with the segment-store work.
 
-use opendal::services::Fs;
+use std::path::Path;
+use std::time::Duration;
+
+use opendal::layers::RetryLayer;
+use opendal::services::{Fs, S3};
 use opendal::Operator;
+use tributary_config::StorageConfig;
 
 /// Why the segment store could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TieringError {
     #[error("segment store: {0}")]
     Store(#[from] opendal::Error),
+    #[error("storage.backend: unknown backend {0:?}")]
+    UnknownBackend(String),
+}
+
+/// The operator the `[storage]` section describes: `fs` under the data directory by
+/// default, or `s3`; failed operations retried with exponential backoff and jitter.
+pub fn operator(config: &StorageConfig, data_dir: &Path) -> Result<Operator, TieringError> {
+    let retry = RetryLayer::new()
+        .with_max_times(config.retry_max_times as usize)
+        .with_min_delay(Duration::from_millis(config.retry_min_delay_ms))
+        .with_max_delay(Duration::from_millis(config.retry_max_delay_ms))
+        .with_jitter();
+    let op = match config.backend.as_str() {
+        "fs" => {
+            let root =
+                if config.fs_root.is_empty() { data_dir.join("segments") } else { config.fs_root.clone().into() };
+            Operator::new(Fs::default().root(&root.to_string_lossy()))?.layer(retry).finish()
+        }
+        "s3" => {
+            let s3 = &config.s3;
+            let mut builder = S3::default().bucket(&s3.bucket).region(&s3.region).root(&s3.root);
+            if !s3.endpoint.is_empty() {
+                builder = builder.endpoint(&s3.endpoint);
+            }
+            if !s3.access_key_id.is_empty() {
+                builder = builder.access_key_id(&s3.access_key_id).secret_access_key(&s3.secret_access_key);
+            }
+            if s3.virtual_host_style {
+                builder = builder.enable_virtual_host_style();
+            }
+            Operator::new(builder)?.layer(retry).finish()
+        }
+        other => return Err(TieringError::UnknownBackend(other.to_string())),
+    };
+    Ok(op)
 }
 
 /// Builds the default operator: a directory on the local file system.
@@ -29,6 +70,28 @@ pub fn segment_key(scope: &str, stream: &str, partition: i32, base_offset: i64, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_default_config_stores_segments_under_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let op = operator(&StorageConfig::default(), dir.path()).unwrap();
+        op.write("a/b.seg", b"xyz".to_vec()).await.unwrap();
+        assert_eq!(std::fs::read(dir.path().join("segments/a/b.seg")).unwrap(), b"xyz");
+    }
+
+    #[test]
+    fn an_s3_config_builds_an_s3_operator() {
+        let mut config = StorageConfig { backend: "s3".into(), ..StorageConfig::default() };
+        config.s3.bucket = "segments".into();
+        config.s3.endpoint = "http://127.0.0.1:9000".into();
+        config.s3.access_key_id = "key".into();
+        config.s3.secret_access_key = "secret".into();
+        let op = operator(&config, Path::new("/unused")).unwrap();
+        assert_eq!(op.info().scheme().to_string(), "s3");
+        assert_eq!(op.info().name(), "segments");
+        let bad = StorageConfig { backend: "tape".into(), ..StorageConfig::default() };
+        assert!(matches!(operator(&bad, Path::new("/unused")), Err(TieringError::UnknownBackend(_))));
+    }
 
     #[tokio::test]
     async fn local_operator_writes_and_reads_ranges() {
