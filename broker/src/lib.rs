@@ -7,7 +7,9 @@
 //!   that validates, calls [`storage`], and builds the answer; `api::SUPPORTED` is the
 //!   one table of served versions; `api::errors` the one mapping to Kafka codes.
 //! - [`storage`]: the engine: topics and partitions, the shared group-committed
-//!   journal, the read cache, the metadata log, and recovery.
+//!   journal, the read cache, the metadata log, recovery, and the flusher that seals
+//!   journal data into segments of the segment store (`tributary_tiering`), applies
+//!   retention and compaction, and trims the journal.
 //! - [`metrics`] and [`http`]: Prometheus metrics and the health endpoints.
 //! - [`coordinator`]: the group coordinator (consumer groups of both protocols,
 //!   committed offsets) and the transaction coordinator (transactional ids, markers);
@@ -51,17 +53,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let http_state = http::HttpState { metrics: metrics.clone(), ready: ready.clone() };
     let http_task = tokio::spawn(http::serve(http_listener, http_state, shutdown.clone()));
 
-    // The segment store's operator is built now so that a bad `[storage]` section is
-    // refused at start; the flusher that writes to it comes with the segment store.
-    let segments = tributary_tiering::operator(&config.storage, &config.data_dir)
-        .with_context(|| format!("cannot use storage.backend {:?}", config.storage.backend))?;
-    tracing::info!(backend = %config.storage.backend, store = segments.info().name(), "segment store configured");
     let open_config = config.clone();
     let open_metrics = metrics.clone();
     let storage = tokio::task::spawn_blocking(move || storage::Storage::open(&open_config, open_metrics))
         .await
         .context("storage recovery panicked")?
         .with_context(|| format!("cannot open data directory {}", config.data_dir.display()))?;
+    tracing::info!(
+        backend = %config.storage.backend,
+        store = storage.segment_store().operator().info().name(),
+        "segment store configured"
+    );
+    metrics.register(Box::new(storage::tier_metrics::TierCollector::new(Arc::downgrade(&storage))));
+    let flusher = tokio::spawn(storage::flusher::run(
+        storage.clone(),
+        storage::flusher::FlushSettings::from_config(&config),
+        shutdown.clone(),
+    ));
 
     let listener =
         TcpListener::bind(&config.listen).await.with_context(|| format!("cannot bind listen {}", config.listen))?;
@@ -97,6 +105,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = server_task.await;
     let _ = timers.await;
     let _ = txn_timers.await;
+    let _ = flusher.await;
     let _ = http_task.await;
     tokio::task::spawn_blocking(move || storage.close()).await.context("journal close panicked")?;
     tracing::info!("stopped");

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub connection_errors: IntCounter,
     pub offset_commits: IntCounter,
     pub rebalances: IntCounterVec,
+    pub segment_upload_seconds: Histogram,
+    pub journal_disk_bytes: IntGauge,
 }
 
 const LATENCY_BUCKETS: &[f64] =
@@ -125,6 +127,18 @@ impl Metrics {
                 "Generations (classic) or target assignments (consumer protocol) completed, by protocol.",
                 &["protocol"],
             ),
+            segment_upload_seconds: reg(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "tributary_segment_upload_duration_seconds",
+                        "Time to write one sealed object (segment or pack) to the segment store.",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                )
+                .expect("invariant: valid metric"),
+            ),
+            journal_disk_bytes: gauge("tributary_journal_disk_bytes", "Bytes of journal files on disk."),
             registry,
         }
     }

@@ -63,6 +63,9 @@ pub struct JournalConfig {
     pub group_commit_bytes: u64,
     /// Depth of the queue in front of the journal writer (backpressure).
     pub queue_depth: usize,
+    /// Bound on the journal's files: past three quarters of it the flusher seals
+    /// whatever holds the oldest file; past it, producers get a retriable error.
+    pub max_bytes: u64,
 }
 
 /// Defaults for topics, and what applies to topic creation.
@@ -120,6 +123,16 @@ pub struct StorageConfig {
     /// First retry delay; it doubles (with jitter) up to `retry_max_delay_ms`.
     pub retry_min_delay_ms: u64,
     pub retry_max_delay_ms: u64,
+    /// How often the flusher looks for data to seal, retention and garbage.
+    pub flush_interval_ms: u64,
+    /// A partition with less than this to seal shares a pack object with others.
+    pub pack_threshold_bytes: u64,
+    /// Most bytes of one pack object.
+    pub pack_bytes: u64,
+    /// Bytes of sealed-segment blocks kept in memory for readers.
+    pub block_cache_bytes: u64,
+    /// Size of one block read from the store (and read ahead).
+    pub block_bytes: u64,
     pub s3: S3Config,
 }
 
@@ -195,6 +208,7 @@ impl Default for JournalConfig {
             file_bytes: 256 * 1024 * 1024,
             group_commit_bytes: 8 * 1024 * 1024,
             queue_depth: 4096,
+            max_bytes: 4 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -237,6 +251,11 @@ impl Default for StorageConfig {
             retry_max_times: 8,
             retry_min_delay_ms: 100,
             retry_max_delay_ms: 10_000,
+            flush_interval_ms: 1000,
+            pack_threshold_bytes: 4 * 1024 * 1024,
+            pack_bytes: 64 * 1024 * 1024,
+            block_cache_bytes: 256 * 1024 * 1024,
+            block_bytes: 1024 * 1024,
             s3: S3Config::default(),
         }
     }

@@ -35,6 +35,7 @@ pub(crate) fn check(c: &Config) -> Result<(), ConfigError> {
     range(&mut p, "journal.file_bytes", c.journal.file_bytes, 1 << 20, 1 << 34);
     range(&mut p, "journal.group_commit_bytes", c.journal.group_commit_bytes, 1 << 16, 1 << 30);
     range(&mut p, "journal.queue_depth", c.journal.queue_depth, 1, 1 << 20);
+    range(&mut p, "journal.max_bytes", c.journal.max_bytes, c.journal.file_bytes.saturating_mul(2), 1 << 44);
     range(&mut p, "topics.num_partitions", c.topics.num_partitions, 1, 100_000);
     range(&mut p, "topics.message_max_bytes", c.topics.message_max_bytes, 64, i32::MAX);
     range(&mut p, "topics.retention_ms", c.topics.retention_ms, -1, i64::MAX);
@@ -71,6 +72,11 @@ pub(crate) fn check(c: &Config) -> Result<(), ConfigError> {
         }
     }
     let st = &c.storage;
+    range(&mut p, "storage.flush_interval_ms", st.flush_interval_ms, 10, 600_000);
+    range(&mut p, "storage.pack_threshold_bytes", st.pack_threshold_bytes, 0, 1 << 34);
+    range(&mut p, "storage.pack_bytes", st.pack_bytes, 1 << 16, 1 << 34);
+    range(&mut p, "storage.block_cache_bytes", st.block_cache_bytes, 0, 1 << 40);
+    range(&mut p, "storage.block_bytes", st.block_bytes, 4096, 1 << 26);
     if st.backend != "fs" && st.backend != "s3" {
         p.push(format!("storage.backend: {:?} is not one of \"fs\", \"s3\"", st.backend));
     }
@@ -111,6 +117,10 @@ mod tests {
             (|c| c.journal.file_bytes = 10, "journal.file_bytes"),
             (|c| c.journal.group_commit_bytes = 1, "journal.group_commit_bytes"),
             (|c| c.journal.queue_depth = 0, "journal.queue_depth"),
+            (|c| c.journal.max_bytes = c.journal.file_bytes, "journal.max_bytes"),
+            (|c| c.storage.flush_interval_ms = 1, "storage.flush_interval_ms"),
+            (|c| c.storage.pack_bytes = 10, "storage.pack_bytes"),
+            (|c| c.storage.block_bytes = 10, "storage.block_bytes"),
             (|c| c.topics.num_partitions = 0, "topics.num_partitions"),
             (|c| c.topics.message_max_bytes = 1, "topics.message_max_bytes"),
             (|c| c.topics.retention_ms = -2, "topics.retention_ms"),

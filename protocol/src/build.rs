@@ -3,7 +3,9 @@
 //! magic v2, uncompressed, records at offset deltas 0, 1, 2, ...
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 
 use crate::CodecError;
 
@@ -62,6 +64,27 @@ pub fn build(spec: &BatchSpec, records: &[(Option<Bytes>, Option<Bytes>)]) -> Re
     Ok(buf.freeze())
 }
 
+/// `batch` with only the records whose offset `keep` accepts (compaction): the same
+/// codec, producer fields and timestamps, re-encoded only if something is dropped;
+/// `None` when nothing is kept.
+pub fn retain(batch: &Bytes, keep: impl Fn(i64) -> bool) -> Result<Option<Bytes>, CodecError> {
+    let decode_error =
+        |e: anyhow::Error| CodecError::Encode { what: "record batch", version: 2, reason: e.to_string() };
+    let set = RecordBatchDecoder::decode(&mut batch.clone()).map_err(decode_error)?;
+    let total = set.records.len();
+    let kept: Vec<Record> = set.records.into_iter().filter(|r| keep(r.offset)).collect();
+    if kept.len() == total {
+        return Ok(Some(batch.clone()));
+    }
+    if kept.is_empty() {
+        return Ok(None);
+    }
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &kept, &RecordEncodeOptions { version: 2, compression: set.compression })
+        .map_err(|e| CodecError::Encode { what: "record batch", version: 2, reason: e.to_string() })?;
+    Ok(Some(buf.freeze()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +119,46 @@ mod tests {
         h.validate(&b).unwrap();
         assert!(h.is_transactional() && h.is_control());
         assert_eq!((h.producer_id, h.producer_epoch), (7, 2));
+    }
+
+    #[test]
+    fn retain_keeps_chosen_records_with_their_offsets_timestamps_and_codec() {
+        let records: Vec<Record> = (0..4i64)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: 100 + i,
+                // As a client's batch decodes: base sequence + offset delta.
+                sequence: -1 + i as i32,
+                timestamp: 50 + i,
+                key: Some(Bytes::from(format!("k{i}"))),
+                value: (i != 3).then(|| Bytes::from(vec![b'v'; 200])),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions { version: 2, compression: Compression::Lz4 },
+        )
+        .unwrap();
+        let b = buf.freeze();
+        let kept = retain(&b, |o| o % 2 == 1).unwrap().unwrap();
+        let h = BatchHeader::parse(&kept).unwrap();
+        h.validate(&kept).unwrap();
+        assert_eq!(h.base_offset, 101);
+        assert_eq!(h.records_count, 2);
+        assert_eq!(h.compression(), crate::batch::Compression::Lz4);
+        let back = records::read(&h, &kept).unwrap();
+        assert_eq!(back.iter().map(|r| (r.offset, r.timestamp)).collect::<Vec<_>>(), vec![(101, 51), (103, 53)]);
+        assert_eq!(back[1].value, None, "a tombstone stays a tombstone");
+        assert_eq!(retain(&b, |_| true).unwrap().unwrap(), b);
+        assert_eq!(retain(&b, |_| false).unwrap(), None);
     }
 }

@@ -2,9 +2,18 @@
 //! through OpenDAL — a directory in the data directory by default, S3 or any other
 //! OpenDAL service by configuration. Writes are idempotent; reads are ranged.
 //!
-//! This crate holds the operator construction (from the `[storage]` section, with
-//! retries and backoff) and the object naming today; the flusher that fills it
-//! comes with the segment-store work.
+//! - [`operator`]: the OpenDAL operator from the `[storage]` section, with retries
+//!   and backoff.
+//! - [`segment`]: the sealed segment format (batches + footer with a sparse offset
+//!   and time index), pure code.
+//! - [`store`]: writes, ranged reads through a bounded block cache with read-ahead,
+//!   deletes.
+//!
+//! The broker's flusher decides what to seal and records manifests; this crate
+//! knows nothing of partitions beyond object names.
+
+pub mod segment;
+pub mod store;
 
 use std::path::Path;
 use std::time::Duration;
@@ -21,6 +30,10 @@ pub enum TieringError {
     Store(#[from] opendal::Error),
     #[error("storage.backend: unknown backend {0:?}")]
     UnknownBackend(String),
+    #[error("segment {0}: {1}")]
+    Segment(String, segment::SegmentError),
+    #[error("short read of {key} [{from}, {to}): {got} bytes")]
+    ShortRead { key: String, from: u64, to: u64, got: usize },
 }
 
 /// The operator the `[storage]` section describes: `fs` under the data directory by
@@ -65,6 +78,11 @@ pub fn local_operator(root: &std::path::Path) -> Result<Operator, TieringError> 
 /// The object key of a sealed segment: `<scope>/<stream>/<partition>/<base offset>-<uuid>.seg`.
 pub fn segment_key(scope: &str, stream: &str, partition: i32, base_offset: i64, id: &str) -> String {
     format!("{scope}/{stream}/{partition}/{base_offset:020}-{id}.seg")
+}
+
+/// The object key of a pack shared by small segments of several partitions.
+pub fn pack_key(id: &str) -> String {
+    format!("packs/{id}.pack")
 }
 
 #[cfg(test)]

@@ -12,9 +12,13 @@ pub(crate) fn code(e: &StorageError) -> i16 {
         StorageError::OffsetOutOfRange { .. } => Error::OffsetOutOfRange,
         StorageError::OutOfOrderSequence { .. } => Error::OutOfOrderSequenceNumber,
         StorageError::InvalidProducerEpoch { .. } => Error::InvalidProducerEpoch,
-        StorageError::JournalFailed(_) | StorageError::Io { .. } | StorageError::Corrupt { .. } => {
-            Error::KafkaStorageError
-        }
+        // Retriable for producers and consumers alike: the journal drains once the
+        // segment store takes uploads again.
+        StorageError::JournalFailed(_)
+        | StorageError::Io { .. }
+        | StorageError::Corrupt { .. }
+        | StorageError::SegmentStore(_)
+        | StorageError::JournalFull { .. } => Error::KafkaStorageError,
         StorageError::ShuttingDown => Error::NotLeaderOrFollower,
     }
     .code()

@@ -142,6 +142,9 @@ async fn queue(
         count += header.records_count as u64;
     }
     let batches: Vec<(BatchHeader, Bytes)> = batches;
+    if let Err(e) = ctx.broker.storage.check_room() {
+        return refused(errors::code(&e), e.to_string());
+    }
     match ctx.broker.storage.submit(partition, batches, config.log_append_time).await {
         Ok(pending) => Slot::Queued { pending, bytes, records: count },
         Err(e) => refused(errors::code(&e), e.to_string()),

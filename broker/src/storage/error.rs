@@ -28,6 +28,12 @@ pub enum StorageError {
     },
     #[error("corrupt data at journal position {position}: {reason}")]
     Corrupt { position: u64, reason: String },
+    #[error("segment store: {0}")]
+    SegmentStore(String),
+    #[error(
+        "journal holds {bytes} bytes, over journal.max_bytes ({limit}), and the segment store is not taking uploads"
+    )]
+    JournalFull { bytes: u64, limit: u64 },
 }
 
 impl StorageError {

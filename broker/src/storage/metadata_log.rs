@@ -7,7 +7,7 @@
 //! log shares the journal's entry framing (length, CRC-32C), so a torn tail is found
 //! and cut the same way.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -55,6 +55,72 @@ pub(crate) enum MetaRecord {
         partition: i32,
         offset: i64,
     },
+    /// An object is about to be written; until it is sealed it is garbage if found.
+    UploadStarted {
+        key: String,
+    },
+    /// An object is durable in the segment store; these segments of it now belong
+    /// to their partitions (appended to their manifests).
+    SegmentsSealed {
+        key: String,
+        segments: Vec<SealedRecord>,
+    },
+    /// An upload that will not be completed: its object (if any) is garbage.
+    UploadAbandoned {
+        key: String,
+    },
+    /// A partition's sealed segments ending below `below` are dropped (retention)
+    /// and its log start offset moves to `log_start`.
+    SegmentsDropped {
+        id: Uuid,
+        partition: i32,
+        below: i64,
+        log_start: i64,
+    },
+    /// A partition's sealed segments in `[from, to]` (by base offset) are replaced by
+    /// `with` (compaction), all in object `key`.
+    SegmentsReplaced {
+        id: Uuid,
+        partition: i32,
+        from: i64,
+        to: i64,
+        key: String,
+        with: Vec<SegmentMeta>,
+    },
+    /// Garbage objects removed from the segment store.
+    ObjectsDeleted {
+        keys: Vec<String>,
+    },
+}
+
+/// One segment of a sealed object, for one partition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SealedRecord {
+    pub(crate) topic: Uuid,
+    pub(crate) partition: i32,
+    pub(crate) segment: SegmentMeta,
+}
+
+/// A sealed segment as a manifest records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SegmentMeta {
+    /// Byte range of the segment (footer included) in its object.
+    pub(crate) start: u64,
+    pub(crate) len: u64,
+    pub(crate) footer_len: u32,
+    pub(crate) base_offset: i64,
+    pub(crate) last_offset: i64,
+    pub(crate) max_timestamp: i64,
+    /// Base offset of the batch that holds `max_timestamp`.
+    pub(crate) max_timestamp_batch: i64,
+}
+
+/// A sealed segment of a partition's manifest: its object and where in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ManifestEntry {
+    pub(crate) key: String,
+    #[serde(flatten)]
+    pub(crate) segment: SegmentMeta,
 }
 
 /// A topic as stored.
@@ -72,6 +138,15 @@ pub(crate) struct PartitionRecord {
     /// Journal id, unique for the life of the data directory.
     pub(crate) id: u64,
     pub(crate) log_start_offset: i64,
+    /// Sealed segments in offset order (the manifest).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) segments: Vec<ManifestEntry>,
+}
+
+impl PartitionRecord {
+    pub(crate) fn new(id: u64) -> Self {
+        PartitionRecord { id, log_start_offset: 0, segments: Vec::new() }
+    }
 }
 
 /// Everything the metadata log describes.
@@ -84,6 +159,15 @@ pub(crate) struct MetaState {
     pub(crate) topics: BTreeMap<Uuid, TopicRecord>,
     #[serde(default)]
     pub(crate) producer_ids_reserved: i64,
+    /// Objects being written, not yet sealed.
+    #[serde(default)]
+    pub(crate) uploading: BTreeSet<String>,
+    /// Objects no manifest refers to any more, still to delete from the store.
+    #[serde(default)]
+    pub(crate) garbage: BTreeSet<String>,
+    /// Live objects and how many manifest entries refer to each.
+    #[serde(default)]
+    pub(crate) objects: BTreeMap<String, u32>,
 }
 
 impl MetaState {
@@ -95,7 +179,13 @@ impl MetaState {
                 self.topics.insert(topic.id, topic.clone());
             }
             MetaRecord::TopicDeleted { id } => {
-                self.topics.remove(id);
+                if let Some(t) = self.topics.remove(id) {
+                    for p in &t.partitions {
+                        for e in &p.segments {
+                            self.release(&e.key);
+                        }
+                    }
+                }
             }
             MetaRecord::ProducerIdsReserved { up_to } => {
                 self.producer_ids_reserved = self.producer_ids_reserved.max(*up_to);
@@ -113,9 +203,84 @@ impl MetaState {
                 }
             }
             MetaRecord::LogStartAdvanced { id, partition, offset } => {
-                if let Some(p) = self.topics.get_mut(id).and_then(|t| t.partitions.get_mut(*partition as usize)) {
+                if let Some(p) = self.partition_mut(id, *partition) {
                     p.log_start_offset = p.log_start_offset.max(*offset);
                 }
+            }
+            MetaRecord::UploadStarted { key } => {
+                self.uploading.insert(key.clone());
+            }
+            MetaRecord::UploadAbandoned { key } => {
+                self.uploading.remove(key);
+                if !self.objects.contains_key(key) {
+                    self.garbage.insert(key.clone());
+                }
+            }
+            MetaRecord::SegmentsSealed { key, segments } => {
+                self.uploading.remove(key);
+                let mut refs = 0;
+                for s in segments {
+                    if let Some(p) = self.partition_mut(&s.topic, s.partition) {
+                        p.segments.push(ManifestEntry { key: key.clone(), segment: s.segment.clone() });
+                        refs += 1;
+                    }
+                }
+                if refs == 0 {
+                    self.garbage.insert(key.clone());
+                } else {
+                    *self.objects.entry(key.clone()).or_default() += refs;
+                }
+            }
+            MetaRecord::SegmentsDropped { id, partition, below, log_start } => {
+                let mut dropped = Vec::new();
+                if let Some(p) = self.partition_mut(id, *partition) {
+                    let n = p.segments.iter().take_while(|e| e.segment.last_offset < *below).count();
+                    dropped.extend(p.segments.drain(..n).map(|e| e.key));
+                    p.log_start_offset = p.log_start_offset.max(*log_start);
+                }
+                for key in dropped {
+                    self.release(&key);
+                }
+            }
+            MetaRecord::SegmentsReplaced { id, partition, from, to, key, with } => {
+                self.uploading.remove(key);
+                let mut dropped = Vec::new();
+                let mut added = 0;
+                if let Some(p) = self.partition_mut(id, *partition) {
+                    let lo = p.segments.partition_point(|e| e.segment.base_offset < *from);
+                    let hi = p.segments.partition_point(|e| e.segment.base_offset <= *to);
+                    let new = with.iter().map(|s| ManifestEntry { key: key.clone(), segment: s.clone() });
+                    dropped.extend(p.segments.splice(lo..hi, new).map(|e| e.key));
+                    added = with.len() as u32;
+                }
+                if added == 0 {
+                    self.garbage.insert(key.clone());
+                } else {
+                    *self.objects.entry(key.clone()).or_default() += added;
+                }
+                for k in dropped {
+                    self.release(&k);
+                }
+            }
+            MetaRecord::ObjectsDeleted { keys } => {
+                for k in keys {
+                    self.garbage.remove(k);
+                }
+            }
+        }
+    }
+
+    fn partition_mut(&mut self, id: &Uuid, partition: i32) -> Option<&mut PartitionRecord> {
+        self.topics.get_mut(id).and_then(|t| t.partitions.get_mut(usize::try_from(partition).ok()?))
+    }
+
+    /// One manifest entry no longer refers to `key`; the last one makes it garbage.
+    fn release(&mut self, key: &str) {
+        if let Some(n) = self.objects.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                self.objects.remove(key);
+                self.garbage.insert(key.to_string());
             }
         }
     }
@@ -241,7 +406,7 @@ mod tests {
         TopicRecord {
             name: name.into(),
             id: Uuid::new_v4(),
-            partitions: ids.iter().map(|&id| PartitionRecord { id, log_start_offset: 0 }).collect(),
+            partitions: ids.iter().map(|&id| PartitionRecord::new(id)).collect(),
             configs: BTreeMap::new(),
         }
     }

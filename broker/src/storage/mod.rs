@@ -8,18 +8,23 @@
 //! data; a restart finds every acknowledged batch at its acknowledged offset.
 
 pub(crate) mod cache;
+mod checkpoint;
+mod compaction;
 mod error;
+pub mod flusher;
 pub(crate) mod journal;
 mod metadata_log;
 pub mod partition;
 mod producer_state;
 mod recovery;
+mod segments;
+pub mod tier_metrics;
 pub mod topic_config;
 pub(crate) mod txn_index;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,13 +35,15 @@ use tokio::sync::{oneshot, watch};
 use tributary_config::Config;
 use tributary_protocol::batch::BatchHeader;
 use tributary_protocol::records;
+use tributary_tiering::store::{SegmentLocation, SegmentStore};
 use uuid::Uuid;
 
+use checkpoint::Checkpoint;
 pub use error::StorageError;
 pub use journal::Appended;
 use journal::{files::JournalFiles, writer::WriterSettings, Append, Journal};
-use metadata_log::{MetaRecord, MetadataLog, PartitionRecord, TopicRecord};
-use partition::Chunk;
+use metadata_log::{ManifestEntry, MetaRecord, MetadataLog, PartitionRecord, TopicRecord};
+use partition::{Chunk, Sealed};
 pub use partition::{PartitionLog, PartitionOffsets};
 pub use topic_config::TopicConfig;
 pub use txn_index::AbortedTxn;
@@ -86,6 +93,15 @@ pub struct Storage {
     cluster_id: String,
     /// (next producer id to hand out, end of the durably reserved block)
     producer_ids: Mutex<(i64, i64)>,
+    /// The segment store (tier 2).
+    store: SegmentStore,
+    /// Set by the flusher while the journal is over `journal.max_bytes`.
+    journal_full: AtomicBool,
+    journal_limit: u64,
+    journal_dir: PathBuf,
+    metrics: Arc<Metrics>,
+    /// Compaction bookkeeping of compacted partitions, by journal id.
+    compaction: Mutex<HashMap<u64, compaction::CleanState>>,
 }
 
 /// Producer ids reserved per metadata record.
@@ -95,13 +111,21 @@ impl Storage {
     /// Opens the data directory: recovery, then the journal writer. Blocking.
     pub fn open(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Self>, StorageError> {
         let data_dir: PathBuf = config.data_dir.clone();
-        let meta = MetadataLog::open(&data_dir.join("meta")).map_err(StorageError::io("opening metadata log"))?;
+        let op = tributary_tiering::operator(&config.storage, &data_dir)
+            .map_err(|e| StorageError::SegmentStore(e.to_string()))?;
+        let store = SegmentStore::new(op, config.storage.block_cache_bytes, config.storage.block_bytes);
+        let mut meta = MetadataLog::open(&data_dir.join("meta")).map_err(StorageError::io("opening metadata log"))?;
+        // Uploads a crash interrupted will not be sealed: their objects are garbage.
+        for key in meta.state.uploading.clone() {
+            meta.append(MetaRecord::UploadAbandoned { key }).map_err(StorageError::io("writing metadata log"))?;
+        }
         let defaults = config.topics.clone();
         let topics = DashMap::new();
         let topic_ids = DashMap::new();
         let mut by_journal_id = HashMap::new();
+        let mut keys = HashMap::new();
         for record in meta.state.topics.values() {
-            let topic = Arc::new(build_topic(record, &defaults));
+            let topic = Arc::new(build_topic(record, &defaults, &mut keys));
             for p in &topic.partitions {
                 by_journal_id.insert(p.id, p.clone());
             }
@@ -111,7 +135,10 @@ impl Storage {
         let files = Arc::new(
             JournalFiles::new(&data_dir.join("journal")).map_err(StorageError::io("opening journal directory"))?,
         );
-        let replayed = recovery::replay_journal(&files, &by_journal_id)?;
+        let checkpoint =
+            Checkpoint::read(&data_dir.join("journal")).map_err(StorageError::io("reading journal checkpoint"))?;
+        let through = checkpoint.map(|c| c.restore(&by_journal_id)).unwrap_or_default();
+        let replayed = recovery::replay_journal(&files, &by_journal_id, &through)?;
         tracing::info!(
             topics = topics.len(),
             partitions = by_journal_id.len(),
@@ -134,7 +161,7 @@ impl Storage {
             config.journal.queue_depth,
             cache,
             durable_tx,
-            metrics,
+            metrics.clone(),
         )
         .map_err(StorageError::io("starting journal writer"))?;
         let cluster_id = meta.state.cluster_id.clone();
@@ -149,7 +176,30 @@ impl Storage {
             cache_total,
             cluster_id,
             producer_ids: Mutex::new((reserved, reserved)),
+            store,
+            journal_full: AtomicBool::new(false),
+            journal_limit: config.journal.max_bytes,
+            journal_dir: data_dir.join("journal"),
+            metrics,
+            compaction: Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// The segment store.
+    pub fn segment_store(&self) -> &SegmentStore {
+        &self.store
+    }
+
+    /// Refuses client appends while the journal is over its bound (the segment
+    /// store is not taking uploads): a retriable error, never a hang.
+    pub fn check_room(&self) -> Result<(), StorageError> {
+        if self.journal_full.load(Ordering::Relaxed) {
+            return Err(StorageError::JournalFull {
+                bytes: self.journal.files.total_bytes(),
+                limit: self.journal_limit,
+            });
+        }
+        Ok(())
     }
 
     pub fn cluster_id(&self) -> &str {
@@ -193,12 +243,12 @@ impl Storage {
             let record = TopicRecord {
                 name: name.clone(),
                 id: Uuid::new_v4(),
-                partitions: ids.into_iter().map(|id| PartitionRecord { id, log_start_offset: 0 }).collect(),
+                partitions: ids.into_iter().map(PartitionRecord::new).collect(),
                 configs,
             };
             meta.append(MetaRecord::TopicCreated { topic: record.clone() })
                 .map_err(StorageError::io("writing metadata log"))?;
-            let topic = Arc::new(build_topic(&record, &this.defaults));
+            let topic = Arc::new(build_topic(&record, &this.defaults, &mut HashMap::new()));
             this.topics.insert(topic.name.clone(), topic.clone());
             this.topic_ids.insert(topic.id, topic.clone());
             Ok(topic)
@@ -302,8 +352,7 @@ impl Storage {
             let have = old.partitions.len();
             let more = (count.max(0) as usize).saturating_sub(have);
             let ids = meta.allocate_partition_ids(more);
-            let records: Vec<PartitionRecord> =
-                ids.into_iter().map(|id| PartitionRecord { id, log_start_offset: 0 }).collect();
+            let records: Vec<PartitionRecord> = ids.into_iter().map(PartitionRecord::new).collect();
             meta.append(MetaRecord::PartitionsAdded { id: old.id, partitions: records.clone() })
                 .map_err(StorageError::io("writing metadata log"))?;
             let mut partitions = old.partitions.clone();
@@ -416,8 +465,25 @@ impl Storage {
         at_least_one: bool,
         committed: bool,
     ) -> Result<ReadResult, StorageError> {
-        let (chunks, offsets) = partition.plan_read(offset, max_bytes, at_least_one, committed)?;
-        let batches = self.load(chunks).await?;
+        let mut from = offset;
+        let mut attempts = 0;
+        let (batches, offsets) = loop {
+            attempts += 1;
+            let (chunks, offsets) = partition.plan_read(from, max_bytes, at_least_one, committed)?;
+            let skip_to = match chunks.as_slice() {
+                [Chunk::Sealed { segment, .. }] => Some(segment.last_offset + 1),
+                _ => None,
+            };
+            match self.load(chunks).await {
+                // The rest of a compacted segment is empty: go on after it.
+                Ok(b) if b.is_empty() && attempts < 16 && skip_to.is_some() => from = skip_to.unwrap_or(from),
+                Ok(b) => break (b, offsets),
+                // The flusher sealed the batches and removed their journal file
+                // between planning and reading, or compaction replaced the segment.
+                Err(StorageError::Io { .. } | StorageError::SegmentStore(_)) if attempts < 3 => {}
+                Err(e) => return Err(e),
+            }
+        };
         let aborted = match (committed, batches.last().and_then(|b| BatchHeader::parse(b).ok())) {
             (true, Some(last)) => partition.aborted_in(offset, last.last_offset()),
             _ => Vec::new(),
@@ -425,15 +491,29 @@ impl Storage {
         Ok(ReadResult { batches, offsets, aborted })
     }
 
-    async fn load(&self, chunks: Vec<Chunk>) -> Result<Vec<Bytes>, StorageError> {
-        if chunks.iter().all(|c| matches!(c, Chunk::Cached(_))) {
-            return Ok(chunks
-                .into_iter()
-                .map(|c| match c {
-                    Chunk::Cached(b) => b,
-                    Chunk::Journal { .. } => unreachable!("checked above"),
-                })
-                .collect());
+    async fn load(&self, mut chunks: Vec<Chunk>) -> Result<Vec<Bytes>, StorageError> {
+        match chunks.as_slice() {
+            [Chunk::Sealed { .. } | Chunk::SealedAtTime { .. }] => {
+                return match chunks.remove(0) {
+                    Chunk::Sealed { segment, offset, end, max_bytes, at_least_one } => {
+                        segments::read(&self.store, &segment, offset, end, max_bytes, at_least_one).await
+                    }
+                    Chunk::SealedAtTime { segment, timestamp } => {
+                        Ok(segments::batch_at_time(&self.store, &segment, timestamp).await?.into_iter().collect())
+                    }
+                    _ => Ok(Vec::new()),
+                };
+            }
+            c if c.iter().all(|c| matches!(c, Chunk::Cached(_))) => {
+                return Ok(chunks
+                    .into_iter()
+                    .filter_map(|c| match c {
+                        Chunk::Cached(b) => Some(b),
+                        _ => None,
+                    })
+                    .collect());
+            }
+            _ => {}
         }
         let files = self.journal.files.clone();
         tokio::task::spawn_blocking(move || {
@@ -444,6 +524,9 @@ impl Storage {
                     Chunk::Journal { position, len } => files
                         .read_at(position, len as usize)
                         .map_err(StorageError::io(format!("reading journal at position {position}"))),
+                    Chunk::Sealed { .. } | Chunk::SealedAtTime { .. } => {
+                        Err(StorageError::SegmentStore("a sealed read planned with journal reads".into()))
+                    }
                 })
                 .collect()
         })
@@ -462,7 +545,9 @@ impl Storage {
             return Ok(None);
         };
         let log_start = partition.offsets().log_start_offset;
-        let batch = self.load(vec![chunk]).await?.remove(0);
+        let Some(batch) = self.load(vec![chunk]).await?.into_iter().next() else {
+            return Ok(None);
+        };
         Ok(records_of(&batch)?
             .into_iter()
             .find(|r| r.timestamp >= timestamp && r.offset >= log_start)
@@ -474,7 +559,9 @@ impl Storage {
         let Some(chunk) = partition.locate_max_timestamp() else {
             return Ok(None);
         };
-        let batch = self.load(vec![chunk]).await?.remove(0);
+        let Some(batch) = self.load(vec![chunk]).await?.into_iter().next() else {
+            return Ok(None);
+        };
         let recs = records_of(&batch)?;
         let max = recs.iter().map(|r| r.timestamp).max();
         Ok(recs.into_iter().find(|r| Some(r.timestamp) == max).map(|r| (r.offset, r.timestamp)))
@@ -497,14 +584,35 @@ fn records_of(batch: &Bytes) -> Result<Vec<records::RecordView>, StorageError> {
     records::read(&header, batch).map_err(|e| corrupt(e.to_string()))
 }
 
-fn build_topic(record: &TopicRecord, defaults: &tributary_config::TopicDefaults) -> Topic {
+/// A manifest entry as a partition holds it; `keys` shares one name between the
+/// segments of a pack.
+fn sealed_of(e: &ManifestEntry, keys: &mut HashMap<String, Arc<str>>) -> Sealed {
+    let key = keys.entry(e.key.clone()).or_insert_with(|| Arc::from(e.key.as_str())).clone();
+    let s = &e.segment;
+    Sealed {
+        loc: SegmentLocation { key, start: s.start, len: s.len, footer_len: s.footer_len },
+        base_offset: s.base_offset,
+        last_offset: s.last_offset,
+        max_timestamp: s.max_timestamp,
+        max_timestamp_batch: s.max_timestamp_batch,
+    }
+}
+
+fn build_topic(
+    record: &TopicRecord,
+    defaults: &tributary_config::TopicDefaults,
+    keys: &mut HashMap<String, Arc<str>>,
+) -> Topic {
     let name: Arc<str> = Arc::from(record.name.as_str());
     Topic {
         partitions: record
             .partitions
             .iter()
             .enumerate()
-            .map(|(i, p)| Arc::new(PartitionLog::new(p.id, name.clone(), i as i32, p.log_start_offset)))
+            .map(|(i, p)| {
+                let sealed = p.segments.iter().map(|e| sealed_of(e, keys)).collect();
+                Arc::new(PartitionLog::restored(p.id, name.clone(), i as i32, p.log_start_offset, sealed))
+            })
             .collect(),
         name,
         id: record.id,

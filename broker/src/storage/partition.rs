@@ -1,9 +1,12 @@
-//! One partition's log as the engine sees it: its offsets, the index of its
-//! journal-resident batches, and the tail of those batches cached in memory.
+//! One partition's log as the engine sees it: its offsets, its sealed segments (the
+//! manifest, in the segment store), the index of its journal-resident batches after
+//! them, and the tail of those batches cached in memory.
 //!
-//! Promises: offsets are dense and only grow; the index holds only durable batches,
-//! so the high watermark is the end of the index; a read never returns a batch at or
-//! past the high watermark. Memory of an idle partition is a few hundred bytes.
+//! Promises: offsets only grow (dense, except where compaction removed records);
+//! the index holds only durable batches, so the high watermark is the end of the
+//! index; a read never returns a batch at or past the high watermark; sealed
+//! segments end where the journal-resident batches begin. Memory of an idle
+//! partition is a few hundred bytes.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +16,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use tributary_protocol::batch::BatchHeader;
+use tributary_tiering::store::SegmentLocation;
 
 use super::producer_state::{Producers, Verdict};
 use super::txn_index::{AbortedTxn, TxnIndex, TxnMark};
@@ -26,6 +30,23 @@ pub(crate) struct BatchLocation {
     pub(crate) max_timestamp: i64,
     pub(crate) position: u64,
     pub(crate) len: u32,
+}
+
+/// A sealed segment of the partition, in the segment store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Sealed {
+    pub(crate) loc: SegmentLocation,
+    pub(crate) base_offset: i64,
+    pub(crate) last_offset: i64,
+    pub(crate) max_timestamp: i64,
+    /// Base offset of the batch that holds `max_timestamp`.
+    pub(crate) max_timestamp_batch: i64,
+}
+
+impl Sealed {
+    pub(crate) fn data_len(&self) -> u64 {
+        self.loc.data_len()
+    }
 }
 
 /// A partition's log.
@@ -47,8 +68,14 @@ pub(crate) struct LogState {
     pub(crate) next_offset: i64,
     /// End of what is durable and visible to consumers.
     pub(crate) high_watermark: i64,
-    /// Durable batches in offset order.
+    /// Sealed segments in offset order, all before `batches`.
+    pub(crate) sealed: Vec<Sealed>,
+    /// Durable batches still only in the journal, in offset order.
     pub(crate) batches: VecDeque<BatchLocation>,
+    /// Bytes of `batches`.
+    pub(crate) unsealed_bytes: u64,
+    /// When the oldest of `batches` became durable (ms since the epoch; 0: none).
+    pub(crate) unsealed_since_ms: i64,
     /// Bytes of the last `cache.len()` batches of `batches`.
     pub(crate) cache: VecDeque<Bytes>,
     pub(crate) cache_bytes: u64,
@@ -61,6 +88,34 @@ pub(crate) struct LogState {
 }
 
 impl LogState {
+    /// Indexes a durable batch at the end of the journal-resident ones.
+    pub(crate) fn push_batch(&mut self, location: BatchLocation, now_ms: i64) {
+        if self.batches.is_empty() {
+            self.unsealed_since_ms = now_ms;
+        }
+        self.unsealed_bytes += location.len as u64;
+        self.batches.push_back(location);
+    }
+
+    /// The first `count` journal-resident batches are now in `segment`: drop them
+    /// from the index (and from the cache, if cached). Returns the cache bytes freed.
+    pub(crate) fn seal_front(&mut self, count: usize, segment: Sealed, now_ms: i64) -> u64 {
+        let count = count.min(self.batches.len());
+        for b in self.batches.drain(..count) {
+            self.unsealed_bytes -= b.len as u64;
+        }
+        let mut freed = 0;
+        while self.cache.len() > self.batches.len() {
+            if let Some(b) = self.cache.pop_front() {
+                freed += b.len() as u64;
+            }
+        }
+        self.cache_bytes -= freed;
+        self.unsealed_since_ms = if self.batches.is_empty() { 0 } else { now_ms };
+        self.sealed.push(segment);
+        freed
+    }
+
     /// Decides whether a batch may be appended (idempotence).
     pub(crate) fn check_producer(&self, h: &BatchHeader) -> Result<Verdict, StorageError> {
         match &self.producers {
@@ -117,11 +172,29 @@ pub struct PartitionOffsets {
     pub log_end_offset: i64,
 }
 
-/// A piece of a read: bytes at hand, or a range still to read from the journal.
+/// A piece of a read: bytes at hand, a range still to read from the journal, or
+/// batches to read from a sealed segment.
 #[derive(Debug, Clone)]
 pub(crate) enum Chunk {
     Cached(Bytes),
-    Journal { position: u64, len: u32 },
+    Journal {
+        position: u64,
+        len: u32,
+    },
+    /// Batches of `segment` from the one holding `offset`, below `end`, up to
+    /// `max_bytes` (at least one if `at_least_one`).
+    Sealed {
+        segment: Sealed,
+        offset: i64,
+        end: i64,
+        max_bytes: usize,
+        at_least_one: bool,
+    },
+    /// The first batch of `segment` with a timestamp at or after `timestamp`.
+    SealedAtTime {
+        segment: Sealed,
+        timestamp: i64,
+    },
 }
 
 impl PartitionLog {
@@ -140,14 +213,41 @@ impl PartitionLog {
         }
     }
 
+    /// A partition as the metadata describes it: its log start and sealed segments;
+    /// the journal replay appends what follows them.
+    pub(crate) fn restored(id: u64, topic: Arc<str>, index: i32, log_start_offset: i64, sealed: Vec<Sealed>) -> Self {
+        let p = PartitionLog::new(id, topic, index, log_start_offset);
+        {
+            let mut st = p.state.lock();
+            if let Some(end) = sealed.last().map(|s| s.last_offset + 1) {
+                st.next_offset = st.next_offset.max(end);
+                st.high_watermark = st.next_offset;
+            }
+            st.sealed = sealed;
+        }
+        p
+    }
+
     pub fn offsets(&self) -> PartitionOffsets {
         self.state.lock().offsets()
     }
 
-    /// Bytes of the batches at or above the log start offset.
+    /// Bytes of the batches at or above the log start offset, sealed or not.
     pub fn size_bytes(&self) -> u64 {
         let st = self.state.lock();
-        st.batches.iter().filter(|b| b.last_offset >= st.log_start_offset).map(|b| b.len as u64).sum()
+        let sealed: u64 = st.sealed.iter().filter(|s| s.last_offset >= st.log_start_offset).map(|s| s.data_len()).sum();
+        let journal: u64 =
+            st.batches.iter().filter(|b| b.last_offset >= st.log_start_offset).map(|b| b.len as u64).sum();
+        sealed + journal
+    }
+
+    /// (sealed segments, their bytes, journal-resident bytes, age in ms of the oldest
+    /// journal-resident batch) for metrics.
+    pub(crate) fn tier_stats(&self, now_ms: i64) -> (u64, u64, u64, i64) {
+        let st = self.state.lock();
+        let sealed_bytes = st.sealed.iter().map(|s| s.data_len()).sum();
+        let age = if st.unsealed_since_ms > 0 { (now_ms - st.unsealed_since_ms).max(0) } else { 0 };
+        (st.sealed.len() as u64, sealed_bytes, st.unsealed_bytes, age)
     }
 
     /// Aborted transactions overlapping `[from, to]`.
@@ -207,6 +307,14 @@ impl PartitionLog {
                 high_watermark: st.high_watermark,
             });
         }
+        let journal_from = st.batches.front().map_or(st.next_offset, |b| b.base_offset);
+        if offset < journal_from {
+            let i = st.sealed.partition_point(|s| s.last_offset < offset);
+            if let Some(segment) = st.sealed.get(i) {
+                let chunk = Chunk::Sealed { segment: segment.clone(), offset, end, max_bytes, at_least_one };
+                return Ok((vec![chunk], offsets));
+            }
+        }
         let first = st.batches.partition_point(|b| b.last_offset < offset);
         let cached_from = st.batches.len() - st.cache.len();
         let mut chunks = Vec::new();
@@ -233,20 +341,39 @@ impl PartitionLog {
     /// The first batch whose max timestamp is at or after `timestamp`.
     pub(crate) fn locate_timestamp(&self, timestamp: i64) -> Option<Chunk> {
         let st = self.state.lock();
-        let i = st.batches.iter().position(|b| b.max_timestamp >= timestamp && b.last_offset >= st.log_start_offset)?;
+        let live = |last: i64| last >= st.log_start_offset;
+        if let Some(s) = st.sealed.iter().find(|s| s.max_timestamp >= timestamp && live(s.last_offset)) {
+            return Some(Chunk::SealedAtTime { segment: s.clone(), timestamp });
+        }
+        let i = st.batches.iter().position(|b| b.max_timestamp >= timestamp && live(b.last_offset))?;
         Some(Self::chunk(&st, i))
     }
 
     /// The batch holding the largest timestamp (the latest such batch on ties).
     pub(crate) fn locate_max_timestamp(&self) -> Option<Chunk> {
         let st = self.state.lock();
+        let mut best_sealed: Option<&Sealed> = None;
+        for s in st.sealed.iter().filter(|s| s.last_offset >= st.log_start_offset) {
+            if best_sealed.is_none_or(|b| s.max_timestamp >= b.max_timestamp) {
+                best_sealed = Some(s);
+            }
+        }
         let mut best: Option<(usize, i64)> = None;
         for (i, b) in st.batches.iter().enumerate() {
             if b.last_offset >= st.log_start_offset && best.is_none_or(|(_, ts)| b.max_timestamp >= ts) {
                 best = Some((i, b.max_timestamp));
             }
         }
-        best.map(|(i, _)| Self::chunk(&st, i))
+        match (best_sealed, best) {
+            (Some(s), b) if b.is_none_or(|(_, ts)| s.max_timestamp > ts) => Some(Chunk::Sealed {
+                segment: s.clone(),
+                offset: s.max_timestamp_batch.max(st.log_start_offset),
+                end: st.high_watermark,
+                max_bytes: 1,
+                at_least_one: true,
+            }),
+            (_, b) => b.map(|(i, _)| Self::chunk(&st, i)),
+        }
     }
 
     fn chunk(st: &LogState, i: usize) -> Chunk {

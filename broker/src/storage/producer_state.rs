@@ -9,6 +9,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use serde::{Deserialize, Serialize};
+
 use tributary_protocol::batch::BatchHeader;
 
 use super::StorageError;
@@ -16,7 +18,7 @@ use super::StorageError;
 /// How many batches per producer are remembered (Kafka's in-flight limit).
 pub(crate) const TRACKED_BATCHES: usize = 5;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct BatchSeq {
     first_seq: i32,
     last_seq: i32,
@@ -24,7 +26,7 @@ struct BatchSeq {
     last_offset: i64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Entry {
     epoch: i16,
     batches: VecDeque<BatchSeq>,
@@ -42,7 +44,7 @@ pub(crate) enum Verdict {
 }
 
 /// All idempotent producers that wrote to one partition.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Producers {
     map: HashMap<i64, Entry>,
 }
@@ -110,6 +112,16 @@ impl Producers {
         let mut out: Vec<_> =
             self.map.iter().map(|(pid, e)| (*pid, e.epoch, e.batches.back().map_or(-1, |b| b.last_seq))).collect();
         out.sort();
+        out
+    }
+
+    /// The state as of the durable batches only (those below `high_watermark`):
+    /// what a checkpoint may promise after a crash.
+    pub(crate) fn durable_before(&self, high_watermark: i64) -> Producers {
+        let mut out = self.clone();
+        for e in out.map.values_mut() {
+            e.batches.retain(|b| b.last_offset < high_watermark);
+        }
         out
     }
 

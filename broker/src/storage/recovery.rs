@@ -1,6 +1,8 @@
-//! Start-up: load the metadata (snapshot + log), rebuild every partition's index by
-//! scanning the journal from its first file, and cut the journal at the first torn or
-//! corrupt entry. Everything before that entry was written completely, which includes
+//! Start-up: load the metadata (snapshot + log) and the journal checkpoint, rebuild
+//! every partition's index of journal-resident batches (those after its sealed
+//! segments) and its producer and transaction state (from the batches at or after
+//! its checkpoint) by scanning the journal from its first file, and cut the journal
+//! at the first torn or corrupt entry. Everything before that entry was written completely, which includes
 //! every acknowledged append; what follows it was never acknowledged (a torn tail) or
 //! is unreadable (a corrupt entry, logged loudly).
 
@@ -26,11 +28,15 @@ pub(crate) struct JournalState {
     pub(crate) bytes: u64,
 }
 
-/// Replays the journal into the partitions' indexes.
+/// Replays the journal into the partitions' indexes. `through` holds, per partition
+/// with a checkpoint, the offset from which batches still count for producer and
+/// transaction state.
 pub(crate) fn replay_journal(
     files: &JournalFiles,
     partitions: &HashMap<u64, Arc<PartitionLog>>,
+    through: &HashMap<u64, i64>,
 ) -> Result<JournalState, StorageError> {
+    let now = crate::clock::now_ms();
     let starts = files.list().map_err(StorageError::io("listing journal files"))?;
     let mut state = JournalState { start: StartPoint { file_start: 0, position: 0 }, batches: 0, bytes: 0 };
     let mut cut = false;
@@ -51,9 +57,16 @@ pub(crate) fn replay_journal(
             let header = BatchHeader::parse(&e.payload)
                 .map_err(|err| StorageError::Corrupt { position, reason: err.to_string() })?;
             let mut st = partition.state.lock();
+            if header.base_offset >= through.get(&e.partition).copied().unwrap_or(i64::MIN) {
+                st.record_producer(&header, header.base_offset);
+                if let Some(mark) = mark_of(&header, &e.payload) {
+                    st.apply_txn(mark, header.base_offset, header.last_offset());
+                }
+            }
             if header.last_offset() < st.next_offset {
-                // Wholly below the log start (DeleteRecords) or already indexed. A
-                // batch holding the log start is kept: readers start inside it.
+                // Sealed already, wholly below the log start (DeleteRecords), or
+                // indexed. A batch holding the log start is kept: readers start
+                // inside it.
                 continue;
             }
             if header.base_offset > st.next_offset {
@@ -65,17 +78,14 @@ pub(crate) fn replay_journal(
                     "offset gap in journal replay"
                 );
             }
-            st.batches.push_back(BatchLocation {
+            let location = BatchLocation {
                 base_offset: header.base_offset,
                 last_offset: header.last_offset(),
                 max_timestamp: header.max_timestamp,
                 position,
                 len: header.size as u32,
-            });
-            st.record_producer(&header, header.base_offset);
-            if let Some(mark) = mark_of(&header, &e.payload) {
-                st.apply_txn(mark, header.base_offset, header.last_offset());
-            }
+            };
+            st.push_batch(location, now);
             st.next_offset = header.last_offset() + 1;
             st.high_watermark = st.next_offset;
             state.batches += 1;

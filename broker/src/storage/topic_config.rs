@@ -59,7 +59,7 @@ macro_rules! def {
 
 /// Every topic config key Tributary accepts.
 pub static TOPIC_CONFIGS: &[ConfigDef] = &[
-    def!("cleanup.policy", Kind::ListOf(&["delete", "compact"]), List, false, |_| "delete".into()),
+    def!("cleanup.policy", Kind::ListOf(&["delete", "compact"]), List, true, |_| "delete".into()),
     def!(
         "compression.type",
         Kind::OneOf(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]),
@@ -67,7 +67,7 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         false,
         |_| "producer".into()
     ),
-    def!("delete.retention.ms", Kind::Long { min: 0, max: i64::MAX }, Long, false, |_| DAY_MS.to_string()),
+    def!("delete.retention.ms", Kind::Long { min: 0, max: i64::MAX }, Long, true, |_| DAY_MS.to_string()),
     def!("file.delete.delay.ms", Kind::Long { min: 0, max: i64::MAX }, Long, false, |_| "60000".into()),
     def!("flush.messages", Kind::Long { min: 1, max: i64::MAX }, Long, false, |_| i64::MAX.to_string()),
     def!("flush.ms", Kind::Long { min: 0, max: i64::MAX }, Long, false, |_| i64::MAX.to_string()),
@@ -79,16 +79,16 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         .to_string()),
     def!("message.timestamp.type", Kind::OneOf(&["CreateTime", "LogAppendTime"]), String, true, |_| "CreateTime"
         .into()),
-    def!("min.cleanable.dirty.ratio", Kind::Double { min: 0.0, max: 1.0 }, Double, false, |_| "0.5".into()),
+    def!("min.cleanable.dirty.ratio", Kind::Double { min: 0.0, max: 1.0 }, Double, true, |_| "0.5".into()),
     def!("min.compaction.lag.ms", Kind::Long { min: 0, max: i64::MAX }, Long, false, |_| "0".into()),
     def!("min.insync.replicas", Kind::Long { min: 1, max: I32 }, Int, false, |_| "1".into()),
     def!("preallocate", Kind::Bool, Boolean, false, |_| "false".into()),
-    def!("retention.bytes", Kind::Long { min: -1, max: i64::MAX }, Long, false, |d| d.retention_bytes.to_string()),
-    def!("retention.ms", Kind::Long { min: -1, max: i64::MAX }, Long, false, |d| d.retention_ms.to_string()),
-    def!("segment.bytes", Kind::Long { min: 14, max: I32 }, Int, false, |d| d.segment_bytes.to_string()),
+    def!("retention.bytes", Kind::Long { min: -1, max: i64::MAX }, Long, true, |d| d.retention_bytes.to_string()),
+    def!("retention.ms", Kind::Long { min: -1, max: i64::MAX }, Long, true, |d| d.retention_ms.to_string()),
+    def!("segment.bytes", Kind::Long { min: 14, max: I32 }, Int, true, |d| d.segment_bytes.to_string()),
     def!("segment.index.bytes", Kind::Long { min: 4, max: I32 }, Int, false, |_| "10485760".into()),
     def!("segment.jitter.ms", Kind::Long { min: 0, max: i64::MAX }, Long, false, |_| "0".into()),
-    def!("segment.ms", Kind::Long { min: 1, max: i64::MAX }, Long, false, |d| d.segment_ms.to_string()),
+    def!("segment.ms", Kind::Long { min: 1, max: i64::MAX }, Long, true, |d| d.segment_ms.to_string()),
     def!("unclean.leader.election.enable", Kind::Bool, Boolean, false, |_| "false".into()),
     def!("remote.storage.enable", Kind::Bool, Boolean, false, |_| { "false".into() }),
     def!("local.retention.ms", Kind::Long { min: -2, max: i64::MAX }, Long, false, |_| "-2".into()),
@@ -128,7 +128,7 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
 }
 
 /// The values the engine and the handlers act on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TopicConfig {
     /// Overrides set on the topic, as given.
     pub overrides: BTreeMap<String, String>,
@@ -136,6 +136,14 @@ pub struct TopicConfig {
     pub log_append_time: bool,
     pub retention_ms: i64,
     pub retention_bytes: i64,
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    /// `cleanup.policy` has `delete`: retention by time and size applies.
+    pub delete: bool,
+    /// `cleanup.policy` has `compact`: sealed segments keep the latest value per key.
+    pub compact: bool,
+    pub delete_retention_ms: i64,
+    pub min_cleanable_dirty_ratio: f64,
 }
 
 impl TopicConfig {
@@ -143,11 +151,23 @@ impl TopicConfig {
     /// in, so a value that does not parse here falls back to the default.
     pub fn resolve(overrides: BTreeMap<String, String>, defaults: &TopicDefaults) -> Self {
         let long = |k: &str, d: i64| overrides.get(k).and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(d);
+        let policy: Vec<String> = overrides
+            .get("cleanup.policy")
+            .map_or_else(|| vec!["delete".to_string()], |v| v.split(',').map(|p| p.trim().to_string()).collect());
         TopicConfig {
             max_message_bytes: long("max.message.bytes", defaults.message_max_bytes as i64) as i32,
             log_append_time: overrides.get("message.timestamp.type").is_some_and(|v| v == "LogAppendTime"),
             retention_ms: long("retention.ms", defaults.retention_ms),
             retention_bytes: long("retention.bytes", defaults.retention_bytes),
+            segment_bytes: long("segment.bytes", defaults.segment_bytes).max(1) as u64,
+            segment_ms: long("segment.ms", defaults.segment_ms),
+            delete: policy.iter().any(|p| p == "delete"),
+            compact: policy.iter().any(|p| p == "compact"),
+            delete_retention_ms: long("delete.retention.ms", 24 * 3600 * 1000),
+            min_cleanable_dirty_ratio: overrides
+                .get("min.cleanable.dirty.ratio")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.5),
             overrides,
         }
     }

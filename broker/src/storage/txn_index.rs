@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use tributary_protocol::batch::BatchHeader;
 use tributary_protocol::records;
 
@@ -22,7 +23,7 @@ pub(crate) enum TxnMark {
 }
 
 /// A transaction that was aborted in this partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AbortedTxn {
     pub producer_id: i64,
     pub first_offset: i64,
@@ -32,7 +33,7 @@ pub struct AbortedTxn {
 
 /// The transaction index of one partition; absent (a `None` in the partition) until
 /// a transactional producer writes there.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct TxnIndex {
     /// Producer id -> first offset of its open transaction.
     ongoing: HashMap<i64, i64>,
@@ -92,6 +93,11 @@ impl TxnIndex {
                 }
             }
         }
+    }
+
+    /// Forgets aborted transactions wholly below `offset` (the log start).
+    pub(crate) fn prune_below(&mut self, offset: i64) {
+        self.aborted.retain(|a| a.last_offset >= offset);
     }
 
     /// The first offset of the oldest open transaction.

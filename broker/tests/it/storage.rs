@@ -46,14 +46,14 @@ pub(crate) fn batch(first_ts: i64, values: &[Vec<u8>]) -> Bytes {
     buf.freeze()
 }
 
-async fn append(storage: &Storage, p: &Arc<PartitionLog>, data: Bytes) -> Result<i64, StorageError> {
+pub(crate) async fn append(storage: &Storage, p: &Arc<PartitionLog>, data: Bytes) -> Result<i64, StorageError> {
     let batches = batch::split(&data).unwrap();
     let pending = storage.submit(p, batches, false).await?;
     pending.await.expect("journal answered").map(|a| a.base_offset)
 }
 
 /// Reads every batch of a partition, returning (base offset, bytes without offset).
-async fn read_all(storage: &Storage, p: &Arc<PartitionLog>) -> Vec<(i64, Bytes)> {
+pub(crate) async fn read_all(storage: &Storage, p: &Arc<PartitionLog>) -> Vec<(i64, Bytes)> {
     let mut out = Vec::new();
     let mut offset = p.offsets().log_start_offset;
     loop {
@@ -70,7 +70,7 @@ async fn read_all(storage: &Storage, p: &Arc<PartitionLog>) -> Vec<(i64, Bytes)>
     }
 }
 
-fn open(c: &Config) -> Arc<Storage> {
+pub(crate) fn open(c: &Config) -> Arc<Storage> {
     Storage::open(c, Arc::new(Metrics::new())).unwrap()
 }
 

@@ -7,6 +7,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,12 +18,14 @@ use parking_lot::RwLock;
 pub(crate) struct JournalFiles {
     dir: PathBuf,
     files: RwLock<BTreeMap<u64, Arc<File>>>,
+    /// The writer's position: the end of what is written.
+    end: AtomicU64,
 }
 
 impl JournalFiles {
     pub(crate) fn new(dir: &Path) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
-        Ok(JournalFiles { dir: dir.to_path_buf(), files: RwLock::new(BTreeMap::new()) })
+        Ok(JournalFiles { dir: dir.to_path_buf(), files: RwLock::new(BTreeMap::new()), end: AtomicU64::new(0) })
     }
 
     pub(crate) fn path(&self, start: u64) -> PathBuf {
@@ -73,11 +76,29 @@ impl JournalFiles {
         Ok(())
     }
 
-    /// Deletes a file (one found past a corrupt entry at recovery).
+    /// Deletes a file: one found past a corrupt entry at recovery, or one whose
+    /// entries are all sealed.
     pub(crate) fn remove(&self, start: u64) -> io::Result<()> {
         self.files.write().remove(&start);
         fs::remove_file(self.path(start))?;
         sync_dir(&self.dir)
+    }
+
+    /// Start positions of the files open for reading, in order (the last one is the
+    /// file being written).
+    pub(crate) fn starts(&self) -> Vec<u64> {
+        self.files.read().keys().copied().collect()
+    }
+
+    /// Records the writer's position (the end of the journal).
+    pub(crate) fn set_end(&self, position: u64) {
+        self.end.store(position, Ordering::Release);
+    }
+
+    /// Bytes of the journal from its first file to the writer's position.
+    pub(crate) fn total_bytes(&self) -> u64 {
+        let first = self.files.read().keys().next().copied().unwrap_or(0);
+        self.end.load(Ordering::Acquire).saturating_sub(first)
     }
 
     /// Reads `len` bytes at journal position `position`. Blocking: call it off the

@@ -62,6 +62,7 @@ impl Journal {
             start
         };
         let (file, direct) = files.open_for_writing(start.file_start)?;
+        files.set_end(start.position);
         tracing::info!(direct, position = start.position, "journal open for writing");
         let current = Arc::new(Mutex::new(file));
         if settings.durability == Durability::Interval {

@@ -206,6 +206,7 @@ impl Writer {
         }
         let base_position = self.position;
         self.position += buf.len() as u64;
+        self.files.set_end(self.position);
         let data = buf.freeze();
         self.metrics.journal_bytes.inc_by(data.len() as u64);
         self.metrics.journal_commits.inc();
@@ -226,7 +227,7 @@ impl Writer {
                 if let Some(mark) = mark {
                     st.apply_txn(mark, location.base_offset, location.last_offset);
                 }
-                st.batches.push_back(location);
+                st.push_batch(location, now);
                 let cached = if share { data.slice(range) } else { Bytes::copy_from_slice(&data[range]) };
                 self.cache.admit(&p.partition, &mut st, cached);
             }

@@ -1,0 +1,475 @@
+//! The segment flusher (DESIGN §4): one task that, every `storage.flush_interval_ms`,
+//!
+//! 1. seals journal-resident data into segment objects: a partition's data once it
+//!    reaches `segment.bytes`, ages past `segment.ms`, has all expired under its
+//!    retention, or holds the oldest journal file while the journal nears
+//!    `journal.max_bytes`. A partition with less than `storage.pack_threshold_bytes`
+//!    to seal shares a pack object with others (each keeps its own byte range), so
+//!    that many quiet streams do not become many tiny objects;
+//! 2. deletes journal files whose every entry is sealed, after writing the journal
+//!    checkpoint (producer and transaction state) that replaces what they held;
+//! 3. applies retention (whole sealed segments, by time and size, and those below a
+//!    log start moved by DeleteRecords) and compaction (see [`super::compaction`]);
+//! 4. deletes objects no manifest refers to any more.
+//!
+//! Every object is durable before the metadata log records it (an `UploadStarted`
+//! record before the upload, `SegmentsSealed` after), so a crash leaves the old
+//! manifest or the new one; an interrupted upload is recorded as garbage at start and
+//! its object deleted. When the store fails, the journal keeps taking appends until
+//! `journal.max_bytes`, then producers get a retriable error until uploads succeed.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio_util::sync::CancellationToken;
+use tributary_protocol::batch::BatchHeader;
+use tributary_tiering::segment::SegmentBuilder;
+use tributary_tiering::store::SegmentLocation;
+use uuid::Uuid;
+
+use super::checkpoint::Checkpoint;
+use super::metadata_log::{MetaRecord, SealedRecord, SegmentMeta};
+use super::partition::{Chunk, PartitionLog, Sealed};
+use super::{Storage, StorageError, Topic};
+
+/// The flusher's settings, from `[storage]` and `[journal]`.
+#[derive(Debug, Clone)]
+pub struct FlushSettings {
+    pub interval: Duration,
+    pub pack_threshold_bytes: u64,
+    pub pack_bytes: u64,
+    pub journal_max_bytes: u64,
+}
+
+impl FlushSettings {
+    pub fn from_config(config: &tributary_config::Config) -> Self {
+        FlushSettings {
+            interval: Duration::from_millis(config.storage.flush_interval_ms),
+            pack_threshold_bytes: config.storage.pack_threshold_bytes,
+            pack_bytes: config.storage.pack_bytes,
+            journal_max_bytes: config.journal.max_bytes,
+        }
+    }
+}
+
+/// Runs rounds until `shutdown`.
+pub async fn run(storage: Arc<Storage>, settings: FlushSettings, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(settings.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match storage.flush_round(&settings).await {
+            Ok(()) if failures > 0 => {
+                tracing::info!(failed_rounds = failures, "segment store works again");
+                failures = 0;
+            }
+            Ok(()) => {}
+            Err(e) => {
+                if failures == 0 {
+                    tracing::warn!(error = %e, "segment flush failed; retrying with backoff");
+                } else {
+                    tracing::debug!(error = %e, "segment flush failed again");
+                }
+                failures += 1;
+                // Back off (up to 5 s) so an unreachable store is not hammered.
+                let pause = settings.interval.saturating_mul(1 << failures.min(6)).min(Duration::from_secs(5));
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Why a partition's journal-resident data is sealed now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    Full,
+    Aged,
+    Expired,
+    JournalPressure,
+}
+
+/// A partition to seal: its first `count` journal-resident batches.
+struct Candidate {
+    topic: Arc<Topic>,
+    partition: Arc<PartitionLog>,
+    count: usize,
+    bytes: u64,
+    segment_bytes: u64,
+    reason: Reason,
+}
+
+/// One part of an object being built: a partition's batches `[0, count)` sealed
+/// into `segment`.
+struct Part {
+    topic: Arc<Topic>,
+    partition: Arc<PartitionLog>,
+    count: usize,
+    meta: SegmentMeta,
+}
+
+impl Storage {
+    /// One round of the flusher. Stops at the first store failure (the next round
+    /// tries again); everything recorded before it stands.
+    pub async fn flush_round(self: &Arc<Self>, settings: &FlushSettings) -> Result<(), StorageError> {
+        let result = self.seal_due(settings).await;
+        // Trimming, retention and garbage collection go on even if an upload failed:
+        // they free what is already safe to free.
+        self.trim_journal().await?;
+        let total = self.journal.files.total_bytes();
+        let full = total > settings.journal_max_bytes;
+        if full != self.journal_full.swap(full, Ordering::Relaxed) {
+            if full {
+                tracing::warn!(bytes = total, limit = settings.journal_max_bytes, "journal full: refusing appends");
+            } else {
+                tracing::info!(bytes = total, "journal below its bound again: taking appends");
+            }
+        }
+        self.metrics.journal_disk_bytes.set(total as i64);
+        self.apply_retention().await?;
+        self.compact_due().await?;
+        self.collect_garbage().await?;
+        result
+    }
+
+    fn flush_candidates(&self, settings: &FlushSettings) -> Vec<Candidate> {
+        let now = crate::clock::now_ms();
+        let starts = self.journal.files.starts();
+        let pressure = self.journal.files.total_bytes() > settings.journal_max_bytes / 4 * 3;
+        // Under pressure, whatever holds the oldest file is sealed so it can go.
+        let trim_below = if pressure && starts.len() > 1 { starts[1] } else { 0 };
+        let mut out = Vec::new();
+        for topic in self.topics() {
+            let cfg = topic.config();
+            for partition in &topic.partitions {
+                let st = partition.state.lock();
+                let Some(front) = st.batches.front() else {
+                    continue;
+                };
+                let age = now - st.unsealed_since_ms;
+                let expired = || {
+                    cfg.delete
+                        && cfg.retention_ms >= 0
+                        && age >= cfg.retention_ms
+                        && st.batches.iter().all(|b| b.max_timestamp < now - cfg.retention_ms)
+                };
+                let reason = if st.unsealed_bytes >= cfg.segment_bytes {
+                    Reason::Full
+                } else if age >= cfg.segment_ms {
+                    Reason::Aged
+                } else if front.position < trim_below {
+                    Reason::JournalPressure
+                } else if expired() {
+                    Reason::Expired
+                } else {
+                    continue;
+                };
+                out.push(Candidate {
+                    topic: topic.clone(),
+                    partition: partition.clone(),
+                    count: st.batches.len(),
+                    bytes: st.unsealed_bytes,
+                    segment_bytes: cfg.segment_bytes,
+                    reason,
+                });
+            }
+        }
+        out
+    }
+
+    async fn seal_due(self: &Arc<Self>, settings: &FlushSettings) -> Result<(), StorageError> {
+        let candidates = self.flush_candidates(settings);
+        let (own, small): (Vec<_>, Vec<_>) =
+            candidates.into_iter().partition(|c| c.reason == Reason::Full || c.bytes >= settings.pack_threshold_bytes);
+        for c in own {
+            // A backlog larger than a segment becomes several segments; a partition
+            // sealed for being full keeps its remainder in the journal until that is
+            // full too.
+            let (mut count, mut bytes) = (c.count, c.bytes);
+            while count > 0 && (c.reason != Reason::Full || bytes >= c.segment_bytes) {
+                let (object, part) = self.build_part(&c, count, c.segment_bytes, 0).await?;
+                let (taken, taken_bytes) = (part.count, part.meta.len - part.meta.footer_len as u64);
+                let key = tributary_tiering::segment_key(
+                    "default",
+                    &c.topic.name,
+                    c.partition.index,
+                    part.meta.base_offset,
+                    &Uuid::new_v4().simple().to_string(),
+                );
+                self.upload(key, object, vec![part]).await?;
+                count -= taken;
+                bytes = bytes.saturating_sub(taken_bytes);
+            }
+        }
+        let mut pack: Vec<Part> = Vec::new();
+        let mut buf = BytesMut::new();
+        for c in small {
+            let (bytes, part) = self.build_part(&c, c.count, u64::MAX, buf.len() as u64).await?;
+            buf.extend_from_slice(&bytes);
+            pack.push(part);
+            if buf.len() as u64 >= settings.pack_bytes {
+                let key = tributary_tiering::pack_key(&Uuid::new_v4().simple().to_string());
+                self.upload(key, std::mem::take(&mut buf).freeze(), std::mem::take(&mut pack)).await?;
+            }
+        }
+        if !pack.is_empty() {
+            let key = tributary_tiering::pack_key(&Uuid::new_v4().simple().to_string());
+            self.upload(key, buf.freeze(), pack).await?;
+        }
+        Ok(())
+    }
+
+    /// Builds a segment of the first of `c`'s journal-resident batches, at most
+    /// `count` of them and about `limit` bytes, to sit at byte `at` of its object.
+    async fn build_part(
+        &self,
+        c: &Candidate,
+        count: usize,
+        limit: u64,
+        at: u64,
+    ) -> Result<(Bytes, Part), StorageError> {
+        let (chunks, locations) = {
+            let st = c.partition.state.lock();
+            let cached_from = st.batches.len() - st.cache.len();
+            let mut chunks = Vec::new();
+            let mut locations = Vec::new();
+            let mut bytes = 0u64;
+            for i in 0..count.min(st.batches.len()) {
+                let b = st.batches[i];
+                if bytes >= limit {
+                    break;
+                }
+                bytes += b.len as u64;
+                chunks.push(if i >= cached_from {
+                    Chunk::Cached(st.cache[i - cached_from].clone())
+                } else {
+                    Chunk::Journal { position: b.position, len: b.len }
+                });
+                locations.push(b);
+            }
+            (chunks, locations)
+        };
+        let batches = self.load(chunks).await?;
+        let mut builder = SegmentBuilder::new();
+        let mut max_ts = (i64::MIN, 0);
+        for (b, loc) in batches.iter().zip(&locations) {
+            // Log-append-time batches carry the broker's time in the bytes; the index
+            // entry has the same value.
+            let header = BatchHeader::parse(b)
+                .map_err(|e| StorageError::Corrupt { position: loc.position, reason: e.to_string() })?;
+            builder.push(b, header.base_offset, header.last_offset(), loc.max_timestamp);
+            if loc.max_timestamp >= max_ts.0 {
+                max_ts = (loc.max_timestamp, loc.base_offset);
+            }
+        }
+        let built = builder.finish();
+        let meta = SegmentMeta {
+            start: at,
+            len: built.bytes.len() as u64,
+            footer_len: built.footer_len,
+            base_offset: built.base_offset,
+            last_offset: built.last_offset,
+            max_timestamp: built.max_timestamp,
+            max_timestamp_batch: max_ts.1,
+        };
+        let part = Part { topic: c.topic.clone(), partition: c.partition.clone(), count: locations.len(), meta };
+        Ok((built.bytes, part))
+    }
+
+    /// Uploads one object and, once it is durable, records and applies its parts.
+    async fn upload(self: &Arc<Self>, key: String, bytes: Bytes, parts: Vec<Part>) -> Result<(), StorageError> {
+        self.record(MetaRecord::UploadStarted { key: key.clone() }).await?;
+        failpoint("before-upload");
+        let len = bytes.len();
+        match self.store.put(&key, bytes).await {
+            Ok(took) => self.metrics.segment_upload_seconds.observe(took.as_secs_f64()),
+            Err(e) => {
+                self.record(MetaRecord::UploadAbandoned { key: key.clone() }).await?;
+                return Err(StorageError::SegmentStore(format!("uploading {key} ({len} bytes): {e}")));
+            }
+        }
+        failpoint("after-upload");
+        let segments = parts
+            .iter()
+            .map(|p| SealedRecord { topic: p.topic.id, partition: p.partition.index, segment: p.meta.clone() })
+            .collect();
+        self.record(MetaRecord::SegmentsSealed { key: key.clone(), segments }).await?;
+        failpoint("after-seal");
+        let key: Arc<str> = Arc::from(key.as_str());
+        let now = crate::clock::now_ms();
+        for p in parts {
+            let m = p.meta;
+            let sealed = Sealed {
+                loc: SegmentLocation { key: key.clone(), start: m.start, len: m.len, footer_len: m.footer_len },
+                base_offset: m.base_offset,
+                last_offset: m.last_offset,
+                max_timestamp: m.max_timestamp,
+                max_timestamp_batch: m.max_timestamp_batch,
+            };
+            let freed = p.partition.state.lock().seal_front(p.count, sealed, now);
+            self.cache_total.fetch_sub(freed, Ordering::Relaxed);
+        }
+        tracing::debug!(%key, bytes = len, "sealed");
+        Ok(())
+    }
+
+    /// Appends a record to the metadata log (blocking work, off the runtime).
+    pub(crate) async fn record(self: &Arc<Self>, record: MetaRecord) -> Result<(), StorageError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            this.meta.lock().append(record).map_err(StorageError::io("writing metadata log"))
+        })
+        .await
+        .map_err(|_| StorageError::ShuttingDown)?
+    }
+
+    /// Deletes the journal files whose every entry is sealed (or belongs to a deleted
+    /// partition), after a checkpoint that covers them.
+    async fn trim_journal(self: &Arc<Self>) -> Result<(), StorageError> {
+        let partitions: Vec<Arc<PartitionLog>> =
+            self.topics().iter().flat_map(|t| t.partitions.iter().cloned()).collect();
+        let flushed = partitions
+            .iter()
+            .filter_map(|p| p.state.lock().batches.front().map(|b| b.position))
+            .min()
+            .unwrap_or(u64::MAX);
+        let starts = self.journal.files.starts();
+        let deletable: Vec<u64> = starts.windows(2).take_while(|w| w[1] <= flushed).map(|w| w[0]).collect();
+        if deletable.is_empty() {
+            return Ok(());
+        }
+        let dir = self.journal_dir.clone();
+        let files = self.journal.files.clone();
+        tokio::task::spawn_blocking(move || {
+            Checkpoint::capture(partitions.iter())
+                .write(&dir)
+                .map_err(StorageError::io("writing journal checkpoint"))?;
+            failpoint("after-checkpoint");
+            for start in &deletable {
+                files.remove(*start).map_err(StorageError::io(format!("deleting journal file {start}")))?;
+            }
+            tracing::debug!(files = deletable.len(), "journal trimmed");
+            Ok(())
+        })
+        .await
+        .map_err(|_| StorageError::ShuttingDown)?
+    }
+
+    /// Drops whole sealed segments that retention (time, size) or a moved log start
+    /// no longer keeps, and moves the log start past them.
+    async fn apply_retention(self: &Arc<Self>) -> Result<(), StorageError> {
+        let now = crate::clock::now_ms();
+        for topic in self.topics() {
+            let cfg = topic.config();
+            for partition in &topic.partitions {
+                let below = {
+                    let st = partition.state.lock();
+                    if st.sealed.is_empty() {
+                        continue;
+                    }
+                    let mut below = st.log_start_offset;
+                    if cfg.delete {
+                        let mut size: u64 = st.sealed.iter().map(|s| s.data_len()).sum::<u64>() + st.unsealed_bytes;
+                        for s in &st.sealed {
+                            let by_time = cfg.retention_ms >= 0 && s.max_timestamp < now - cfg.retention_ms;
+                            let by_size = cfg.retention_bytes >= 0 && size - s.data_len() >= cfg.retention_bytes as u64;
+                            if !(by_time || by_size) {
+                                break;
+                            }
+                            size -= s.data_len();
+                            below = below.max(s.last_offset + 1);
+                        }
+                    }
+                    if st.sealed[0].last_offset >= below {
+                        continue;
+                    }
+                    below
+                };
+                self.drop_segments(&topic, partition, below).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops a partition's sealed segments ending below `below`; the log start moves
+    /// to at least `below`.
+    async fn drop_segments(
+        self: &Arc<Self>,
+        topic: &Arc<Topic>,
+        partition: &Arc<PartitionLog>,
+        below: i64,
+    ) -> Result<(), StorageError> {
+        let log_start = partition.offsets().log_start_offset.max(below);
+        self.record(MetaRecord::SegmentsDropped { id: topic.id, partition: partition.index, below, log_start }).await?;
+        let mut st = partition.state.lock();
+        st.sealed.retain(|s| s.last_offset >= below);
+        st.log_start_offset = st.log_start_offset.max(log_start);
+        Ok(())
+    }
+
+    /// Deletes objects no manifest refers to any more.
+    async fn collect_garbage(self: &Arc<Self>) -> Result<(), StorageError> {
+        let garbage: Vec<String> = self.meta.lock().state.garbage.iter().take(1000).cloned().collect();
+        if garbage.is_empty() {
+            return Ok(());
+        }
+        let mut deleted = Vec::with_capacity(garbage.len());
+        let mut failure = None;
+        for key in garbage {
+            match self.store.delete(&key).await {
+                Ok(()) => deleted.push(key),
+                Err(e) => {
+                    failure = Some(StorageError::SegmentStore(format!("deleting {key}: {e}")));
+                    break;
+                }
+            }
+        }
+        if !deleted.is_empty() {
+            self.record(MetaRecord::ObjectsDeleted { keys: deleted }).await?;
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Objects waiting to be deleted from the store.
+    pub(crate) fn garbage_objects(&self) -> usize {
+        self.meta.lock().state.garbage.len()
+    }
+
+    /// Sealed segments and journal-resident bytes per topic, for metrics:
+    /// topic -> (segments, sealed bytes, journal bytes, oldest journal age in ms).
+    pub(crate) fn tier_stats(&self) -> HashMap<Arc<str>, (u64, u64, u64, i64)> {
+        let now = crate::clock::now_ms();
+        let mut out = HashMap::new();
+        for t in self.topics() {
+            let e: &mut (u64, u64, u64, i64) = out.entry(t.name.clone()).or_default();
+            for p in &t.partitions {
+                let (n, sealed, journal, age) = p.tier_stats(now);
+                e.0 += n;
+                e.1 += sealed;
+                e.2 += journal;
+                e.3 = e.3.max(age);
+            }
+        }
+        out
+    }
+}
+
+/// Crash tests stop the process at a named point of the flusher: with
+/// `TRB_FAILPOINT=<name>` in the environment (not `TRIBUTARY_*`, which is config) the process aborts there, as a
+/// power cut or SIGKILL would stop it. Unset, this is one comparison.
+fn failpoint(name: &str) {
+    static ARMED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if ARMED.get_or_init(|| std::env::var("TRB_FAILPOINT").ok()).as_deref() == Some(name) {
+        tracing::error!(failpoint = name, "failpoint reached: aborting");
+        std::process::abort();
+    }
+}
