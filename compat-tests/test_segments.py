@@ -295,9 +295,11 @@ def test_s3_store_outage_holds_producers_then_recovers(make_broker, s3):
         p.poll(0)
     wait_until(lambda: (p.poll(0.1), metric(b, "tributary_journal_full") == 1)[1], timeout=60,
                what="the journal to fill while the store is down")
+    wait_until(lambda: (p.poll(0.1), metric(b, "tributary_segment_upload_errors_total") > 0)[1], timeout=60,
+               what="an upload to fail while the store is down")
     held = len(acked)
     assert held < len(more), "producers are held back at the journal bound"
-    assert metric(b, "tributary_segment_upload_errors_total") > 0
+    assert metric(b, "tributary_journal_full") == 1
     s3.start()
     assert p.flush(90) == 0, "everything is delivered once the store is back"
     wait_until(lambda: metric(b, "tributary_journal_full") == 0, timeout=30, what="journal drained")

@@ -95,7 +95,8 @@ pub struct Storage {
     producer_ids: Mutex<(i64, i64)>,
     /// The segment store (tier 2).
     store: SegmentStore,
-    /// Set by the flusher while the journal is over `journal.max_bytes`.
+    /// Whether the journal was over its bound at the flusher's last round (so it
+    /// logs the change once, not every round).
     journal_full: AtomicBool,
     journal_limit: u64,
     journal_dir: PathBuf,
@@ -191,15 +192,20 @@ impl Storage {
     }
 
     /// Refuses client appends while the journal is over its bound (the segment
-    /// store is not taking uploads): a retriable error, never a hang.
+    /// store is not taking uploads, or the flusher is behind): a retriable error,
+    /// never a hang. Read from the journal itself on every produce, so the bound
+    /// holds even while the flusher is backing off from a failing store.
     pub fn check_room(&self) -> Result<(), StorageError> {
-        if self.journal_full.load(Ordering::Relaxed) {
-            return Err(StorageError::JournalFull {
-                bytes: self.journal.files.total_bytes(),
-                limit: self.journal_limit,
-            });
+        let bytes = self.journal.files.total_bytes();
+        if bytes > self.journal_limit {
+            return Err(StorageError::JournalFull { bytes, limit: self.journal_limit });
         }
         Ok(())
+    }
+
+    /// Whether the journal is over `journal.max_bytes` now.
+    pub(crate) fn journal_is_full(&self) -> bool {
+        self.journal.files.total_bytes() > self.journal_limit
     }
 
     pub fn cluster_id(&self) -> &str {

@@ -102,7 +102,7 @@ impl Collector for TierCollector {
                     g.with_label_values(&[&topic]).set(v);
                 }
             }
-            self.journal_full.set(storage.journal_full.load(Ordering::Relaxed) as i64);
+            self.journal_full.set(storage.journal_is_full() as i64);
             self.garbage.set(storage.garbage_objects() as i64);
             let stats = storage.segment_store().stats();
             for (c, read) in &self.counters {
