@@ -171,18 +171,40 @@ def metric_samples(broker):
     return samples
 
 
-def test_metrics_count_what_was_produced_and_fetched(broker):
+def delta(before, after, name, **labels):
+    key = (name, tuple(sorted(labels.items())))
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+def test_metrics_move_by_exactly_what_was_produced_fetched_and_refused(broker):
     name = unique("metrics")
     create(broker, name)
+    before = metric_samples(broker)
     produce(broker, name, [(None, b"m" * 100, [])] * 25)
     consume(broker, name, [0], 25)
-    s = metric_samples(broker)
-    assert s[("tributary_produce_records_total", (("topic", name),))] == 25
-    assert s[("tributary_fetch_records_total", (("topic", name),))] >= 25
-    assert s[("tributary_produce_bytes_total", (("topic", name),))] > 2500
-    assert s[("tributary_requests_total", (("api", "Produce"),))] >= 1
-    assert s[("tributary_journal_fsync_duration_seconds_count", ())] >= 1
-    assert s[("tributary_connections", ())] >= 0
+    # One refused request: the topic exists already.
+    assert create_error(broker, NewTopic(name, 1, 1)) == KafkaError.TOPIC_ALREADY_EXISTS
+    after = metric_samples(broker)
+    assert delta(before, after, "tributary_produce_records_total", topic=name) == 25
+    assert delta(before, after, "tributary_fetch_records_total", topic=name) == 25
+    # One consumer read the partition once: the same batches went out as came in.
+    bytes_in = delta(before, after, "tributary_produce_bytes_total", topic=name)
+    assert bytes_in > 25 * 100
+    assert delta(before, after, "tributary_fetch_bytes_total", topic=name) == bytes_in
+    assert delta(before, after, "tributary_request_errors_total", api="CreateTopics",
+                 error="TOPIC_ALREADY_EXISTS") == 1
+    assert delta(before, after, "tributary_requests_total", api="CreateTopics") == 1
+    assert delta(before, after, "tributary_requests_total", api="Produce") >= 1
+    assert delta(before, after, "tributary_request_duration_seconds_count", api="Produce") == \
+        delta(before, after, "tributary_requests_total", api="Produce")
+    assert delta(before, after, "tributary_journal_appends_total") >= 1
+    assert delta(before, after, "tributary_journal_fsync_duration_seconds_count") >= 1
+    assert after[("tributary_connections", ())] >= 1
+    # Nothing else failed on the way.
+    errors = {k: v - before.get(k, 0.0) for k, v in after.items()
+              if k[0] == "tributary_request_errors_total" and v != before.get(k, 0.0)}
+    assert errors == {("tributary_request_errors_total", (("api", "CreateTopics"),
+                                                           ("error", "TOPIC_ALREADY_EXISTS"))): 1}
 
 
 def test_interval_durability_acknowledges_and_recovers(make_broker):

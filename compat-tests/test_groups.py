@@ -77,7 +77,12 @@ class KafkaPythonConsumer:
         from kafka.errors import CommitFailedError, KafkaError
         from kafka.structs import OffsetAndMetadata
         out = []
-        for tp, msgs in self.c.poll(timeout_ms=int(timeout * 1000)).items():
+        # kafka-python 3.0.12 can lose a JoinGroup/SyncGroup round that completes
+        # after poll() gave up on it (the member then never heartbeats and its
+        # session expires; seen in its own debug log with the broker's answers in
+        # time): a poll long enough for a join to finish avoids that client bug.
+        # poll returns as soon as records arrive, so this costs nothing.
+        for tp, msgs in self.c.poll(timeout_ms=int(max(timeout, 2.0) * 1000)).items():
             for m in msgs:
                 try:
                     self.c.commit({tp: OffsetAndMetadata(m.offset + 1, "", -1)})

@@ -15,6 +15,7 @@
 //! - [`build`]: encoding the batches the broker writes itself (internal records,
 //!   control batches).
 //! - [`error`]: the codec's error type.
+//! - [`response_errors`]: every error code a response carries, for counting.
 //!
 //! A request flows: frame -> [`header::peek`] -> [`header::decode_request`] ->
 //! [`message::Request`]; a response flows: [`message::Response`] ->
@@ -27,6 +28,7 @@ pub mod frame;
 pub mod header;
 pub mod message;
 pub mod records;
+pub mod response_errors;
 
 pub use error::CodecError;
 /// The message structs, re-exported so that the whole workspace uses one version.

@@ -124,7 +124,6 @@ async fn read_all(broker: &Broker, version: i16, request: &FetchRequest) -> (Fet
                         data.log_start_offset = log_start_offset;
                     }
                     data.error_code = errors::code(&e);
-                    broker.metrics.request_errors.with_label_values(&["Fetch", &data.error_code.to_string()]).inc();
                     any_error = true;
                 }
             }

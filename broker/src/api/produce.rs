@@ -81,9 +81,6 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ProduceRequest) -> Reply {
                         Err(_) => r.error_code = of(Error::RequestTimedOut),
                     },
                 }
-                if r.error_code != 0 {
-                    metrics.request_errors.with_label_values(&["Produce", &r.error_code.to_string()]).inc();
-                }
                 topic_response.partition_responses.push(r);
             }
             responses.push(topic_response);

@@ -47,7 +47,10 @@ pub(super) async fn dispatch(broker: &Arc<Broker>, peer: SocketAddr, frame: Byte
     let finish = move |response: Option<Response>| {
         metrics.request_seconds.with_label_values(&[&api_name]).observe(started.elapsed().as_secs_f64());
         match response {
-            Some(r) => encode(key, version, correlation_id, &r),
+            Some(r) => {
+                r.for_each_error(|code| metrics.request_errors.with_label_values(&[&api_name, error_name(code)]).inc());
+                encode(key, version, correlation_id, &r)
+            }
             None => Outcome::Nothing,
         }
     };
@@ -68,6 +71,46 @@ fn encode(key: ApiKey, version: i16, correlation_id: i32, response: &Response) -
     }
 }
 
+/// The Kafka name of an error code (`UNKNOWN_TOPIC_OR_PARTITION`), the metrics'
+/// `error` label; a code the codec does not know keeps its number. Names are made
+/// once per code (the set of codes is small and fixed).
+fn error_name(code: i16) -> &'static str {
+    use tributary_protocol::kafka_protocol::ResponseError;
+    static NAMES: std::sync::OnceLock<dashmap::DashMap<i16, &'static str>> = std::sync::OnceLock::new();
+    *NAMES.get_or_init(Default::default).entry(code).or_insert_with(|| {
+        let name = match ResponseError::try_from_code(code) {
+            Some(ResponseError::Unknown(_)) | None => code.to_string(),
+            Some(e) => screaming_snake(&e.to_string()),
+        };
+        Box::leak(name.into_boxed_str())
+    })
+}
+
+/// `UnknownTopicOrPartition` -> `UNKNOWN_TOPIC_OR_PARTITION`.
+fn screaming_snake(camel: &str) -> String {
+    let mut out = String::with_capacity(camel.len() + 8);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
 fn ready(outcome: Outcome) -> Pending {
     Box::pin(std::future::ready(outcome))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_labels_are_the_kafka_names() {
+        assert_eq!(error_name(3), "UNKNOWN_TOPIC_OR_PARTITION");
+        assert_eq!(error_name(56), "KAFKA_STORAGE_ERROR");
+        assert_eq!(error_name(-1), "UNKNOWN_SERVER_ERROR");
+        assert_eq!(error_name(9999), "9999");
+    }
 }
