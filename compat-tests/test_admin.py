@@ -4,7 +4,7 @@ record) and survive a restart; CreatePartitions with the new partitions usable a
 once; DeleteRecords with consumers observing the new log start; DescribeCluster."""
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions,
                                    NewTopic)
 
@@ -83,6 +83,71 @@ def test_broker_configs_are_read_only_at_runtime(broker):
     a = admin(broker)
     with pytest.raises(KafkaException):
         a.incremental_alter_configs([res])[res].result(30)
+
+
+def set_configs(broker, topic, **configs):
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry(k.replace("_", "."), v, incremental_operation=AlterConfigOpType.SET) for k, v in configs.items()])
+    a = admin(broker)
+    a.incremental_alter_configs([res])[res].result(30)
+
+
+def delivery_errors(broker, topic, extra, **produce_kwargs):
+    """Produces one record without retries; the delivery error's code, or None."""
+    p = Producer({"bootstrap.servers": broker.bootstrap, "retries": 0, **extra})
+    got = []
+    p.produce(topic, value=b"v", partition=0, on_delivery=lambda err, msg: got.append(err), **produce_kwargs)
+    assert p.flush(30) == 0
+    return got[0].code() if got[0] else None
+
+
+def test_configs_tributary_cannot_act_on_are_read_only_and_moot_ones_say_why(broker):
+    topic = unique("fixed")
+    create(broker, topic)
+    configs = describe_topic_configs(broker, topic)
+    assert configs["compression.type"].is_read_only and configs["compression.type"].value == "producer"
+    assert not configs["flush.ms"].is_read_only and not configs["retention.ms"].is_read_only
+    # The only value it has is accepted; another is refused, naming the key.
+    set_configs(broker, topic, compression_type="producer")
+    with pytest.raises(KafkaException) as e:
+        set_configs(broker, topic, compression_type="gzip")
+    assert e.value.args[0].code() == KafkaError.INVALID_CONFIG and "compression.type" in str(e.value)
+    a = admin(broker)
+    other = unique("fixed")
+    f = a.create_topics([NewTopic(other, 1, 1, config={"compression.type": "lz4"})])[other]
+    with pytest.raises(KafkaException) as e:
+        f.result(30)
+    assert e.value.args[0].code() == KafkaError.INVALID_CONFIG
+    # Moot keys are stored and described as set.
+    set_configs(broker, topic, flush_ms="1000", unclean_leader_election_enable="true")
+    assert describe_topic_configs(broker, topic)["flush.ms"].value == "1000"
+
+
+def test_min_insync_replicas_above_one_refuses_acks_all_as_kafka_does(broker):
+    topic = unique("isr")
+    create(broker, topic)
+    set_configs(broker, topic, min_insync_replicas="2")
+    assert delivery_errors(broker, topic, {"acks": "all", "enable.idempotence": False}) == \
+        KafkaError.NOT_ENOUGH_REPLICAS
+    assert delivery_errors(broker, topic, {"acks": "1", "enable.idempotence": False}) is None
+    set_configs(broker, topic, min_insync_replicas="1")
+    assert delivery_errors(broker, topic, {"acks": "all"}) is None
+
+
+def test_timestamps_outside_the_topic_bounds_are_refused(broker):
+    import time
+    topic = unique("ts")
+    create(broker, topic)
+    now = int(time.time() * 1000)
+    # Kafka 4's default message.timestamp.after.max.ms is one hour.
+    assert delivery_errors(broker, topic, {}, timestamp=now + 2 * 3600_000) == KafkaError.INVALID_TIMESTAMP
+    assert delivery_errors(broker, topic, {}, timestamp=now - 30 * 24 * 3600_000) is None
+    set_configs(broker, topic, message_timestamp_before_max_ms="3600000")
+    assert delivery_errors(broker, topic, {}, timestamp=now - 2 * 3600_000) == KafkaError.INVALID_TIMESTAMP
+    assert delivery_errors(broker, topic, {}, timestamp=now - 60_000) is None
+    # LogAppendTime topics take any producer timestamp: the broker's replaces it.
+    set_configs(broker, topic, message_timestamp_type="LogAppendTime")
+    assert delivery_errors(broker, topic, {}, timestamp=now - 2 * 3600_000) is None
 
 
 def test_create_partitions_are_usable_at_once_and_persist(broker):

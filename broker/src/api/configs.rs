@@ -9,7 +9,7 @@ use tributary_protocol::kafka_protocol::protocol::StrBytes;
 
 use super::errors::{of, Error};
 use super::RequestCtx;
-use crate::storage::topic_config::{ConfigType, TOPIC_CONFIGS};
+use crate::storage::topic_config::{ConfigType, Effect, TOPIC_CONFIGS};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -23,6 +23,7 @@ struct Entry {
     source: i8,
     read_only: bool,
     config_type: ConfigType,
+    documentation: Option<&'static str>,
 }
 
 pub(crate) fn describe(ctx: &RequestCtx, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
@@ -71,8 +72,9 @@ fn topic_entries(ctx: &RequestCtx, name: &str) -> Result<Vec<Entry>, (i16, Strin
                 name: def.name.to_string(),
                 value,
                 source: if is_override { SOURCE_TOPIC_OVERRIDE } else { SOURCE_DEFAULT },
-                read_only: false,
+                read_only: matches!(def.effect, Effect::Fixed { .. }),
                 config_type: def.type_name,
+                documentation: def.effect.note(),
             }
         })
         .collect())
@@ -87,6 +89,7 @@ fn broker_entries(ctx: &RequestCtx) -> Vec<Entry> {
         source: SOURCE_STATIC_BROKER,
         read_only: true,
         config_type,
+        documentation: None,
     };
     vec![
         entry("node.id", c.node_id.to_string(), ConfigType::Int),
@@ -122,6 +125,7 @@ fn render(e: Entry, include_synonyms: bool, version: i16) -> DescribeConfigsReso
     }
     if version >= 3 {
         r.config_type = e.config_type as i8;
+        r.documentation = e.documentation.map(StrBytes::from_static_str);
     }
     r
 }

@@ -10,9 +10,11 @@ use tributary_protocol::batch::{self, BatchError, BatchHeader};
 use tributary_protocol::kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use tributary_protocol::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use tributary_protocol::kafka_protocol::protocol::StrBytes;
+use tributary_protocol::records;
 
 use super::errors::{self, of, Error};
 use super::{Reply, RequestCtx};
+use crate::storage::topic_config::TopicConfig;
 use crate::storage::{PendingAppend, Topic};
 
 /// A topic's partitions in request order, with the topic if it exists.
@@ -37,6 +39,7 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ProduceRequest) -> Reply {
             } else {
                 queue(
                     ctx,
+                    acks,
                     request.transactional_id.as_ref().map(|s| s.as_str()),
                     topic.as_deref(),
                     data.index,
@@ -92,6 +95,7 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ProduceRequest) -> Reply {
 /// Validates one partition's records and queues them.
 async fn queue(
     ctx: &RequestCtx,
+    acks: i16,
     transactional_id: Option<&str>,
     topic: Option<&Topic>,
     index: i32,
@@ -105,6 +109,17 @@ async fn queue(
         return refused(of(Error::InvalidTopicException), "cannot produce to an internal topic".into());
     }
     let config = topic.map(|t| t.config()).expect("invariant: a partition has a topic");
+    if acks == -1 && config.min_insync_replicas > 1 {
+        // As Kafka answers on a cluster with fewer in-sync replicas than required:
+        // a partition here has exactly one durable copy.
+        return refused(
+            of(Error::NotEnoughReplicas),
+            format!(
+                "acks=all needs min.insync.replicas={} but the partition has 1 replica",
+                config.min_insync_replicas
+            ),
+        );
+    }
     let records = records.unwrap_or_default();
     let batches = match batch::split(&records) {
         Ok(b) => b,
@@ -120,6 +135,11 @@ async fn queue(
     for (header, data) in &batches {
         if let Some(slot) = check(header, data, config.max_message_bytes) {
             return slot;
+        }
+        if !config.log_append_time {
+            if let Err(message) = check_timestamps(header, data, &config, crate::clock::now_ms()) {
+                return refused(of(Error::InvalidTimestamp), message);
+            }
         }
         if header.is_transactional() {
             // Only into a partition the transaction holds (checked here, at the
@@ -170,4 +190,33 @@ fn check(header: &BatchHeader, data: &[u8], max_message_bytes: i32) -> Option<Sl
         return refused(of(Error::InvalidRecord), "batch has no records".into());
     }
     None
+}
+
+/// `message.timestamp.before.max.ms` / `after.max.ms` for CreateTime topics: every
+/// record's timestamp within [now - before, now + after]. The latest is the batch's
+/// max timestamp; the earliest needs the records, so a batch is only read through
+/// when the topic bounds the past (the default does not).
+fn check_timestamps(header: &BatchHeader, data: &Bytes, config: &TopicConfig, now: i64) -> Result<(), String> {
+    let out_of_range = |ts: i64| {
+        format!(
+            "timestamp {ts} is out of range: it must be within [now - {}, now + {}] ms (message.timestamp.before.max.ms, \
+             message.timestamp.after.max.ms)",
+            config.timestamp_before_max_ms, config.timestamp_after_max_ms
+        )
+    };
+    if header.max_timestamp.saturating_sub(now) > config.timestamp_after_max_ms {
+        return Err(out_of_range(header.max_timestamp));
+    }
+    if config.timestamp_before_max_ms < i64::MAX {
+        let earliest = records::read(header, data)
+            .map_err(|e| format!("cannot read the batch's records: {e}"))?
+            .iter()
+            .map(|r| r.timestamp)
+            .min()
+            .unwrap_or(header.base_timestamp);
+        if now.saturating_sub(earliest) > config.timestamp_before_max_ms {
+            return Err(out_of_range(earliest));
+        }
+    }
+    Ok(())
 }

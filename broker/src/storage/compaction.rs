@@ -10,9 +10,11 @@
 //! The rewritten segments keep the offset range of those they replace (offsets are
 //! never reused; reads skip the holes), go into one new object, and replace the old
 //! ones in the manifest in one metadata record once the object is durable; the old
-//! objects become garbage. A partition is compacted when the bytes sealed since its
-//! last compaction reach `min.cleanable.dirty.ratio` of its sealed bytes, or when a
-//! tombstone may have expired since.
+//! objects become garbage. Only the sealed segments whose records are all older than
+//! `min.compaction.lag.ms` are rewritten (a prefix of the partition: segments are in
+//! offset order). A partition is compacted when the bytes sealed since its last
+//! compaction reach `min.cleanable.dirty.ratio` of those bytes, when dirty data is
+//! older than `max.compaction.lag.ms`, or when a tombstone may have expired since.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,18 +51,25 @@ impl Storage {
             }
             for partition in &topic.partitions {
                 let state = self.compaction.lock().get(&partition.id).copied().unwrap_or_default();
+                // Only segments whose every record is older than min.compaction.lag.ms
+                // may be rewritten.
+                let cleanable_before = now.saturating_sub(cfg.min_compaction_lag_ms);
                 let due = {
                     let st = partition.state.lock();
-                    let total: u64 = st.sealed.iter().map(|s| s.data_len()).sum();
-                    let dirty: u64 =
-                        st.sealed.iter().filter(|s| s.last_offset >= state.cleaned_through).map(|s| s.data_len()).sum();
-                    let ratio = if total == 0 { 0.0 } else { dirty as f64 / total as f64 };
+                    let cleanable = || st.sealed.iter().take_while(|s| s.max_timestamp <= cleanable_before);
+                    let total: u64 = cleanable().map(|s| s.data_len()).sum();
+                    let dirty = || cleanable().filter(|s| s.last_offset >= state.cleaned_through);
+                    let dirty_bytes: u64 = dirty().map(|s| s.data_len()).sum();
+                    let ratio = if total == 0 { 0.0 } else { dirty_bytes as f64 / total as f64 };
+                    let overdue = dirty().any(|s| s.max_timestamp < now.saturating_sub(cfg.max_compaction_lag_ms));
                     let tombstones_due = state.last_run_ms > 0 && now - state.last_run_ms >= cfg.delete_retention_ms;
-                    total > 0 && ((dirty > 0 && ratio >= cfg.min_cleanable_dirty_ratio) || tombstones_due)
+                    total > 0
+                        && ((dirty_bytes > 0 && (ratio >= cfg.min_cleanable_dirty_ratio || overdue)) || tombstones_due)
                 };
                 if due {
-                    let through =
-                        self.compact(&topic, partition, now, cfg.delete_retention_ms, cfg.segment_bytes).await?;
+                    let through = self
+                        .compact(&topic, partition, now, cleanable_before, cfg.delete_retention_ms, cfg.segment_bytes)
+                        .await?;
                     self.compaction
                         .lock()
                         .insert(partition.id, CleanState { cleaned_through: through, last_run_ms: now });
@@ -70,16 +79,20 @@ impl Storage {
         Ok(())
     }
 
-    /// Rewrites a partition's sealed segments; returns the offset compacted through.
+    /// Rewrites a partition's sealed segments from the first up to the last whose
+    /// records are all at or before `cleanable_before`; returns the offset compacted
+    /// through.
     async fn compact(
         self: &Arc<Self>,
         topic: &Arc<Topic>,
         partition: &Arc<PartitionLog>,
         now: i64,
+        cleanable_before: i64,
         delete_retention_ms: i64,
         segment_bytes: u64,
     ) -> Result<i64, StorageError> {
-        let old: Vec<Sealed> = partition.state.lock().sealed.clone();
+        let old: Vec<Sealed> =
+            partition.state.lock().sealed.iter().take_while(|s| s.max_timestamp <= cleanable_before).cloned().collect();
         let (Some(first), Some(last)) = (old.first(), old.last()) else {
             return Ok(0);
         };

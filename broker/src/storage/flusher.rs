@@ -162,10 +162,12 @@ impl Storage {
                         && age >= cfg.retention_ms
                         && st.batches.iter().all(|b| b.max_timestamp < now - cfg.retention_ms)
                 };
-                let reason = if st.unsealed_bytes >= cfg.segment_bytes {
-                    Reason::Full
-                } else if age >= cfg.segment_ms {
+                // Aged first: data past segment.ms is sealed whole, the remainder of a
+                // full segment included (as Kafka rolls on segment.ms).
+                let reason = if age >= cfg.segment_ms {
                     Reason::Aged
+                } else if st.unsealed_bytes >= cfg.segment_bytes {
+                    Reason::Full
                 } else if front.position < trim_below {
                     Reason::JournalPressure
                 } else if expired() {

@@ -31,10 +31,32 @@ pub struct ConfigDef {
     pub kind: Kind,
     /// Default value as Kafka renders it.
     pub default: fn(&TopicDefaults) -> String,
-    /// Whether Tributary acts on the value today (as opposed to storing it).
-    pub honoured: bool,
+    /// What Tributary does with the value.
+    pub effect: Effect,
     /// Kafka's config type name, for DescribeConfigs v3+.
     pub type_name: ConfigType,
+}
+
+/// What setting a key does in Tributary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Acted on as Kafka acts on it.
+    Honoured,
+    /// Accepted and stored, with nothing to act on: Tributary's design already gives
+    /// what the key asks for, or the key is about machinery it does not have (why).
+    Moot(&'static str),
+    /// Only `only` is accepted; the key is reported read-only (why).
+    Fixed { only: &'static str, why: &'static str },
+}
+
+impl Effect {
+    /// The note DescribeConfigs gives as the key's documentation.
+    pub fn note(&self) -> Option<&'static str> {
+        match self {
+            Effect::Honoured => None,
+            Effect::Moot(why) | Effect::Fixed { why, .. } => Some(why),
+        }
+    }
 }
 
 /// Config types as DescribeConfigs reports them.
@@ -52,49 +74,62 @@ const DAY_MS: i64 = 24 * 3600 * 1000;
 const I32: i64 = i32::MAX as i64;
 
 macro_rules! def {
-    ($name:literal, $kind:expr, $ty:ident, $honoured:literal, $default:expr) => {
-        ConfigDef { name: $name, kind: $kind, default: $default, honoured: $honoured, type_name: ConfigType::$ty }
+    ($name:literal, $kind:expr, $ty:ident, $effect:expr, $default:expr) => {
+        ConfigDef { name: $name, kind: $kind, default: $default, effect: $effect, type_name: ConfigType::$ty }
     };
 }
 
+const H: Effect = Effect::Honoured;
+const FSYNCED: Effect = Effect::Moot("every acknowledged batch is already fsynced by the journal's group commit");
+const NO_LOG_FILES: Effect = Effect::Moot(
+    "Tributary has no per-partition log or index files: batches go to the shared journal, then to sealed segments",
+);
+const ONE_REPLICA: Effect =
+    Effect::Moot("a partition has one durable copy and no followers: there is no replication to throttle or elect");
+const SEALED_TOGETHER: Effect =
+    Effect::Moot("one flusher seals due partitions together into shared objects: there is no roll storm to spread");
+const ALWAYS_TIERED: Effect =
+    Effect::Moot("sealed segments always go to the segment store; the journal holds only what is not sealed yet");
+
 /// Every topic config key Tributary accepts.
 pub static TOPIC_CONFIGS: &[ConfigDef] = &[
-    def!("cleanup.policy", Kind::ListOf(&["delete", "compact"]), List, true, |_| "delete".into()),
+    def!("cleanup.policy", Kind::ListOf(&["delete", "compact"]), List, H, |_| "delete".into()),
     def!(
         "compression.type",
         Kind::OneOf(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]),
         String,
-        false,
+        Effect::Fixed {
+            only: "producer",
+            why: "batches are stored as the producer compressed them; the broker does not recompress",
+        },
         |_| "producer".into()
     ),
-    def!("delete.retention.ms", Kind::Long { min: 0, max: i64::MAX }, Long, true, |_| DAY_MS.to_string()),
-    def!("file.delete.delay.ms", Kind::Long { min: 0, max: i64::MAX }, Long, false, |_| "60000".into()),
-    def!("flush.messages", Kind::Long { min: 1, max: i64::MAX }, Long, false, |_| i64::MAX.to_string()),
-    def!("flush.ms", Kind::Long { min: 0, max: i64::MAX }, Long, false, |_| i64::MAX.to_string()),
-    def!("index.interval.bytes", Kind::Long { min: 0, max: I32 }, Int, false, |_| "4096".into()),
-    def!("max.compaction.lag.ms", Kind::Long { min: 1, max: i64::MAX }, Long, false, |_| i64::MAX.to_string()),
-    def!("max.message.bytes", Kind::Long { min: 0, max: I32 }, Int, true, |d| d.message_max_bytes.to_string()),
-    def!("message.timestamp.after.max.ms", Kind::Long { min: 0, max: i64::MAX }, Long, false, |_| "3600000".into()),
-    def!("message.timestamp.before.max.ms", Kind::Long { min: 0, max: i64::MAX }, Long, false, |_| i64::MAX
-        .to_string()),
-    def!("message.timestamp.type", Kind::OneOf(&["CreateTime", "LogAppendTime"]), String, true, |_| "CreateTime"
-        .into()),
-    def!("min.cleanable.dirty.ratio", Kind::Double { min: 0.0, max: 1.0 }, Double, true, |_| "0.5".into()),
-    def!("min.compaction.lag.ms", Kind::Long { min: 0, max: i64::MAX }, Long, false, |_| "0".into()),
-    def!("min.insync.replicas", Kind::Long { min: 1, max: I32 }, Int, false, |_| "1".into()),
-    def!("preallocate", Kind::Bool, Boolean, false, |_| "false".into()),
-    def!("retention.bytes", Kind::Long { min: -1, max: i64::MAX }, Long, true, |d| d.retention_bytes.to_string()),
-    def!("retention.ms", Kind::Long { min: -1, max: i64::MAX }, Long, true, |d| d.retention_ms.to_string()),
-    def!("segment.bytes", Kind::Long { min: 14, max: I32 }, Int, true, |d| d.segment_bytes.to_string()),
-    def!("segment.index.bytes", Kind::Long { min: 4, max: I32 }, Int, false, |_| "10485760".into()),
-    def!("segment.jitter.ms", Kind::Long { min: 0, max: i64::MAX }, Long, false, |_| "0".into()),
-    def!("segment.ms", Kind::Long { min: 1, max: i64::MAX }, Long, true, |d| d.segment_ms.to_string()),
-    def!("unclean.leader.election.enable", Kind::Bool, Boolean, false, |_| "false".into()),
-    def!("remote.storage.enable", Kind::Bool, Boolean, false, |_| { "false".into() }),
-    def!("local.retention.ms", Kind::Long { min: -2, max: i64::MAX }, Long, false, |_| "-2".into()),
-    def!("local.retention.bytes", Kind::Long { min: -2, max: i64::MAX }, Long, false, |_| "-2".into()),
-    def!("follower.replication.throttled.replicas", Kind::Text, List, false, |_| String::new()),
-    def!("leader.replication.throttled.replicas", Kind::Text, List, false, |_| String::new()),
+    def!("delete.retention.ms", Kind::Long { min: 0, max: i64::MAX }, Long, H, |_| DAY_MS.to_string()),
+    def!("file.delete.delay.ms", Kind::Long { min: 0, max: i64::MAX }, Long, NO_LOG_FILES, |_| "60000".into()),
+    def!("flush.messages", Kind::Long { min: 1, max: i64::MAX }, Long, FSYNCED, |_| i64::MAX.to_string()),
+    def!("flush.ms", Kind::Long { min: 0, max: i64::MAX }, Long, FSYNCED, |_| i64::MAX.to_string()),
+    def!("index.interval.bytes", Kind::Long { min: 0, max: I32 }, Int, NO_LOG_FILES, |_| "4096".into()),
+    def!("max.compaction.lag.ms", Kind::Long { min: 1, max: i64::MAX }, Long, H, |_| i64::MAX.to_string()),
+    def!("max.message.bytes", Kind::Long { min: 0, max: I32 }, Int, H, |d| d.message_max_bytes.to_string()),
+    def!("message.timestamp.after.max.ms", Kind::Long { min: 0, max: i64::MAX }, Long, H, |_| "3600000".into()),
+    def!("message.timestamp.before.max.ms", Kind::Long { min: 0, max: i64::MAX }, Long, H, |_| i64::MAX.to_string()),
+    def!("message.timestamp.type", Kind::OneOf(&["CreateTime", "LogAppendTime"]), String, H, |_| "CreateTime".into()),
+    def!("min.cleanable.dirty.ratio", Kind::Double { min: 0.0, max: 1.0 }, Double, H, |_| "0.5".into()),
+    def!("min.compaction.lag.ms", Kind::Long { min: 0, max: i64::MAX }, Long, H, |_| "0".into()),
+    def!("min.insync.replicas", Kind::Long { min: 1, max: I32 }, Int, H, |_| "1".into()),
+    def!("preallocate", Kind::Bool, Boolean, NO_LOG_FILES, |_| "false".into()),
+    def!("retention.bytes", Kind::Long { min: -1, max: i64::MAX }, Long, H, |d| d.retention_bytes.to_string()),
+    def!("retention.ms", Kind::Long { min: -1, max: i64::MAX }, Long, H, |d| d.retention_ms.to_string()),
+    def!("segment.bytes", Kind::Long { min: 14, max: I32 }, Int, H, |d| d.segment_bytes.to_string()),
+    def!("segment.index.bytes", Kind::Long { min: 4, max: I32 }, Int, NO_LOG_FILES, |_| "10485760".into()),
+    def!("segment.jitter.ms", Kind::Long { min: 0, max: i64::MAX }, Long, SEALED_TOGETHER, |_| "0".into()),
+    def!("segment.ms", Kind::Long { min: 1, max: i64::MAX }, Long, H, |d| d.segment_ms.to_string()),
+    def!("unclean.leader.election.enable", Kind::Bool, Boolean, ONE_REPLICA, |_| "false".into()),
+    def!("remote.storage.enable", Kind::Bool, Boolean, ALWAYS_TIERED, |_| "true".into()),
+    def!("local.retention.ms", Kind::Long { min: -2, max: i64::MAX }, Long, ALWAYS_TIERED, |_| "-2".into()),
+    def!("local.retention.bytes", Kind::Long { min: -2, max: i64::MAX }, Long, ALWAYS_TIERED, |_| "-2".into()),
+    def!("follower.replication.throttled.replicas", Kind::Text, List, ONE_REPLICA, |_| String::new()),
+    def!("leader.replication.throttled.replicas", Kind::Text, List, ONE_REPLICA, |_| String::new()),
 ];
 
 /// Looks up a key.
@@ -114,7 +149,12 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
         Kind::Text => true,
     };
     if ok {
-        return Ok(());
+        return match def.effect {
+            Effect::Fixed { only, why } if value.trim() != only => {
+                Err(format!("{name} can only be {only:?} in Tributary: {why}"))
+            }
+            _ => Ok(()),
+        };
     }
     let allowed = match def.kind {
         Kind::Long { min, max } => format!("an integer in [{min}, {max}]"),
@@ -144,6 +184,15 @@ pub struct TopicConfig {
     pub compact: bool,
     pub delete_retention_ms: i64,
     pub min_cleanable_dirty_ratio: f64,
+    /// A record is compacted away no sooner than this after its timestamp.
+    pub min_compaction_lag_ms: i64,
+    /// Dirty data older than this is compacted whatever the dirty ratio.
+    pub max_compaction_lag_ms: i64,
+    /// acks=all produces need this many in-sync replicas (Tributary has one).
+    pub min_insync_replicas: i64,
+    /// CreateTime timestamps must lie within [now - before, now + after].
+    pub timestamp_before_max_ms: i64,
+    pub timestamp_after_max_ms: i64,
 }
 
 impl TopicConfig {
@@ -168,6 +217,11 @@ impl TopicConfig {
                 .get("min.cleanable.dirty.ratio")
                 .and_then(|v| v.trim().parse::<f64>().ok())
                 .unwrap_or(0.5),
+            min_compaction_lag_ms: long("min.compaction.lag.ms", 0),
+            max_compaction_lag_ms: long("max.compaction.lag.ms", i64::MAX),
+            min_insync_replicas: long("min.insync.replicas", 1),
+            timestamp_before_max_ms: long("message.timestamp.before.max.ms", i64::MAX),
+            timestamp_after_max_ms: long("message.timestamp.after.max.ms", 3_600_000),
             overrides,
         }
     }
@@ -194,6 +248,12 @@ mod tests {
         assert!(e.contains("retention.ms") && e.contains("integer"), "{e}");
         assert!(validate("cleanup.policy", "shred").is_err());
         assert!(validate("no.such.key", "1").unwrap_err().contains("unknown"));
+        // A key Tributary cannot act on takes only the value it has anyway.
+        assert!(validate("compression.type", "producer").is_ok());
+        let e = validate("compression.type", "gzip").unwrap_err();
+        assert!(e.contains("compression.type") && e.contains("\"producer\""), "{e}");
+        // A moot key is accepted.
+        assert!(validate("flush.ms", "1000").is_ok());
     }
 
     #[test]

@@ -307,3 +307,90 @@ async fn compaction_keeps_the_latest_value_per_key_and_expires_tombstones() {
     assert_eq!(append(&storage, &p, batch(now, &[b"after".to_vec()])).await.unwrap(), 500);
     storage.close();
 }
+
+/// Writes `rounds` batches of one value for each of keys k0..k9, timestamped `ts`.
+async fn write_rounds(storage: &Storage, p: &Arc<PartitionLog>, rounds: usize, ts: i64) {
+    for round in 0..rounds {
+        let recs: Vec<_> = (0..10)
+            .map(|k| (Some(Bytes::from(format!("k{k}"))), Some(Bytes::from(format!("{round}:{}", "x".repeat(300))))))
+            .collect();
+        append(storage, p, build(&BatchSpec::plain(ts), &recs).unwrap()).await.unwrap();
+    }
+}
+
+async fn set(storage: &Arc<Storage>, topic: &str, key: &str, value: &str) {
+    let topic = storage.topic(topic).unwrap();
+    let mut m = topic.config().overrides.clone();
+    m.insert(key.into(), value.into());
+    storage.set_topic_configs(&topic, m).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_leaves_records_younger_than_the_min_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path());
+    let storage = open(&c);
+    let compact = [
+        ("cleanup.policy", "compact"),
+        ("segment.bytes", "16384"),
+        ("segment.ms", "1"),
+        ("min.cleanable.dirty.ratio", "0.01"),
+        ("min.compaction.lag.ms", "3600000"),
+    ];
+    let topic = storage.create_topic("lagged", 1, configs(&compact)).await.unwrap();
+    let p = topic.partitions[0].clone();
+    let now = tributary_broker::clock::now_ms();
+    // 20 rounds from two hours ago, 20 from now: only the old ones may be compacted.
+    write_rounds(&storage, &p, 20, now - 7_200_000).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    storage.flush_round(&settings(&c)).await.unwrap();
+    write_rounds(&storage, &p, 20, now).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    for _ in 0..3 {
+        storage.flush_round(&settings(&c)).await.unwrap();
+    }
+    let recs = records_of(&storage, &p).await;
+    let old = recs.iter().filter(|r| r.1 == now - 7_200_000).count();
+    let young = recs.iter().filter(|r| r.1 == now).count();
+    assert_eq!(young, 200, "every record younger than min.compaction.lag.ms stays (old: {old})");
+    assert_eq!(old, 10, "the old part is compacted to one record per key ({} records)", recs.len());
+    // Without the lag the rest goes too.
+    set(&storage, "lagged", "min.compaction.lag.ms", "0").await;
+    storage.flush_round(&settings(&c)).await.unwrap();
+    assert_eq!(records_of(&storage, &p).await.len(), 10);
+    storage.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dirty_data_older_than_the_max_lag_is_compacted_whatever_the_ratio() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path());
+    let storage = open(&c);
+    let compact = [
+        ("cleanup.policy", "compact"),
+        ("segment.bytes", "16384"),
+        ("segment.ms", "1"),
+        ("min.cleanable.dirty.ratio", "0.01"),
+    ];
+    let topic = storage.create_topic("table", 1, configs(&compact)).await.unwrap();
+    let p = topic.partitions[0].clone();
+    let then = tributary_broker::clock::now_ms() - 7_200_000;
+    write_rounds(&storage, &p, 30, then).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    storage.flush_round(&settings(&c)).await.unwrap();
+    storage.flush_round(&settings(&c)).await.unwrap();
+    assert_eq!(records_of(&storage, &p).await.len(), 10, "first compaction");
+    // A little more dirty data: far below a ratio of 1.0, so it stays...
+    set(&storage, "table", "min.cleanable.dirty.ratio", "1.0").await;
+    write_rounds(&storage, &p, 2, then).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    for _ in 0..3 {
+        storage.flush_round(&settings(&c)).await.unwrap();
+    }
+    assert_eq!(records_of(&storage, &p).await.len(), 30, "below the dirty ratio nothing is compacted");
+    // ...until it is older than max.compaction.lag.ms.
+    set(&storage, "table", "max.compaction.lag.ms", "3600000").await;
+    storage.flush_round(&settings(&c)).await.unwrap();
+    assert_eq!(records_of(&storage, &p).await.len(), 10);
+    storage.close();
+}
