@@ -39,7 +39,7 @@ def java_build(tmp_path_factory):
     out = tmp_path_factory.mktemp("java")
     cp = classpath()
     r = subprocess.run(["javac", "-cp", cp, "-d", str(out), str(HERE / "RoundTrip.java"), str(HERE / "Groups.java"),
-                        str(HERE / "Txn.java"), str(HERE / "AdminOps.java")],
+                        str(HERE / "Txn.java"), str(HERE / "AdminOps.java"), str(HERE / "Quotas.java")],
                        capture_output=True, timeout=180)
     assert r.returncode == 0, r.stderr.decode()
     return f"{out}:{cp}"
@@ -84,3 +84,24 @@ def test_java_admin_round_trips(java_build, broker):
                        timeout=240)
     out = r.stdout.decode(errors="replace")
     assert r.returncode == 0 and out.strip().endswith("OK"), (out + r.stderr.decode(errors="replace"))[-4000:]
+
+
+def test_java_client_quotas_throttle_and_persist(java_build, make_broker):
+    """AlterClientQuotas / DescribeClientQuotas from the Java Admin client; a producer
+    and a consumer over their byte rates are slowed to them and see throttle time;
+    the quotas survive a restart. Short quota windows keep the first burst small."""
+    broker = make_broker(env={"TRIBUTARY_QUOTAS_WINDOW_MS": "500", "TRIBUTARY_QUOTAS_WINDOW_SAMPLES": "2"})
+    broker.start()
+    topic = unique("jq")
+    for phase in ("throttle", "persisted"):
+        r = subprocess.run(["java", "-cp", java_build, "Quotas", broker.bootstrap, topic, phase], capture_output=True,
+                           timeout=240)
+        out = r.stdout.decode(errors="replace")
+        assert r.returncode == 0 and out.strip().endswith("OK"), (out + r.stderr.decode(errors="replace"))[-4000:]
+        if phase == "throttle":
+            throttled = {}
+            for line in broker.metrics().splitlines():
+                if line.startswith("tributary_quota_throttled_responses_total{"):
+                    throttled[line.split('quota="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
+            assert throttled.get("produce", 0) > 0 and throttled.get("fetch", 0) > 0, throttled
+            broker.restart()

@@ -8,6 +8,7 @@ use tributary_config::Config;
 use crate::coordinator::group::GroupCoordinator;
 use crate::coordinator::txn::TxnCoordinator;
 use crate::metrics::Metrics;
+use crate::quotas::Quotas;
 use crate::storage::Storage;
 
 /// This broker as clients see it in Metadata.
@@ -26,6 +27,7 @@ pub struct Broker {
     pub metrics: Arc<Metrics>,
     pub groups: Arc<GroupCoordinator>,
     pub txns: Arc<TxnCoordinator>,
+    pub quotas: Quotas,
     pub node: Node,
 }
 
@@ -44,6 +46,7 @@ impl Broker {
             host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
             port: port.parse().unwrap_or(9092),
         };
-        Broker { config, storage, metrics, groups, txns, node }
+        let quotas = Quotas::new(&config.quotas, storage.client_quotas());
+        Broker { config, storage, metrics, groups, txns, quotas, node }
     }
 }

@@ -14,6 +14,7 @@
 //! - [`coordinator`]: the group coordinator (consumer groups of both protocols,
 //!   committed offsets) and the transaction coordinator (transactional ids, markers);
 //!   both keep their state in internal topics written through the journal.
+//! - [`quotas`]: client quotas (produce and fetch byte rates) and throttling.
 //! - [`broker`]: the state handlers share; [`clock`]: time.
 //!
 //! A produce request flows: connection -> dispatch -> `api::produce` (validate the
@@ -28,6 +29,7 @@ pub mod clock;
 pub mod coordinator;
 pub mod http;
 pub mod metrics;
+pub mod quotas;
 pub mod server;
 pub mod storage;
 

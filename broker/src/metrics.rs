@@ -2,7 +2,8 @@
 //! conventions (units in names, `_total` counters, histograms for latencies).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// The broker's metrics.
@@ -29,6 +30,8 @@ pub struct Metrics {
     pub rebalances: IntCounterVec,
     pub segment_upload_seconds: Histogram,
     pub journal_disk_bytes: IntGauge,
+    pub throttled: IntCounterVec,
+    pub throttle_seconds: CounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] =
@@ -139,6 +142,22 @@ impl Metrics {
                 .expect("invariant: valid metric"),
             ),
             journal_disk_bytes: gauge("tributary_journal_disk_bytes", "Bytes of journal files on disk."),
+            throttled: counter_vec(
+                "tributary_quota_throttled_responses_total",
+                "Responses whose client was over its quota and told to wait, by quota (produce, fetch).",
+                &["quota"],
+            ),
+            throttle_seconds: reg(
+                &registry,
+                CounterVec::new(
+                    Opts::new(
+                        "tributary_quota_throttle_seconds_total",
+                        "Time clients were told to wait for being over their quota, by quota (produce, fetch).",
+                    ),
+                    &["quota"],
+                )
+                .expect("invariant: valid metric"),
+            ),
             registry,
         }
     }

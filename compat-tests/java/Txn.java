@@ -93,7 +93,14 @@ public class Txn {
                 txn.send(new ProducerRecord<>(out, 0, r.key(), r.value().toUpperCase()));
             }
             txn.sendOffsetsToTransaction(Map.of(inTp, new OffsetAndMetadata(step * 10 + 10)), consumer.groupMetadata());
-            if (step == 0) txn.commitTransaction(); else txn.abortTransaction();
+            if (step == 0) {
+                txn.commitTransaction();
+            } else {
+                // Flushed first, so the aborted records are in the log (abort drops
+                // what the producer has not sent yet) and read_uncommitted sees them.
+                txn.flush();
+                txn.abortTransaction();
+            }
         }
         OffsetAndMetadata committed = consumer.committed(Set.of(inTp)).get(inTp);
         check(committed != null && committed.offset() == 10, "group committed " + committed + ", expected 10");

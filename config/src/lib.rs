@@ -38,6 +38,19 @@ pub struct Config {
     pub cache: CacheConfig,
     pub groups: GroupConfig,
     pub storage: StorageConfig,
+    pub quotas: QuotaConfig,
+}
+
+/// Client quotas (Kafka's `producer_byte_rate` / `consumer_byte_rate`, set with
+/// AlterClientQuotas): how rates are measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    /// Length of one rate sample (`quota.window.size.seconds`, in ms).
+    pub window_ms: u64,
+    /// Samples a rate is measured over (`quota.window.num`); a new client may burst
+    /// up to `window_samples - 1` windows' worth of its quota before it is throttled.
+    pub window_samples: u32,
 }
 
 /// When an append is acknowledged.
@@ -196,7 +209,14 @@ impl Default for Config {
             cache: CacheConfig::default(),
             groups: GroupConfig::default(),
             storage: StorageConfig::default(),
+            quotas: QuotaConfig::default(),
         }
+    }
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        QuotaConfig { window_ms: 1000, window_samples: 11 }
     }
 }
 

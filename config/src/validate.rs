@@ -86,6 +86,8 @@ pub(crate) fn check(c: &Config) -> Result<(), ConfigError> {
     range(&mut p, "storage.retry_max_times", st.retry_max_times, 0, 100);
     range(&mut p, "storage.retry_min_delay_ms", st.retry_min_delay_ms, 1, 60_000);
     range(&mut p, "storage.retry_max_delay_ms", st.retry_max_delay_ms, st.retry_min_delay_ms, 600_000);
+    range(&mut p, "quotas.window_ms", c.quotas.window_ms, 10, 3_600_000);
+    range(&mut p, "quotas.window_samples", c.quotas.window_samples, 2, 1000);
     if c.topics.message_max_bytes as u64 > c.limits.socket_request_max_bytes {
         p.push(format!(
             "topics.message_max_bytes: {} exceeds limits.socket_request_max_bytes ({})",
@@ -147,6 +149,8 @@ mod tests {
             (|c| c.storage.retry_max_times = 1000, "storage.retry_max_times"),
             (|c| c.storage.retry_min_delay_ms = 0, "storage.retry_min_delay_ms"),
             (|c| c.storage.retry_max_delay_ms = 1, "storage.retry_max_delay_ms"),
+            (|c| c.quotas.window_ms = 0, "quotas.window_ms"),
+            (|c| c.quotas.window_samples = 1, "quotas.window_samples"),
         ];
         for (mutate, key) in rows {
             let mut c = Config::default();

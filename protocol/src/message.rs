@@ -127,6 +127,8 @@ messages! {
     ElectLeaders => ElectLeadersRequest, ElectLeadersResponse;
     OffsetForLeaderEpoch => OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse;
     DescribeLogDirs => DescribeLogDirsRequest, DescribeLogDirsResponse;
+    DescribeClientQuotas => DescribeClientQuotasRequest, DescribeClientQuotasResponse;
+    AlterClientQuotas => AlterClientQuotasRequest, AlterClientQuotasResponse;
 }
 
 #[cfg(test)]

@@ -91,6 +91,8 @@ impl Response {
                 e(r.error_code);
                 r.results.iter().for_each(|d| e(d.error_code));
             }
+            Response::DescribeClientQuotas(r) => e(r.error_code),
+            Response::AlterClientQuotas(r) => r.entries.iter().for_each(|q| e(q.error_code)),
         }
     }
 }

@@ -21,40 +21,75 @@ use tributary_protocol::kafka_protocol::messages::{BrokerId, FetchRequest, Fetch
 use super::errors::{self, of, Error};
 use super::{Reply, RequestCtx};
 use crate::broker::Broker;
+use crate::quotas::{QuotaKind, ANONYMOUS};
 use crate::storage::{StorageError, Topic};
 
 const READ_COMMITTED: i8 = 1;
 
 pub(crate) fn handle(ctx: &RequestCtx, request: FetchRequest) -> Reply {
-    let broker = ctx.broker.clone();
-    let version = ctx.version;
-    Reply::Later(Box::pin(async move { fetch(broker, version, request).await.into() }))
+    let ctx = ctx.clone();
+    Reply::Later(Box::pin(async move { fetch(&ctx, request).await.into() }))
 }
 
-async fn fetch(broker: Arc<Broker>, version: i16, request: FetchRequest) -> FetchResponse {
+async fn fetch(ctx: &RequestCtx, request: FetchRequest) -> FetchResponse {
+    let (broker, version) = (&ctx.broker, ctx.version);
     if version >= 7 && request.session_id != 0 {
         return FetchResponse::default().with_error_code(of(Error::FetchSessionIdNotFound));
     }
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
     let mut durable = broker.storage.durable_changes();
-    loop {
+    // No more than the client's consumer_byte_rate allows in one response (Kafka's
+    // cap), so that a large fetch is answered smaller rather than throttled forever.
+    let cap =
+        broker.quotas.max_in_window(QuotaKind::Fetch, ANONYMOUS, &ctx.client_id).map_or(usize::MAX, |c| c as usize);
+    let (mut response, bytes, tally) = loop {
         durable.borrow_and_update();
-        let (response, bytes, errors) = read_all(&broker, version, &request).await;
+        let (response, bytes, errors, tally) = read_all(broker, version, &request, cap).await;
         if bytes >= request.min_bytes.max(0) as usize || errors || Instant::now() >= deadline {
-            return response;
+            break (response, bytes, tally);
         }
         tokio::select! {
-            changed = durable.changed() => if changed.is_err() { return response },
+            changed = durable.changed() => if changed.is_err() { break (response, bytes, tally) },
             _ = tokio::time::sleep_until(deadline) => {}
         }
+    };
+    // Over its consumer_byte_rate the client gets no data, only the time to wait (the
+    // bytes it did not get do not count), as Kafka answers.
+    let now = crate::clock::now_ms();
+    let quotas = &broker.quotas;
+    let throttle = quotas.record(QuotaKind::Fetch, ANONYMOUS, &ctx.client_id, bytes as u64, now);
+    if throttle > 0 {
+        quotas.unrecord(QuotaKind::Fetch, ANONYMOUS, &ctx.client_id, bytes as u64, now);
+        ctx.throttle(QuotaKind::Fetch, throttle);
+        response = FetchResponse::default();
+        response.throttle_time_ms = throttle as i32;
+        if version < 8 {
+            // Clients before KIP-219 do not back off themselves: answer late.
+            tokio::time::sleep(Duration::from_millis(throttle)).await;
+        }
+        return response;
     }
+    for (topic, bytes, records) in tally {
+        broker.metrics.fetch_bytes.with_label_values(&[&topic]).inc_by(bytes);
+        broker.metrics.fetch_records.with_label_values(&[&topic]).inc_by(records);
+    }
+    response
 }
 
+/// Per partition returned with data: (topic, bytes, records), for the metrics.
+type Tally = Vec<(Arc<str>, u64, u64)>;
+
 /// One pass over every requested partition. Returns the response, the bytes in it,
-/// and whether any partition had an error (which answers at once).
-async fn read_all(broker: &Broker, version: i16, request: &FetchRequest) -> (FetchResponse, usize, bool) {
+/// whether any partition had an error (which answers at once), and the tally.
+async fn read_all(
+    broker: &Broker,
+    version: i16,
+    request: &FetchRequest,
+    cap: usize,
+) -> (FetchResponse, usize, bool, Tally) {
+    let mut tally = Tally::new();
     let storage = &broker.storage;
-    let mut budget = if version >= 3 { request.max_bytes.max(0) as usize } else { usize::MAX };
+    let mut budget = if version >= 3 { request.max_bytes.max(0) as usize } else { usize::MAX }.min(cap);
     let mut total = 0usize;
     let mut any_error = false;
     let mut responses = Vec::with_capacity(request.topics.len());
@@ -110,8 +145,7 @@ async fn read_all(broker: &Broker, version: i16, request: &FetchRequest) -> (Fet
                             .filter_map(|b| BatchHeader::parse(b).ok())
                             .map(|h| h.records_count as i64)
                             .sum();
-                        broker.metrics.fetch_bytes.with_label_values(&[&log.topic]).inc_by(size as u64);
-                        broker.metrics.fetch_records.with_label_values(&[&log.topic]).inc_by(records as u64);
+                        tally.push((log.topic.clone(), size as u64, records as u64));
                         data.records = Some(concat(read.batches, size));
                     }
                     total += size;
@@ -136,7 +170,7 @@ async fn read_all(broker: &Broker, version: i16, request: &FetchRequest) -> (Fet
                 .with_partitions(partitions),
         );
     }
-    (FetchResponse::default().with_responses(responses), total, any_error)
+    (FetchResponse::default().with_responses(responses), total, any_error, tally)
 }
 
 fn concat(batches: Vec<Bytes>, size: usize) -> Bytes {

@@ -15,6 +15,7 @@ mod list_offsets;
 mod metadata;
 mod offsets;
 mod produce;
+mod quotas;
 mod topics;
 mod txn;
 
@@ -54,6 +55,8 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::DescribeClientQuotas, 0, 1),
+    (ApiKey::AlterClientQuotas, 0, 1),
     (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
@@ -81,9 +84,20 @@ pub(crate) struct RequestCtx {
     pub(crate) version: i16,
     pub(crate) client_id: String,
     pub(crate) peer: std::net::SocketAddr,
+    /// The connection's read gate, closed for a while when its client is throttled.
+    pub(crate) mute: Arc<crate::quotas::Mute>,
 }
 
 impl RequestCtx {
+    /// Throttles the client for `ms` (over a quota of `kind`): its connection is not
+    /// read from until then.
+    pub(crate) fn throttle(&self, kind: crate::quotas::QuotaKind, ms: u64) {
+        self.mute.extend(ms);
+        let metrics = &self.broker.metrics;
+        metrics.throttled.with_label_values(&[kind.label()]).inc();
+        metrics.throttle_seconds.with_label_values(&[kind.label()]).inc_by(ms as f64 / 1000.0);
+    }
+
     /// The client's host as group members show it (`/127.0.0.1`, as Kafka writes it).
     pub(crate) fn client_host(&self) -> String {
         format!("/{}", self.peer.ip())
@@ -125,6 +139,8 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: Request) -> Reply {
         Request::ElectLeaders(r) => Reply::Now(admin::elect_leaders(ctx, r).into()),
         Request::OffsetForLeaderEpoch(r) => Reply::Now(admin::offset_for_leader_epoch(ctx, r).into()),
         Request::DescribeLogDirs(r) => Reply::Now(admin::describe_log_dirs(ctx, r).into()),
+        Request::DescribeClientQuotas(r) => Reply::Now(quotas::describe(ctx, r).into()),
+        Request::AlterClientQuotas(r) => Reply::Now(quotas::alter(ctx, r).await.into()),
         // Group APIs run in request order: a request is evaluated only once the
         // answers before it on the connection are complete, as Kafka does. (A
         // Heartbeat read while the same client's JoinGroup waits must see the group

@@ -14,6 +14,7 @@ use tributary_protocol::records;
 
 use super::errors::{self, of, Error};
 use super::{Reply, RequestCtx};
+use crate::quotas::{QuotaKind, ANONYMOUS};
 use crate::storage::topic_config::TopicConfig;
 use crate::storage::{PendingAppend, Topic};
 
@@ -30,6 +31,12 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ProduceRequest) -> Reply {
     let broker = &ctx.broker;
     let acks = request.acks;
     let mut slots: Vec<TopicSlots> = Vec::new();
+    let bytes: u64 = request
+        .topic_data
+        .iter()
+        .flat_map(|t| &t.partition_data)
+        .map(|p| p.records.as_ref().map_or(0, |r| r.len() as u64))
+        .sum();
     for topic_data in request.topic_data {
         let topic = broker.storage.topic(topic_data.name.0.as_str());
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
@@ -52,12 +59,23 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ProduceRequest) -> Reply {
         let response = TopicProduceResponse::default().with_name(topic_data.name).with_topic_id(topic_data.topic_id);
         slots.push((response, partitions, topic));
     }
+    // Over its producer_byte_rate the client is told to wait (the data is taken),
+    // as Kafka does; acks=0 clients are only not read from for that long.
+    let throttle = broker.quotas.record(QuotaKind::Produce, ANONYMOUS, &ctx.client_id, bytes, crate::clock::now_ms());
+    if throttle > 0 {
+        ctx.throttle(QuotaKind::Produce, throttle);
+    }
     if acks == 0 {
         return Reply::Nothing;
     }
     let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
     let metrics = broker.metrics.clone();
+    let version = ctx.version;
     Reply::Later(Box::pin(async move {
+        if throttle > 0 && version < 6 {
+            // Clients before KIP-219 do not back off themselves: answer late.
+            tokio::time::sleep(Duration::from_millis(throttle)).await;
+        }
         let mut responses = Vec::with_capacity(slots.len());
         for (mut topic_response, partitions, topic) in slots {
             for (index, slot) in partitions {
@@ -88,7 +106,7 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ProduceRequest) -> Reply {
             }
             responses.push(topic_response);
         }
-        ProduceResponse::default().with_responses(responses).into()
+        ProduceResponse::default().with_responses(responses).with_throttle_time_ms(throttle as i32).into()
     }))
 }
 

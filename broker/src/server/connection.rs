@@ -3,6 +3,8 @@
 //! that order. Responses may complete out of order (a long-polling fetch, an append
 //! waiting for fsync) but are written strictly in request order by the writer half.
 //! A protocol error closes this connection only, with one log line naming the peer.
+//! A client throttled for being over a quota is not read from until its throttle
+//! time has passed.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,6 +22,7 @@ use tributary_protocol::frame;
 
 use super::dispatch;
 use crate::broker::Broker;
+use crate::quotas::Mute;
 
 /// What a request's turn in the response order produces.
 #[derive(Debug)]
@@ -110,10 +113,15 @@ pub(super) async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>
         // One buffer per connection: frames are split off it without zeroing a fresh
         // allocation per request, and bytes read past a frame start the next one.
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let mute = Arc::new(Mute::default());
         loop {
             let frame = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                f = read_frame(&mut rd, &mut buf, max) => f,
+                f = async {
+                    // A throttled client's next request waits on the socket.
+                    mute.wait().await;
+                    read_frame(&mut rd, &mut buf, max).await
+                } => f,
             };
             let frame = match frame {
                 Ok(Some(frame)) => frame,
@@ -124,7 +132,7 @@ pub(super) async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>
                     break;
                 }
             };
-            match dispatch::dispatch(&broker, peer, frame).await {
+            match dispatch::dispatch(&broker, peer, &mute, frame).await {
                 Ok(pending) => {
                     if tx.send(pending).await.is_err() {
                         break;

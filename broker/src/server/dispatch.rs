@@ -17,7 +17,12 @@ use crate::api::{self, Reply, RequestCtx};
 use crate::broker::Broker;
 
 /// Dispatches one request. `Err` means: close the connection, for the reason given.
-pub(super) async fn dispatch(broker: &Arc<Broker>, peer: SocketAddr, frame: Bytes) -> Result<Pending, String> {
+pub(super) async fn dispatch(
+    broker: &Arc<Broker>,
+    peer: SocketAddr,
+    mute: &Arc<crate::quotas::Mute>,
+    frame: Bytes,
+) -> Result<Pending, String> {
     let prelude = header::peek(&frame).ok_or("request shorter than a request header")?;
     let (version, correlation_id) = (prelude.api_version, prelude.correlation_id);
     let key = ApiKey::try_from(prelude.api_key).map_err(|_| format!("unknown api key {}", prelude.api_key))?;
@@ -41,6 +46,7 @@ pub(super) async fn dispatch(broker: &Arc<Broker>, peer: SocketAddr, frame: Byte
         version,
         client_id: request_header.client_id.map(|s| s.to_string()).unwrap_or_default(),
         peer,
+        mute: mute.clone(),
     };
     let reply = api::handle(&ctx, request).await;
     let metrics = broker.metrics.clone();

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::journal::entry;
 use super::journal::files::sync_dir;
+use crate::quotas::QuotaEntity;
 
 const KIND_META: u8 = 2;
 const SNAPSHOT: &str = "metadata.snapshot";
@@ -90,6 +91,11 @@ pub(crate) enum MetaRecord {
     /// Garbage objects removed from the segment store.
     ObjectsDeleted {
         keys: Vec<String>,
+    },
+    /// A client quota entity's quotas, replaced as a whole (empty: removed).
+    ClientQuotasSet {
+        entity: QuotaEntity,
+        values: BTreeMap<String, f64>,
     },
 }
 
@@ -168,6 +174,9 @@ pub(crate) struct MetaState {
     /// Live objects and how many manifest entries refer to each.
     #[serde(default)]
     pub(crate) objects: BTreeMap<String, u32>,
+    /// Client quotas by entity.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) client_quotas: Vec<(QuotaEntity, BTreeMap<String, f64>)>,
 }
 
 impl MetaState {
@@ -265,6 +274,12 @@ impl MetaState {
             MetaRecord::ObjectsDeleted { keys } => {
                 for k in keys {
                     self.garbage.remove(k);
+                }
+            }
+            MetaRecord::ClientQuotasSet { entity, values } => {
+                self.client_quotas.retain(|(e, _)| e != entity);
+                if !values.is_empty() {
+                    self.client_quotas.push((entity.clone(), values.clone()));
                 }
             }
         }

@@ -49,6 +49,7 @@ pub use topic_config::TopicConfig;
 pub use txn_index::AbortedTxn;
 
 use crate::metrics::Metrics;
+use crate::quotas::QuotaEntity;
 
 /// A topic (stream) and its partitions.
 #[derive(Debug)]
@@ -323,6 +324,21 @@ impl Storage {
         })
         .await
         .map_err(|_| StorageError::ShuttingDown)?
+    }
+
+    /// Client quotas as the metadata log holds them.
+    pub fn client_quotas(&self) -> Vec<(QuotaEntity, BTreeMap<String, f64>)> {
+        self.meta.lock().state.client_quotas.clone()
+    }
+
+    /// Replaces a client quota entity's quotas durably (empty removes it). `values`
+    /// must already be validated.
+    pub async fn set_client_quotas(
+        self: &Arc<Self>,
+        entity: QuotaEntity,
+        values: BTreeMap<String, f64>,
+    ) -> Result<(), StorageError> {
+        self.record(MetaRecord::ClientQuotasSet { entity, values }).await
     }
 
     /// Replaces a topic's config overrides durably; they apply at once. `configs`
