@@ -52,6 +52,30 @@ def test_describe_configs_for_a_topic_and_the_broker(broker):
         assert e.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
 
 
+def test_topic_config_sources_and_synonyms_follow_the_override_the_broker_and_the_default(make_broker):
+    b = make_broker(env={"TRIBUTARY_TOPICS_SEGMENT_BYTES": "1048576"})
+    b.start()
+    topic = unique("syn")
+    create(b, topic, config={"retention.ms": "1234"})
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    client = admin(b)  # outlives its futures
+    entries = client.describe_configs([res])[res].result(timeout=30)
+
+    def synonyms(key):
+        return [(name, e.value, e.source) for name, e in entries[key].synonyms.items()]
+
+    assert synonyms("retention.ms") == [("retention.ms", "1234", ConfigSource.DYNAMIC_TOPIC_CONFIG.value),
+                                        ("log.retention.ms", "604800000", ConfigSource.DEFAULT_CONFIG.value)]
+    # Set in the broker's configuration: the topic inherits it.
+    assert entries["segment.bytes"].value == "1048576"
+    assert entries["segment.bytes"].source == ConfigSource.STATIC_BROKER_CONFIG.value
+    # (The client keeps synonyms by name: the broker setting and the built-in default
+    # share theirs, and the later one, the default, is what it shows.)
+    assert synonyms("segment.bytes") == [("log.segment.bytes", "67108864", ConfigSource.DEFAULT_CONFIG.value)]
+    assert synonyms("cleanup.policy") == [("cleanup.policy", "delete", ConfigSource.DEFAULT_CONFIG.value)]
+    b.stop()
+
+
 def test_create_topic_rules(broker):
     client = admin(broker)
     name = unique("rules")

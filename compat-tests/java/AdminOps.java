@@ -42,6 +42,14 @@ public class AdminOps {
             check("2000".equals(described.get("max.message.bytes").value()), "max.message.bytes not 2000: " + described);
             check(described.get("max.message.bytes").source() == ConfigEntry.ConfigSource.DYNAMIC_TOPIC_CONFIG,
                     "source " + described.get("max.message.bytes").source());
+            Config withSynonyms = admin.describeConfigs(List.of(res), new DescribeConfigsOptions().includeSynonyms(true))
+                    .all().get(30, TimeUnit.SECONDS).get(res);
+            List<String> synonyms = new ArrayList<>();
+            for (ConfigEntry.ConfigSynonym syn : withSynonyms.get("max.message.bytes").synonyms()) {
+                synonyms.add(syn.name() + "=" + syn.value() + "@" + syn.source());
+            }
+            check(synonyms.equals(List.of("max.message.bytes=2000@DYNAMIC_TOPIC_CONFIG",
+                    "message.max.bytes=1048588@DEFAULT_CONFIG")), "synonyms " + synonyms);
             try {
                 producer.send(new ProducerRecord<>(topic, 0, null, new byte[3000])).get(30, TimeUnit.SECONDS);
                 throw new AssertionError("a record over max.message.bytes was accepted");

@@ -1,4 +1,5 @@
-//! DescribeConfigs for topics (every known key with its effective value and source)
+//! DescribeConfigs for topics (every known key with its effective value, source and
+//! synonyms: the topic override, the broker setting under its Kafka name, the default)
 //! and for this broker (its settings under their Kafka names, read-only).
 
 use tributary_protocol::kafka_protocol::messages::describe_configs_response::{
@@ -9,6 +10,8 @@ use tributary_protocol::kafka_protocol::protocol::StrBytes;
 
 use super::errors::{of, Error};
 use super::RequestCtx;
+use tributary_config::TopicDefaults;
+
 use crate::storage::topic_config::{ConfigType, Effect, TOPIC_CONFIGS};
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -24,6 +27,23 @@ struct Entry {
     read_only: bool,
     config_type: ConfigType,
     documentation: Option<&'static str>,
+    /// (name, value, source) in precedence order, the entry's own first.
+    synonyms: Vec<(String, String, i8)>,
+}
+
+/// The broker setting (under its Kafka name) a topic config falls back to, with its
+/// value here and whether it differs from the built-in default.
+fn broker_synonym(key: &str, topics: &TopicDefaults) -> Option<(&'static str, String, bool)> {
+    let d = TopicDefaults::default();
+    let (name, value, default) = match key {
+        "retention.ms" => ("log.retention.ms", topics.retention_ms, d.retention_ms),
+        "retention.bytes" => ("log.retention.bytes", topics.retention_bytes, d.retention_bytes),
+        "segment.bytes" => ("log.segment.bytes", topics.segment_bytes, d.segment_bytes),
+        "segment.ms" => ("log.roll.ms", topics.segment_ms, d.segment_ms),
+        "max.message.bytes" => ("message.max.bytes", topics.message_max_bytes as i64, d.message_max_bytes as i64),
+        _ => return None,
+    };
+    Some((name, value.to_string(), value != default))
 }
 
 pub(crate) fn describe(ctx: &RequestCtx, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
@@ -67,14 +87,28 @@ fn topic_entries(ctx: &RequestCtx, name: &str) -> Result<Vec<Entry>, (i16, Strin
     Ok(TOPIC_CONFIGS
         .iter()
         .map(|def| {
-            let (value, is_override) = config.value(def, storage.topic_defaults());
+            let defaults = storage.topic_defaults();
+            let (value, is_override) = config.value(def, defaults);
+            // Kafka's synonyms: the topic override, the broker setting, the default.
+            let mut synonyms = Vec::new();
+            if is_override {
+                synonyms.push((def.name.to_string(), value.clone(), SOURCE_TOPIC_OVERRIDE));
+            }
+            let broker = broker_synonym(def.name, defaults);
+            if let Some((name, v, true)) = &broker {
+                synonyms.push((name.to_string(), v.clone(), SOURCE_STATIC_BROKER));
+            }
+            let builtin = (def.default)(&TopicDefaults::default());
+            let default_name = broker.as_ref().map_or(def.name, |(n, _, _)| *n);
+            synonyms.push((default_name.to_string(), builtin, SOURCE_DEFAULT));
             Entry {
                 name: def.name.to_string(),
                 value,
-                source: if is_override { SOURCE_TOPIC_OVERRIDE } else { SOURCE_DEFAULT },
+                source: synonyms[0].2,
                 read_only: matches!(def.effect, Effect::Fixed { .. }),
                 config_type: def.type_name,
                 documentation: def.effect.note(),
+                synonyms,
             }
         })
         .collect())
@@ -85,11 +119,12 @@ fn broker_entries(ctx: &RequestCtx) -> Vec<Entry> {
     let node = &ctx.broker.node;
     let entry = |name: &str, value: String, config_type: ConfigType| Entry {
         name: name.to_string(),
-        value,
+        value: value.clone(),
         source: SOURCE_STATIC_BROKER,
         read_only: true,
         config_type,
         documentation: None,
+        synonyms: vec![(name.to_string(), value, SOURCE_STATIC_BROKER)],
     };
     vec![
         entry("node.id", c.node_id.to_string(), ConfigType::Int),
@@ -118,10 +153,16 @@ fn render(e: Entry, include_synonyms: bool, version: i16) -> DescribeConfigsReso
         .with_read_only(e.read_only)
         .with_config_source(e.source);
     if include_synonyms {
-        r.synonyms = vec![DescribeConfigsSynonym::default()
-            .with_name(StrBytes::from_string(e.name))
-            .with_value(value)
-            .with_source(e.source)];
+        r.synonyms = e
+            .synonyms
+            .into_iter()
+            .map(|(name, value, source)| {
+                DescribeConfigsSynonym::default()
+                    .with_name(StrBytes::from_string(name))
+                    .with_value(Some(StrBytes::from_string(value)))
+                    .with_source(source)
+            })
+            .collect();
     }
     if version >= 3 {
         r.config_type = e.config_type as i8;
