@@ -127,7 +127,8 @@ pub struct CacheConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// "fs" (a directory) or "s3".
+    /// "fs" (a directory), "s3", or another OpenDAL service of
+    /// [`OTHER_SEGMENT_STORE_BACKENDS`] configured through `options`.
     pub backend: String,
     /// With `fs`: the directory; empty means `<data_dir>/segments`.
     pub fs_root: String,
@@ -146,8 +147,18 @@ pub struct StorageConfig {
     pub block_cache_bytes: u64,
     /// Size of one block read from the store (and read ahead).
     pub block_bytes: u64,
+    /// Blocks fetched ahead of a sequential reader of sealed data.
+    pub read_ahead_blocks: u64,
     pub s3: S3Config,
+    /// For a backend other than "fs" and "s3": the OpenDAL service's own options
+    /// (`bucket`, `root`, `credential`, `endpoint`, `account_name`, ... as OpenDAL
+    /// names them), passed through as given.
+    pub options: std::collections::BTreeMap<String, String>,
 }
+
+/// The OpenDAL services besides "fs" and "s3" a segment store can be, configured
+/// through `storage.options`.
+pub const OTHER_SEGMENT_STORE_BACKENDS: &[&str] = &["gcs", "azblob", "memory"];
 
 /// The `s3` backend: any S3-compatible service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -276,7 +287,9 @@ impl Default for StorageConfig {
             pack_bytes: 64 * 1024 * 1024,
             block_cache_bytes: 256 * 1024 * 1024,
             block_bytes: 1024 * 1024,
+            read_ahead_blocks: 8,
             s3: S3Config::default(),
+            options: Default::default(),
         }
     }
 }

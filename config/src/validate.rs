@@ -77,8 +77,17 @@ pub(crate) fn check(c: &Config) -> Result<(), ConfigError> {
     range(&mut p, "storage.pack_bytes", st.pack_bytes, 1 << 16, 1 << 34);
     range(&mut p, "storage.block_cache_bytes", st.block_cache_bytes, 0, 1 << 40);
     range(&mut p, "storage.block_bytes", st.block_bytes, 4096, 1 << 26);
-    if st.backend != "fs" && st.backend != "s3" {
-        p.push(format!("storage.backend: {:?} is not one of \"fs\", \"s3\"", st.backend));
+    range(&mut p, "storage.read_ahead_blocks", st.read_ahead_blocks, 0, 1024);
+    let others = crate::OTHER_SEGMENT_STORE_BACKENDS;
+    if st.backend != "fs" && st.backend != "s3" && !others.contains(&st.backend.as_str()) {
+        p.push(format!("storage.backend: {:?} is not one of \"fs\", \"s3\", {}", st.backend, others.join(", ")));
+    }
+    if (st.backend == "fs" || st.backend == "s3") && !st.options.is_empty() {
+        p.push(format!(
+            "storage.options: only for a backend other than \"fs\" and \"s3\" (those are set in their own keys); \
+             backend is {:?}",
+            st.backend
+        ));
     }
     if st.backend == "s3" && st.s3.bucket.is_empty() {
         p.push("storage.s3.bucket: must be set when storage.backend = \"s3\"".into());
@@ -123,6 +132,7 @@ mod tests {
             (|c| c.storage.flush_interval_ms = 1, "storage.flush_interval_ms"),
             (|c| c.storage.pack_bytes = 10, "storage.pack_bytes"),
             (|c| c.storage.block_bytes = 10, "storage.block_bytes"),
+            (|c| c.storage.read_ahead_blocks = 5000, "storage.read_ahead_blocks"),
             (|c| c.topics.num_partitions = 0, "topics.num_partitions"),
             (|c| c.topics.message_max_bytes = 1, "topics.message_max_bytes"),
             (|c| c.topics.retention_ms = -2, "topics.retention_ms"),
@@ -146,6 +156,7 @@ mod tests {
             (|c| c.groups.consumer_assignors = vec!["sticky".into()], "groups.consumer_assignors"),
             (|c| c.storage.backend = "tape".into(), "storage.backend"),
             (|c| c.storage.backend = "s3".into(), "storage.s3.bucket"),
+            (|c| _ = c.storage.options.insert("root".into(), "/x".into()), "storage.options"),
             (|c| c.storage.retry_max_times = 1000, "storage.retry_max_times"),
             (|c| c.storage.retry_min_delay_ms = 0, "storage.retry_min_delay_ms"),
             (|c| c.storage.retry_max_delay_ms = 1, "storage.retry_max_delay_ms"),

@@ -37,7 +37,8 @@ pub enum TieringError {
 }
 
 /// The operator the `[storage]` section describes: `fs` under the data directory by
-/// default, or `s3`; failed operations retried with exponential backoff and jitter.
+/// default, `s3`, or another OpenDAL service from `storage.options`; failed
+/// operations retried with exponential backoff and jitter.
 pub fn operator(config: &StorageConfig, data_dir: &Path) -> Result<Operator, TieringError> {
     let retry = RetryLayer::new()
         .with_max_times(config.retry_max_times as usize)
@@ -63,6 +64,10 @@ pub fn operator(config: &StorageConfig, data_dir: &Path) -> Result<Operator, Tie
                 builder = builder.enable_virtual_host_style();
             }
             Operator::new(builder)?.layer(retry).finish()
+        }
+        other if tributary_config::OTHER_SEGMENT_STORE_BACKENDS.contains(&other) => {
+            let options = config.options.iter().map(|(k, v)| (k.clone(), v.clone()));
+            Operator::via_iter(other, options)?.layer(retry)
         }
         other => return Err(TieringError::UnknownBackend(other.to_string())),
     };
@@ -109,6 +114,22 @@ mod tests {
         assert_eq!(op.info().name(), "segments");
         let bad = StorageConfig { backend: "tape".into(), ..StorageConfig::default() };
         assert!(matches!(operator(&bad, Path::new("/unused")), Err(TieringError::UnknownBackend(_))));
+    }
+
+    #[tokio::test]
+    async fn another_service_takes_its_own_options() {
+        let mut config = StorageConfig { backend: "memory".into(), ..StorageConfig::default() };
+        config.options.insert("root".into(), "/tributary".into());
+        let op = operator(&config, Path::new("/unused")).unwrap();
+        assert_eq!(op.info().scheme().to_string(), "memory");
+        assert_eq!(op.info().root(), "/tributary/");
+        op.write("a/b.seg", b"xyz".to_vec()).await.unwrap();
+        assert_eq!(op.read("a/b.seg").await.unwrap().to_vec(), b"xyz");
+        // Options the service does not have are refused when it is built.
+        let mut gcs = StorageConfig { backend: "gcs".into(), ..StorageConfig::default() };
+        gcs.options.insert("bucket".into(), "segments".into());
+        gcs.options.insert("root".into(), "/t".into());
+        assert_eq!(operator(&gcs, Path::new("/unused")).unwrap().info().scheme().to_string(), "gcs");
     }
 
     #[tokio::test]

@@ -71,6 +71,8 @@ pub struct SegmentStore {
 struct Inner {
     op: Operator,
     block_bytes: u64,
+    /// Blocks fetched ahead of a sequential reader.
+    read_ahead: u64,
     blocks: Cache<BlockKey, Bytes, ByteWeighter>,
     footers: Cache<(Arc<str>, u64), Arc<Footer>>,
     stats: StoreStats,
@@ -78,14 +80,15 @@ struct Inner {
 
 impl SegmentStore {
     /// A store over `op` with a block cache of `cache_bytes` in blocks of
-    /// `block_bytes`.
-    pub fn new(op: Operator, cache_bytes: u64, block_bytes: u64) -> Self {
+    /// `block_bytes`, reading `read_ahead` blocks ahead of sequential readers.
+    pub fn new(op: Operator, cache_bytes: u64, block_bytes: u64, read_ahead: u64) -> Self {
         let block_bytes = block_bytes.max(4096);
         let blocks_estimate = (cache_bytes / block_bytes).max(16) as usize;
         SegmentStore {
             inner: Arc::new(Inner {
                 op,
                 block_bytes,
+                read_ahead,
                 blocks: Cache::with_weighter(blocks_estimate, cache_bytes.max(block_bytes), ByteWeighter),
                 footers: Cache::new(16_384),
                 stats: StoreStats::default(),
@@ -153,8 +156,10 @@ impl SegmentStore {
     }
 
     /// Bytes `[from, to)` of a segment's batches (positions relative to the segment),
-    /// through the block cache; the block after the last one read is fetched in the
-    /// background so that a sequential reader finds it cached.
+    /// through the block cache. The blocks of the range are fetched concurrently (an
+    /// object store answers one request at a time slowly, many at a time quickly),
+    /// and the `read_ahead` blocks after it are fetched in the background so that a
+    /// sequential reader finds them cached.
     pub async fn read(&self, loc: &SegmentLocation, from: u64, to: u64) -> Result<Bytes, TieringError> {
         let to = to.min(loc.data_len());
         if from >= to {
@@ -162,10 +167,10 @@ impl SegmentStore {
         }
         let bs = self.inner.block_bytes;
         let (first, last) = (from / bs, (to - 1) / bs);
+        let blocks = futures::future::try_join_all((first..=last).map(|b| self.block(loc, b))).await?;
         let mut out = BytesMut::new();
         let mut single = None;
-        for block in first..=last {
-            let data = self.block(loc, block).await?;
+        for (block, data) in (first..=last).zip(blocks) {
             let block_start = block * bs;
             let lo = from.max(block_start) - block_start;
             let hi = to.min(block_start + data.len() as u64) - block_start;
@@ -178,8 +183,14 @@ impl SegmentStore {
                 out.extend_from_slice(&data[lo as usize..hi as usize]);
             }
         }
-        let next = last + 1;
-        if next * bs < loc.data_len() {
+        for next in (last + 1)..=(last + self.inner.read_ahead) {
+            if next * bs >= loc.data_len() {
+                break;
+            }
+            let key = BlockKey { key: loc.key.clone(), segment_start: loc.start, block: next };
+            if self.inner.blocks.contains_key(&key) {
+                continue;
+            }
             let this = self.clone();
             let loc = loc.clone();
             tokio::spawn(async move {
@@ -234,7 +245,7 @@ mod tests {
 
     async fn store_with_segment(block_bytes: u64) -> (tempfile::TempDir, SegmentStore, SegmentLocation, Bytes) {
         let dir = tempfile::tempdir().unwrap();
-        let store = SegmentStore::new(crate::local_operator(dir.path()).unwrap(), 1 << 20, block_bytes);
+        let store = SegmentStore::new(crate::local_operator(dir.path()).unwrap(), 1 << 20, block_bytes, 1);
         let mut b = SegmentBuilder::new();
         let mut data = Vec::new();
         for i in 0..100u8 {

@@ -104,6 +104,7 @@ pub(crate) async fn alter(ctx: &RequestCtx, request: AlterClientQuotasRequest) -
                 .set_client_quotas(e.clone(), values.clone())
                 .await
                 .map_err(|err| (errors::code(&err), err.to_string()))?;
+            tracing::info!(entity = ?e, quotas = ?values, "client quotas changed");
             broker.quotas.set(e, values);
             Ok(())
         }

@@ -115,7 +115,12 @@ impl Storage {
         let data_dir: PathBuf = config.data_dir.clone();
         let op = tributary_tiering::operator(&config.storage, &data_dir)
             .map_err(|e| StorageError::SegmentStore(e.to_string()))?;
-        let store = SegmentStore::new(op, config.storage.block_cache_bytes, config.storage.block_bytes);
+        let store = SegmentStore::new(
+            op,
+            config.storage.block_cache_bytes,
+            config.storage.block_bytes,
+            config.storage.read_ahead_blocks,
+        );
         let mut meta = MetadataLog::open(&data_dir.join("meta")).map_err(StorageError::io("opening metadata log"))?;
         // Uploads a crash interrupted will not be sealed: their objects are garbage.
         for key in meta.state.uploading.clone() {

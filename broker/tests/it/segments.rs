@@ -325,30 +325,39 @@ async fn set(storage: &Arc<Storage>, topic: &str, key: &str, value: &str) {
     storage.set_topic_configs(&topic, m).await.unwrap();
 }
 
+/// A one-partition compacted topic sealing every flush round (16 KiB segments),
+/// compacting at any dirty ratio, with `extra` configs.
+async fn compacted(storage: &Arc<Storage>, name: &str, extra: &[(&str, &str)]) -> Arc<PartitionLog> {
+    let mut all = vec![
+        ("cleanup.policy", "compact"),
+        ("segment.bytes", "16384"),
+        ("segment.ms", "1"),
+        ("min.cleanable.dirty.ratio", "0.01"),
+    ];
+    all.extend_from_slice(extra);
+    storage.create_topic(name, 1, configs(&all)).await.unwrap().partitions[0].clone()
+}
+
+/// Lets `segment.ms` pass, then runs `rounds` flusher rounds.
+async fn flush_rounds(storage: &Arc<Storage>, c: &Config, rounds: usize) {
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    for _ in 0..rounds {
+        storage.flush_round(&settings(c)).await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_leaves_records_younger_than_the_min_lag() {
     let dir = tempfile::tempdir().unwrap();
     let c = config(dir.path());
     let storage = open(&c);
-    let compact = [
-        ("cleanup.policy", "compact"),
-        ("segment.bytes", "16384"),
-        ("segment.ms", "1"),
-        ("min.cleanable.dirty.ratio", "0.01"),
-        ("min.compaction.lag.ms", "3600000"),
-    ];
-    let topic = storage.create_topic("lagged", 1, configs(&compact)).await.unwrap();
-    let p = topic.partitions[0].clone();
+    let p = compacted(&storage, "lagged", &[("min.compaction.lag.ms", "3600000")]).await;
     let now = tributary_broker::clock::now_ms();
     // 20 rounds from two hours ago, 20 from now: only the old ones may be compacted.
     write_rounds(&storage, &p, 20, now - 7_200_000).await;
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    storage.flush_round(&settings(&c)).await.unwrap();
+    flush_rounds(&storage, &c, 1).await;
     write_rounds(&storage, &p, 20, now).await;
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    for _ in 0..3 {
-        storage.flush_round(&settings(&c)).await.unwrap();
-    }
+    flush_rounds(&storage, &c, 3).await;
     let recs = records_of(&storage, &p).await;
     let old = recs.iter().filter(|r| r.1 == now - 7_200_000).count();
     let young = recs.iter().filter(|r| r.1 == now).count();
@@ -356,7 +365,7 @@ async fn compaction_leaves_records_younger_than_the_min_lag() {
     assert_eq!(old, 10, "the old part is compacted to one record per key ({} records)", recs.len());
     // Without the lag the rest goes too.
     set(&storage, "lagged", "min.compaction.lag.ms", "0").await;
-    storage.flush_round(&settings(&c)).await.unwrap();
+    flush_rounds(&storage, &c, 1).await;
     assert_eq!(records_of(&storage, &p).await.len(), 10);
     storage.close();
 }
@@ -366,31 +375,19 @@ async fn dirty_data_older_than_the_max_lag_is_compacted_whatever_the_ratio() {
     let dir = tempfile::tempdir().unwrap();
     let c = config(dir.path());
     let storage = open(&c);
-    let compact = [
-        ("cleanup.policy", "compact"),
-        ("segment.bytes", "16384"),
-        ("segment.ms", "1"),
-        ("min.cleanable.dirty.ratio", "0.01"),
-    ];
-    let topic = storage.create_topic("table", 1, configs(&compact)).await.unwrap();
-    let p = topic.partitions[0].clone();
+    let p = compacted(&storage, "table", &[]).await;
     let then = tributary_broker::clock::now_ms() - 7_200_000;
     write_rounds(&storage, &p, 30, then).await;
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    storage.flush_round(&settings(&c)).await.unwrap();
-    storage.flush_round(&settings(&c)).await.unwrap();
+    flush_rounds(&storage, &c, 2).await;
     assert_eq!(records_of(&storage, &p).await.len(), 10, "first compaction");
     // A little more dirty data: far below a ratio of 1.0, so it stays...
     set(&storage, "table", "min.cleanable.dirty.ratio", "1.0").await;
     write_rounds(&storage, &p, 2, then).await;
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    for _ in 0..3 {
-        storage.flush_round(&settings(&c)).await.unwrap();
-    }
+    flush_rounds(&storage, &c, 3).await;
     assert_eq!(records_of(&storage, &p).await.len(), 30, "below the dirty ratio nothing is compacted");
     // ...until it is older than max.compaction.lag.ms.
     set(&storage, "table", "max.compaction.lag.ms", "3600000").await;
-    storage.flush_round(&settings(&c)).await.unwrap();
+    flush_rounds(&storage, &c, 1).await;
     assert_eq!(records_of(&storage, &p).await.len(), 10);
     storage.close();
 }
