@@ -34,10 +34,15 @@ def test_every_acknowledged_record_survives_sigkill(broker):
     sent = 0
     killed_at = None
     deadline = time.monotonic() + 20
-    while sent < 30_000 and time.monotonic() < deadline:
-        p.produce(topic, value=f"v{sent}".encode(), partition=sent % PARTITIONS, on_delivery=cb)
-        sent += 1
-        p.poll(0)
+    # Keeps producing (up to 30,000) and polling until 3,000 are acknowledged: all
+    # 30,000 may be queued before the first acknowledgement arrives.
+    while time.monotonic() < deadline:
+        if sent < 30_000:
+            p.produce(topic, value=f"v{sent}".encode(), partition=sent % PARTITIONS, on_delivery=cb)
+            sent += 1
+            p.poll(0)
+        else:
+            p.poll(0.01)
         if killed_at is None and len(acked) >= 3000:
             broker.kill()
             killed_at = len(acked)

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use clap::Parser;
 use tributary_config::Sources;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A stream storage broker that speaks the Kafka wire protocol.
 #[derive(Debug, Parser)]
 #[command(name = "tributary", version)]

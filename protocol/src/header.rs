@@ -55,7 +55,10 @@ pub fn encode_response(
     correlation_id: i32,
     response: &Response,
 ) -> Result<Bytes, CodecError> {
-    let mut buf = BytesMut::with_capacity(256);
+    // Sized once: a fetch response of megabytes would otherwise grow by doubling,
+    // copying and faulting in fresh pages at every step. (Header: length, correlation
+    // id, and at most a tagged-field count.)
+    let mut buf = BytesMut::with_capacity(4 + 8 + response.encoded_size(version)?);
     buf.put_i32(0);
     // ApiVersions answers always use header v0 so that a client that sent a version we
     // do not know can still read the answer (KIP-511).

@@ -60,6 +60,12 @@ macro_rules! messages {
                 match self { $(Response::$api(m) => m.encode(buf, version).map_err(err),)* }
             }
 
+            /// Bytes the body takes at `version`, so the frame is allocated once.
+            pub fn encoded_size(&self, version: i16) -> Result<usize, CodecError> {
+                let err = |e: anyhow::Error| CodecError::Encode { what: "response body", version, reason: e.to_string() };
+                match self { $(Response::$api(m) => m.compute_size(version).map_err(err),)* }
+            }
+
             /// Decodes a response body (used by tests and tools acting as clients).
             #[cfg(feature = "client")]
             pub fn decode(key: ApiKey, version: i16, buf: &mut Bytes) -> Result<Self, CodecError> {

@@ -146,7 +146,7 @@ async fn read_all(
                             .map(|h| h.records_count as i64)
                             .sum();
                         tally.push((log.topic.clone(), size as u64, records as u64));
-                        data.records = Some(concat(read.batches, size));
+                        data.records = Some(read.joined.unwrap_or_else(|| concat(read.batches, size)));
                     }
                     total += size;
                     budget = budget.saturating_sub(size);

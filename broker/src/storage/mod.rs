@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{oneshot, watch};
@@ -73,6 +73,9 @@ impl Topic {
 #[derive(Debug)]
 pub struct ReadResult {
     pub batches: Vec<Bytes>,
+    /// The batches as one buffer, when they were read into one (from the journal):
+    /// a fetch answers with it without copying them together.
+    pub joined: Option<Bytes>,
     pub offsets: PartitionOffsets,
     /// For read_committed reads: aborted transactions overlapping what was read.
     pub aborted: Vec<AbortedTxn>,
@@ -494,16 +497,21 @@ impl Storage {
     ) -> Result<ReadResult, StorageError> {
         let mut from = offset;
         let mut attempts = 0;
-        let (batches, offsets) = loop {
+        let ((batches, joined), offsets) = loop {
             attempts += 1;
             let (chunks, offsets) = partition.plan_read(from, max_bytes, at_least_one, committed)?;
             let skip_to = match chunks.as_slice() {
                 [Chunk::Sealed { segment, .. }] => Some(segment.last_offset + 1),
                 _ => None,
             };
-            match self.load(chunks).await {
+            let loaded = if chunks.iter().any(|c| matches!(c, Chunk::Journal { .. })) {
+                self.load_journal(chunks).await
+            } else {
+                self.load(chunks).await.map(|b| (b, None))
+            };
+            match loaded {
                 // The rest of a compacted segment is empty: go on after it.
-                Ok(b) if b.is_empty() && attempts < 16 && skip_to.is_some() => from = skip_to.unwrap_or(from),
+                Ok((b, _)) if b.is_empty() && attempts < 16 && skip_to.is_some() => from = skip_to.unwrap_or(from),
                 Ok(b) => break (b, offsets),
                 // The flusher sealed the batches and removed their journal file
                 // between planning and reading, or compaction replaced the segment.
@@ -515,7 +523,7 @@ impl Storage {
             (true, Some(last)) => partition.aborted_in(offset, last.last_offset()),
             _ => Vec::new(),
         };
-        Ok(ReadResult { batches, offsets, aborted })
+        Ok(ReadResult { batches, joined, offsets, aborted })
     }
 
     async fn load(&self, mut chunks: Vec<Chunk>) -> Result<Vec<Bytes>, StorageError> {
@@ -542,20 +550,50 @@ impl Storage {
             }
             _ => {}
         }
+        Ok(self.load_journal(chunks).await?.0)
+    }
+
+    /// Reads planned journal chunks (with cached ones among them) into one buffer:
+    /// one allocation, and the batches are slices of it. Returns the batches and,
+    /// when every one came from the journal, the buffer itself: their concatenation,
+    /// which a fetch answers with as it is.
+    async fn load_journal(&self, chunks: Vec<Chunk>) -> Result<(Vec<Bytes>, Option<Bytes>), StorageError> {
         let files = self.journal.files.clone();
         tokio::task::spawn_blocking(move || {
-            chunks
+            let journal_len = |c: &Chunk| if let Chunk::Journal { len, .. } = c { *len as usize } else { 0 };
+            let total: usize = chunks.iter().map(journal_len).sum();
+            let mut buf = BytesMut::zeroed(total);
+            let mut at = 0;
+            for c in &chunks {
+                match c {
+                    Chunk::Journal { position, len } => {
+                        let end = at + *len as usize;
+                        files
+                            .read_into(*position, &mut buf[at..end])
+                            .map_err(StorageError::io(format!("reading journal at position {position}")))?;
+                        at = end;
+                    }
+                    Chunk::Cached(_) => {}
+                    Chunk::Sealed { .. } | Chunk::SealedAtTime { .. } => {
+                        return Err(StorageError::SegmentStore("a sealed read planned with journal reads".into()));
+                    }
+                }
+            }
+            let all_journal = chunks.iter().all(|c| matches!(c, Chunk::Journal { .. }));
+            let parent = buf.freeze();
+            let mut at = 0;
+            let batches = chunks
                 .into_iter()
                 .map(|c| match c {
-                    Chunk::Cached(b) => Ok(b),
-                    Chunk::Journal { position, len } => files
-                        .read_at(position, len as usize)
-                        .map_err(StorageError::io(format!("reading journal at position {position}"))),
-                    Chunk::Sealed { .. } | Chunk::SealedAtTime { .. } => {
-                        Err(StorageError::SegmentStore("a sealed read planned with journal reads".into()))
+                    Chunk::Cached(b) => b,
+                    c => {
+                        let len = journal_len(&c);
+                        at += len;
+                        parent.slice(at - len..at)
                     }
                 })
-                .collect()
+                .collect();
+            Ok((batches, all_journal.then_some(parent)))
         })
         .await
         .map_err(|_| StorageError::ShuttingDown)?

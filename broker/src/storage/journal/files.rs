@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use parking_lot::RwLock;
 
 /// The set of journal files, for reading by position.
@@ -101,9 +100,8 @@ impl JournalFiles {
         self.end.load(Ordering::Acquire).saturating_sub(first)
     }
 
-    /// Reads `len` bytes at journal position `position`. Blocking: call it off the
-    /// async runtime.
-    pub(crate) fn read_at(&self, position: u64, len: usize) -> io::Result<Bytes> {
+    /// Fills `buf` from journal position `position`. Blocking.
+    pub(crate) fn read_into(&self, position: u64, buf: &mut [u8]) -> io::Result<()> {
         let (start, file) = {
             let files = self.files.read();
             let (start, file) = files.range(..=position).next_back().ok_or_else(|| {
@@ -111,9 +109,7 @@ impl JournalFiles {
             })?;
             (*start, file.clone())
         };
-        let mut buf = vec![0u8; len];
-        file.read_exact_at(&mut buf, position - start)?;
-        Ok(Bytes::from(buf))
+        file.read_exact_at(buf, position - start)
     }
 }
 
