@@ -500,18 +500,25 @@ impl Storage {
         let ((batches, joined), offsets) = loop {
             attempts += 1;
             let (chunks, offsets) = partition.plan_read(from, max_bytes, at_least_one, committed)?;
-            let skip_to = match chunks.as_slice() {
-                [Chunk::Sealed { segment, .. }] => Some(segment.last_offset + 1),
-                _ => None,
-            };
-            let loaded = if chunks.iter().any(|c| matches!(c, Chunk::Journal { .. })) {
-                self.load_journal(chunks).await
-            } else {
-                self.load(chunks).await.map(|b| (b, None))
+            let mut skip_to = None;
+            let loaded = match chunks.as_slice() {
+                [Chunk::Sealed { segment, offset, end, max_bytes, at_least_one }] => {
+                    segments::read(&self.store, segment, *offset, *end, *max_bytes, *at_least_one).await.map(|r| {
+                        // Only when the whole rest of the segment held nothing to read
+                        // (compaction emptied it), never when the byte limit stopped
+                        // the read: skipping then would skip data.
+                        if r.batches.is_empty() && r.passed_end {
+                            skip_to = Some(segment.last_offset + 1);
+                        }
+                        (r.batches, None)
+                    })
+                }
+                c if c.iter().any(|c| matches!(c, Chunk::Journal { .. })) => self.load_journal(chunks).await,
+                _ => self.load(chunks).await.map(|b| (b, None)),
             };
             match loaded {
                 // The rest of a compacted segment is empty: go on after it.
-                Ok((b, _)) if b.is_empty() && attempts < 16 && skip_to.is_some() => from = skip_to.unwrap_or(from),
+                Ok(_) if attempts < 16 && skip_to.is_some() => from = skip_to.unwrap_or(from),
                 Ok(b) => break (b, offsets),
                 // The flusher sealed the batches and removed their journal file
                 // between planning and reading, or compaction replaced the segment.
@@ -531,7 +538,7 @@ impl Storage {
             [Chunk::Sealed { .. } | Chunk::SealedAtTime { .. }] => {
                 return match chunks.remove(0) {
                     Chunk::Sealed { segment, offset, end, max_bytes, at_least_one } => {
-                        segments::read(&self.store, &segment, offset, end, max_bytes, at_least_one).await
+                        Ok(segments::read(&self.store, &segment, offset, end, max_bytes, at_least_one).await?.batches)
                     }
                     Chunk::SealedAtTime { segment, timestamp } => {
                         Ok(segments::batch_at_time(&self.store, &segment, timestamp).await?.into_iter().collect())

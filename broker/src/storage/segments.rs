@@ -80,6 +80,16 @@ fn batch_size(b: &[u8]) -> usize {
     LENGTH_PREFIX + len.max(0) as usize
 }
 
+/// A read of one sealed segment.
+#[derive(Debug)]
+pub(crate) struct SealedRead {
+    pub(crate) batches: Vec<Bytes>,
+    /// The read went through the end of the segment without stopping at the byte
+    /// limit or the end offset: nothing at or after the offset is in this segment
+    /// (compaction removed it), and a reader may go on with the next one.
+    pub(crate) passed_end: bool,
+}
+
 /// Whole batches of `segment` from the one holding `offset`, below `end`, up to
 /// `max_bytes` (at least one when `at_least_one`).
 pub(crate) async fn read(
@@ -89,17 +99,19 @@ pub(crate) async fn read(
     end: i64,
     max_bytes: usize,
     at_least_one: bool,
-) -> Result<Vec<Bytes>, StorageError> {
+) -> Result<SealedRead, StorageError> {
     let footer = store.footer(&segment.loc).await.map_err(store_error)?;
     let position = footer.position_for_offset(offset) as u64;
     let mut out = Vec::new();
     let mut total = 0usize;
+    let mut stopped = false;
     let window = max_bytes as u64 + INDEX_INTERVAL as u64;
     scan(store, segment, position, window, |h, batch| {
         if h.last_offset() < offset {
             return true;
         }
         if h.base_offset >= end || (total + batch.len() > max_bytes && !(at_least_one && out.is_empty())) {
+            stopped = true;
             return false;
         }
         total += batch.len();
@@ -107,7 +119,7 @@ pub(crate) async fn read(
         true
     })
     .await?;
-    Ok(out)
+    Ok(SealedRead { passed_end: !stopped, batches: out })
 }
 
 /// The first batch of `segment` with a timestamp at or after `timestamp`.

@@ -391,3 +391,35 @@ async fn dirty_data_older_than_the_max_lag_is_compacted_whatever_the_ratio() {
     assert_eq!(records_of(&storage, &p).await.len(), 10);
     storage.close();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_read_stopped_by_the_byte_limit_returns_nothing_rather_than_skipping_ahead() {
+    // A fetch's later partitions get what is left of its byte budget, without the
+    // first-batch guarantee: too little for the next batch must answer nothing at
+    // that offset, never batches of a later segment.
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path());
+    let storage = open(&c);
+    let topic = storage.create_topic("budget", 1, configs(&[("segment.bytes", "65536")])).await.unwrap();
+    let p = topic.partitions[0].clone();
+    let t0 = tributary_broker::clock::now_ms() - 1000;
+    // Segments of large batches, then one of small ones that would fit.
+    storage.set_topic_configs(&topic, configs(&[("segment.bytes", "65536"), ("segment.ms", "1")])).await.unwrap();
+    for i in 0..40i64 {
+        let size = if i < 30 { 10_000 } else { 10 };
+        append(&storage, &p, batch(t0 + i, &[vec![i as u8; size]])).await.unwrap();
+        if i == 29 {
+            flush_rounds(&storage, &c, 1).await;
+        }
+    }
+    flush_rounds(&storage, &c, 1).await;
+    assert!(files(&dir.path().join("segments"), ".seg").len() >= 4, "several sealed segments");
+    for offset in [0, 5, 17] {
+        let none = storage.read_isolated(&p, offset, 500, false, false).await.unwrap();
+        assert!(none.batches.is_empty(), "offset {offset}: nothing fits in 500 bytes");
+        let one = storage.read_isolated(&p, offset, 500, true, false).await.unwrap();
+        let h = BatchHeader::parse(&one.batches[0]).unwrap();
+        assert_eq!(h.base_offset, offset, "the batch at the offset asked for, not a later one");
+    }
+    storage.close();
+}
