@@ -40,15 +40,6 @@ pub enum EntityName {
     Named(String),
 }
 
-impl EntityName {
-    fn matches(&self, name: &str) -> bool {
-        match self {
-            EntityName::Default => true,
-            EntityName::Named(n) => n == name,
-        }
-    }
-}
-
 /// What a quota applies to: a user, a client-id, or a client-id of a user; each
 /// part named or the default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -230,13 +221,11 @@ impl Quotas {
         for (u, c) in candidates {
             let entity = QuotaEntity { user: u, client_id: c };
             if let Some(&limit) = configs.get(&entity).and_then(|v| v.get(kind.key())) {
+                // Every candidate names this client or the default, so the rate is
+                // the client's own for each part the quota has.
                 let measured = QuotaEntity {
-                    user: entity.user.as_ref().filter(|u| u.matches(user)).map(|_| EntityName::Named(user.into())),
-                    client_id: entity
-                        .client_id
-                        .as_ref()
-                        .filter(|c| c.matches(client_id))
-                        .map(|_| EntityName::Named(client_id.into())),
+                    user: entity.user.as_ref().map(|_| EntityName::Named(user.into())),
+                    client_id: entity.client_id.as_ref().map(|_| EntityName::Named(client_id.into())),
                 };
                 return Some((limit, measured));
             }
