@@ -1,8 +1,10 @@
 //! The HTTP listener: `/metrics` (Prometheus text format), `/health/live` (the
-//! process answers) and `/health/ready` (recovery done, Kafka listener accepting).
+//! process answers) and `/health/ready` (recovery done, Kafka listener accepting,
+//! and the journal taking writes: 503 while a full disk or an I/O error refuses
+//! them, so an operator and an orchestrator see it).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -13,12 +15,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::storage::Storage;
 
 /// What the HTTP handlers read.
 #[derive(Debug, Clone)]
 pub struct HttpState {
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
+    /// The storage engine, once open.
+    pub storage: Arc<OnceLock<Weak<Storage>>>,
 }
 
 /// Serves until `shutdown` is cancelled.
@@ -39,9 +44,11 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
 }
 
 async fn ready(State(state): State<HttpState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "recovering\n")
+    if !state.ready.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "recovering\n");
+    }
+    match state.storage.get().and_then(Weak::upgrade) {
+        Some(s) if !s.writable() => (StatusCode::SERVICE_UNAVAILABLE, "journal not writable (disk full or failing)\n"),
+        _ => (StatusCode::OK, "ready\n"),
     }
 }

@@ -52,7 +52,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let http_listener = TcpListener::bind(&config.http_listen)
         .await
         .with_context(|| format!("cannot bind http_listen {}", config.http_listen))?;
-    let http_state = http::HttpState { metrics: metrics.clone(), ready: ready.clone() };
+    let opened = Arc::new(std::sync::OnceLock::new());
+    let http_state = http::HttpState { metrics: metrics.clone(), ready: ready.clone(), storage: opened.clone() };
     let http_task = tokio::spawn(http::serve(http_listener, http_state, shutdown.clone()));
 
     let open_config = config.clone();
@@ -61,6 +62,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("storage recovery panicked")?
         .with_context(|| format!("cannot open data directory {}", config.data_dir.display()))?;
+    let _ = opened.set(Arc::downgrade(&storage));
     tracing::info!(
         backend = %config.storage.backend,
         store = storage.segment_store().operator().info().name(),

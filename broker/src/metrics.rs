@@ -26,10 +26,17 @@ pub struct Metrics {
     pub connections: IntGauge,
     pub connections_total: IntCounter,
     pub connection_errors: IntCounter,
+    pub connections_refused: IntCounterVec,
+    pub connections_closed: IntCounterVec,
     pub offset_commits: IntCounter,
     pub rebalances: IntCounterVec,
     pub segment_upload_seconds: Histogram,
     pub journal_disk_bytes: IntGauge,
+    pub journal_damaged_bytes: IntCounter,
+    pub journal_damaged_regions: IntCounter,
+    pub journal_missing_offsets: IntCounter,
+    pub journal_write_errors: IntCounterVec,
+    pub journal_writable: IntGauge,
     pub throttled: IntCounterVec,
     pub throttle_seconds: CounterVec,
 }
@@ -121,6 +128,16 @@ impl Metrics {
                 "tributary_connection_errors_total",
                 "Connections closed because of a protocol error or I/O failure.",
             ),
+            connections_refused: counter_vec(
+                "tributary_connections_refused_total",
+                "Connections refused at accept, by limit (max_connections, reserved, max_connections_per_ip).",
+                &["reason"],
+            ),
+            connections_closed: counter_vec(
+                "tributary_connections_timed_out_total",
+                "Connections closed by the broker for a timeout, by kind (idle, request_read).",
+                &["reason"],
+            ),
             offset_commits: counter(
                 "tributary_group_offset_commits_total",
                 "Partition offsets committed to the group coordinator.",
@@ -142,6 +159,27 @@ impl Metrics {
                 .expect("invariant: valid metric"),
             ),
             journal_disk_bytes: gauge("tributary_journal_disk_bytes", "Bytes of journal files on disk."),
+            journal_damaged_bytes: counter(
+                "tributary_journal_damaged_bytes_total",
+                "Journal bytes found damaged at start (a bad entry with intact ones after it) and stepped over.",
+            ),
+            journal_damaged_regions: counter(
+                "tributary_journal_damaged_regions_total",
+                "Damaged regions of the journal found at start and stepped over.",
+            ),
+            journal_missing_offsets: counter(
+                "tributary_journal_missing_offsets_total",
+                "Offsets missing from partitions after start, lost with damaged journal entries.",
+            ),
+            journal_write_errors: counter_vec(
+                "tributary_journal_write_errors_total",
+                "Failed journal writes, fsyncs and file creations, by kind (no_space, io).",
+                &["kind"],
+            ),
+            journal_writable: gauge(
+                "tributary_journal_writable",
+                "1 while the journal takes appends, 0 while a failed write (a full disk) is being retried.",
+            ),
             throttled: counter_vec(
                 "tributary_quota_throttled_responses_total",
                 "Responses whose client was over its quota and told to wait, by quota (produce, fetch).",

@@ -18,7 +18,8 @@ pub(crate) fn code(e: &StorageError) -> i16 {
         | StorageError::Io { .. }
         | StorageError::Corrupt { .. }
         | StorageError::SegmentStore(_)
-        | StorageError::JournalFull { .. } => Error::KafkaStorageError,
+        | StorageError::JournalFull { .. }
+        | StorageError::DataDirLocked(_) => Error::KafkaStorageError,
         StorageError::ShuttingDown => Error::NotLeaderOrFollower,
     }
     .code()

@@ -28,6 +28,8 @@ pub enum StorageError {
     },
     #[error("corrupt data at journal position {position}: {reason}")]
     Corrupt { position: u64, reason: String },
+    #[error("{0}")]
+    DataDirLocked(String),
     #[error("segment store: {0}")]
     SegmentStore(String),
     #[error(

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
@@ -23,8 +23,11 @@ use crate::quotas::QuotaEntity;
 const KIND_META: u8 = 2;
 const SNAPSHOT: &str = "metadata.snapshot";
 const LOG: &str = "metadata.log";
-/// Records after which the log is folded into a new snapshot.
-const SNAPSHOT_EVERY: u64 = 10_000;
+/// The log is folded into a new snapshot once it holds at least this many bytes
+/// and at least as many as the last snapshot: snapshots then cost at most as much
+/// writing as the records they fold, whatever the state's size, and a replay at
+/// start reads at most about twice the state.
+const SNAPSHOT_MIN_LOG_BYTES: u64 = 4 << 20;
 
 /// One change to the metadata.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -313,7 +316,12 @@ pub(crate) struct MetadataLog {
     dir: PathBuf,
     log: File,
     pub(crate) state: MetaState,
-    since_snapshot: u64,
+    /// Bytes in the log since the last snapshot (also the write position).
+    log_bytes: u64,
+    /// Size of the last snapshot written.
+    snapshot_bytes: u64,
+    /// The least log size that is folded ([`SNAPSHOT_MIN_LOG_BYTES`]; tests lower it).
+    fold_at_bytes: u64,
 }
 
 impl MetadataLog {
@@ -354,11 +362,41 @@ impl MetadataLog {
                 state.applied = rec.seq;
             }
         }
-        write_snapshot(dir, &state)?;
-        let log = OpenOptions::new().create(true).write(true).truncate(true).open(&log_path)?;
-        log.sync_all()?;
-        sync_dir(dir)?;
-        Ok(MetadataLog { dir: dir.to_path_buf(), log, state, since_snapshot: 0 })
+        match write_snapshot(dir, &state) {
+            Ok(snapshot_bytes) => {
+                let log = OpenOptions::new().create(true).write(true).truncate(true).open(&log_path)?;
+                log.sync_all()?;
+                sync_dir(dir)?;
+                Ok(MetadataLog {
+                    dir: dir.to_path_buf(),
+                    log,
+                    state,
+                    log_bytes: 0,
+                    snapshot_bytes,
+                    fold_at_bytes: SNAPSHOT_MIN_LOG_BYTES,
+                })
+            }
+            // No room for a new snapshot (a full disk): keep the old snapshot and go
+            // on appending after the intact part of the log, so the broker starts.
+            Err(e) if is_no_space(&e) => {
+                tracing::warn!(error = %e, "no space for a metadata snapshot; continuing the existing log");
+                let mut log = OpenOptions::new().create(true).write(true).truncate(false).open(&log_path)?;
+                if valid < data.len() {
+                    log.set_len(valid as u64)?;
+                }
+                log.seek(SeekFrom::Start(valid as u64))?;
+                let snapshot_bytes = fs::metadata(dir.join(SNAPSHOT)).map(|m| m.len()).unwrap_or(0);
+                Ok(MetadataLog {
+                    dir: dir.to_path_buf(),
+                    log,
+                    state,
+                    log_bytes: valid as u64,
+                    snapshot_bytes,
+                    fold_at_bytes: SNAPSHOT_MIN_LOG_BYTES,
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Makes `record` durable, then applies it. Blocking (one write and one fsync).
@@ -368,18 +406,44 @@ impl MetadataLog {
             .map_err(|e| io::Error::other(format!("cannot encode metadata record: {e}")))?;
         let mut buf = BytesMut::with_capacity(json.len() + entry::HEADER_LEN);
         entry::encode(&mut buf, KIND_META, 0, &json);
-        self.log.write_all(&buf)?;
-        self.log.sync_data()?;
+        // Written at the known end, so a write that failed half-way (a full disk)
+        // is overwritten by the next record rather than left in front of it.
+        self.write_at_end(&buf)?;
+        self.log_bytes += buf.len() as u64;
         self.state.apply(&record);
         self.state.applied = seq;
-        self.since_snapshot += 1;
-        if self.since_snapshot >= SNAPSHOT_EVERY {
-            write_snapshot(&self.dir, &self.state)?;
-            self.log.set_len(0)?;
-            self.log.sync_all()?;
-            self.since_snapshot = 0;
+        if self.log_bytes >= self.fold_at_bytes.max(self.snapshot_bytes) {
+            // The record is durable in the log already: a failed snapshot only
+            // postpones folding.
+            if let Err(e) = self.fold() {
+                tracing::warn!(error = %e, "cannot write a metadata snapshot; the log grows until it can");
+            }
         }
         Ok(())
+    }
+
+    fn write_at_end(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.log.seek(SeekFrom::Start(self.log_bytes))?;
+        self.log.write_all(buf)?;
+        self.log.sync_data()
+    }
+
+    /// Writes the state as the snapshot and empties the log. Records carry their
+    /// sequence number, so a crash between the two replays nothing twice.
+    fn fold(&mut self) -> io::Result<()> {
+        self.snapshot_bytes = write_snapshot(&self.dir, &self.state)?;
+        self.log.set_len(0)?;
+        self.log.sync_all()?;
+        // The next record goes to the start of the now empty file: a write at the
+        // old position would leave a hole of zeros that a scan takes for the end.
+        self.log_bytes = 0;
+        Ok(())
+    }
+
+    /// Folds the log once it holds `bytes` (and at least the snapshot's size).
+    #[cfg(test)]
+    pub(crate) fn fold_at(&mut self, bytes: u64) {
+        self.fold_at_bytes = bytes;
     }
 
     /// Reserves `n` new partition ids (made durable by the record that uses them).
@@ -390,14 +454,26 @@ impl MetadataLog {
     }
 }
 
-fn write_snapshot(dir: &Path, state: &MetaState) -> io::Result<()> {
+/// Writes the snapshot atomically; returns its size.
+fn write_snapshot(dir: &Path, state: &MetaState) -> io::Result<u64> {
     let tmp = dir.join(format!("{SNAPSHOT}.tmp"));
     let json = serde_json::to_vec(state).map_err(|e| io::Error::other(format!("cannot encode snapshot: {e}")))?;
-    let mut f = File::create(&tmp)?;
-    f.write_all(&json)?;
-    f.sync_all()?;
-    fs::rename(&tmp, dir.join(SNAPSHOT))?;
-    sync_dir(dir)
+    let written = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&json)?;
+        f.sync_all()?;
+        fs::rename(&tmp, dir.join(SNAPSHOT))?;
+        sync_dir(dir)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written.map(|()| json.len() as u64)
+}
+
+/// Whether an error says the disk (or the user's quota on it) is full.
+pub(crate) fn is_no_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) || e.kind() == io::ErrorKind::StorageFull
 }
 
 /// A Kafka-style cluster id: 16 random bytes, URL-safe base64 without padding.
@@ -460,6 +536,36 @@ mod tests {
         let log = MetadataLog::open(dir.path()).unwrap();
         assert_eq!(log.state.topics.len(), 1);
         assert!(log.state.topics.contains_key(&a.id));
+    }
+
+    #[test]
+    fn records_after_many_snapshots_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ids = Vec::new();
+        {
+            let mut log = MetadataLog::open(dir.path()).unwrap();
+            log.fold_at(2_000);
+            let mut folds = 0;
+            for i in 0..300u64 {
+                let t = topic(&format!("t{i}"), &[i]);
+                ids.push(t.id);
+                log.append(MetaRecord::TopicCreated { topic: t }).unwrap();
+                if log.log_bytes == 0 {
+                    folds += 1;
+                }
+            }
+            // The snapshot grows with the topics, so folds become rarer, but several
+            // happened and records followed each.
+            assert!(folds >= 5, "only {folds} snapshots");
+            assert!(log.log_bytes > 0);
+        }
+        let log = MetadataLog::open(dir.path()).unwrap();
+        assert_eq!(log.state.topics.len(), 300);
+        assert!(ids.iter().all(|id| log.state.topics.contains_key(id)));
+        assert_eq!(log.state.applied, 300);
+        // And the log after the reopen starts clean at byte 0.
+        let bytes = fs::metadata(dir.path().join(LOG)).unwrap().len();
+        assert_eq!(bytes, 0);
     }
 
     #[test]

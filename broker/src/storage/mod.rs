@@ -107,6 +107,8 @@ pub struct Storage {
     metrics: Arc<Metrics>,
     /// Compaction bookkeeping of compacted partitions, by journal id.
     compaction: Mutex<HashMap<u64, compaction::CleanState>>,
+    /// The data directory's lock, held for the life of the engine.
+    _lock: std::fs::File,
 }
 
 /// Producer ids reserved per metadata record.
@@ -116,6 +118,7 @@ impl Storage {
     /// Opens the data directory: recovery, then the journal writer. Blocking.
     pub fn open(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Self>, StorageError> {
         let data_dir: PathBuf = config.data_dir.clone();
+        let lock = lock_data_dir(&data_dir)?;
         let op = tributary_tiering::operator(&config.storage, &data_dir)
             .map_err(|e| StorageError::SegmentStore(e.to_string()))?;
         let store = SegmentStore::new(
@@ -127,7 +130,11 @@ impl Storage {
         let mut meta = MetadataLog::open(&data_dir.join("meta")).map_err(StorageError::io("opening metadata log"))?;
         // Uploads a crash interrupted will not be sealed: their objects are garbage.
         for key in meta.state.uploading.clone() {
-            meta.append(MetaRecord::UploadAbandoned { key }).map_err(StorageError::io("writing metadata log"))?;
+            if let Err(e) = meta.append(MetaRecord::UploadAbandoned { key: key.clone() }) {
+                // A full disk: the next start abandons it; starting matters more.
+                tracing::warn!(error = %e, key, "cannot record an interrupted upload as abandoned");
+                break;
+            }
         }
         let defaults = config.topics.clone();
         let topics = DashMap::new();
@@ -148,7 +155,7 @@ impl Storage {
         let checkpoint =
             Checkpoint::read(&data_dir.join("journal")).map_err(StorageError::io("reading journal checkpoint"))?;
         let through = checkpoint.map(|c| c.restore(&by_journal_id)).unwrap_or_default();
-        let replayed = recovery::replay_journal(&files, &by_journal_id, &through)?;
+        let replayed = recovery::replay_journal(&files, &by_journal_id, &through, &metrics)?;
         tracing::info!(
             topics = topics.len(),
             partitions = by_journal_id.len(),
@@ -192,6 +199,7 @@ impl Storage {
             journal_dir: data_dir.join("journal"),
             metrics,
             compaction: Mutex::new(HashMap::new()),
+            _lock: lock,
         }))
     }
 
@@ -205,6 +213,9 @@ impl Storage {
     /// never a hang. Read from the journal itself on every produce, so the bound
     /// holds even while the flusher is backing off from a failing store.
     pub fn check_room(&self) -> Result<(), StorageError> {
+        if let Some(refused) = self.journal.health.refusal() {
+            return Err(refused);
+        }
         let bytes = self.journal.files.total_bytes();
         if bytes > self.journal_limit {
             return Err(StorageError::JournalFull { bytes, limit: self.journal_limit });
@@ -212,9 +223,15 @@ impl Storage {
         Ok(())
     }
 
-    /// Whether the journal is over `journal.max_bytes` now.
+    /// Whether the journal is over `journal.max_bytes` now, or its disk is full.
     pub(crate) fn journal_is_full(&self) -> bool {
-        self.journal.files.total_bytes() > self.journal_limit
+        self.journal.files.total_bytes() > self.journal_limit || self.journal.health.disk_full()
+    }
+
+    /// Whether the journal takes appends now (false while a failed write, such as
+    /// one on a full disk, is being retried).
+    pub fn writable(&self) -> bool {
+        self.journal.health.writable()
     }
 
     pub fn cluster_id(&self) -> &str {
@@ -648,6 +665,42 @@ impl Storage {
     pub fn close(&self) {
         self.journal.close();
     }
+}
+
+/// Locks the data directory (`.lock`, as Kafka does) so that a second broker on the
+/// same directory is refused instead of writing the same files. The lock is the
+/// kernel's (flock), so it goes with the process, also on SIGKILL.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StorageError> {
+    use std::io::{Read, Seek, Write};
+    std::fs::create_dir_all(dir).map_err(StorageError::io(format!("creating data directory {}", dir.display())))?;
+    let path = dir.join(".lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(StorageError::io(format!("opening {}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let who = if holder.is_empty() { String::new() } else { format!(" (process {holder})") };
+            return Err(StorageError::DataDirLocked(format!(
+                "data directory {} is in use by another broker{who}; stop it or give this broker another data_dir",
+                dir.display()
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(StorageError::io(format!("locking {}", path.display()))(e));
+        }
+    }
+    // Who holds it, for the message above; on a full disk this may fail, and the
+    // lock holds all the same.
+    let _ = file.set_len(0).and_then(|()| file.rewind()).and_then(|()| writeln!(file, "{}", std::process::id()));
+    Ok(file)
 }
 
 fn records_of(batch: &Bytes) -> Result<Vec<records::RecordView>, StorageError> {

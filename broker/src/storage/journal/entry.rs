@@ -9,8 +9,12 @@
 //! ```
 //! Each group commit is padded to [`BLOCK`] bytes with a pad entry (kind 3), so the
 //! writer can use `O_DIRECT` and never rewrites a block holding acknowledged data.
-//! A scan stops at the first entry that is incomplete or whose CRC does not match:
+//! [`scan`] stops at the first entry that is incomplete or whose CRC does not match:
 //! that is the torn tail of a crash, and everything before it is intact.
+//! [`scan_resync`] goes on past such an entry when an intact one follows it (the
+//! next entry by the bad one's length, or the next intact entry at a block
+//! boundary, where every group commit starts): a bad entry with intact data after it
+//! is damage at rest, not a torn tail, and the data after it is kept.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -111,6 +115,80 @@ pub(crate) fn scan(data: &Bytes) -> (Vec<Scanned>, usize) {
     (out, at)
 }
 
+/// The entry at `at`, if one is intact there.
+fn entry_at(data: &Bytes, at: usize) -> Option<Scanned> {
+    let rest = data.get(at..)?;
+    if rest.len() < HEADER_LEN {
+        return None;
+    }
+    let len = u32::from_be_bytes(rest[..4].try_into().expect("invariant: 4 bytes")) as usize;
+    if len < HEADER_LEN - 4 || rest.len() < 4 + len {
+        return None;
+    }
+    let stored = u32::from_be_bytes(rest[4..8].try_into().expect("invariant: 4 bytes"));
+    if crc32c::crc32c(&rest[8..4 + len]) != stored {
+        return None;
+    }
+    Some(Scanned {
+        at,
+        kind: rest[8],
+        partition: u64::from_be_bytes(rest[9..17].try_into().expect("invariant: 8 bytes")),
+        payload: data.slice(at + HEADER_LEN..at + 4 + len),
+    })
+}
+
+/// What [`scan_resync`] found.
+#[derive(Debug, Default)]
+pub(crate) struct Resynced {
+    pub(crate) entries: Vec<Scanned>,
+    /// Byte ranges skipped because no intact entry was there, each followed by an
+    /// intact entry (damage, not a torn tail).
+    pub(crate) damaged: Vec<std::ops::Range<usize>>,
+    /// End of the last intact entry: where a torn tail (if any) begins.
+    pub(crate) intact_end: usize,
+}
+
+/// Reads every intact entry of `data`, stepping over damaged ones: after a bad
+/// entry, the scan resumes at the next intact entry, found either right after the
+/// bad one (its length field survived) or at a later block boundary.
+pub(crate) fn scan_resync(data: &Bytes) -> Resynced {
+    let mut out = Resynced::default();
+    let mut at = 0;
+    while at < data.len() {
+        if let Some(e) = entry_at(data, at) {
+            at += HEADER_LEN + e.payload.len();
+            out.intact_end = at;
+            out.entries.push(e);
+            continue;
+        }
+        let Some(next) = next_intact(data, at) else {
+            break;
+        };
+        out.damaged.push(at..next);
+        at = next;
+    }
+    out
+}
+
+/// The position of the nearest intact entry after a bad one at `bad`: the one its
+/// length field points at, or an earlier one at a block boundary (a flipped bit in
+/// the length must not make the scan jump over intact entries).
+fn next_intact(data: &Bytes, bad: usize) -> Option<usize> {
+    let by_length = data.get(bad..bad + 4).and_then(|len| {
+        let next = bad + 4 + u32::from_be_bytes(len.try_into().expect("invariant: 4 bytes")) as usize;
+        (next > bad + HEADER_LEN && entry_at(data, next).is_some()).then_some(next)
+    });
+    let limit = by_length.unwrap_or(data.len());
+    let mut block = (bad / BLOCK + 1) * BLOCK;
+    while block < limit && block + HEADER_LEN <= data.len() {
+        if entry_at(data, block).is_some() {
+            return Some(block);
+        }
+        block += BLOCK;
+    }
+    by_length
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,7 +251,81 @@ mod tests {
         assert_eq!(valid, ends[0]);
     }
 
+    fn blocks(groups: &[&[&[u8]]]) -> (Bytes, Vec<usize>) {
+        let mut buf = BytesMut::new();
+        let mut starts = Vec::new();
+        for (g, group) in groups.iter().enumerate() {
+            starts.push(buf.len());
+            for p in group.iter() {
+                encode(&mut buf, KIND_BATCH, g as u64, p);
+            }
+            pad(&mut buf);
+        }
+        (buf.freeze(), starts)
+    }
+
+    #[test]
+    fn resync_steps_over_a_bad_payload_by_its_length() {
+        let (mut buf, ends) = journal(&[b"a".to_vec(), b"bb".to_vec(), b"c".to_vec()]);
+        buf[ends[0] + HEADER_LEN] ^= 0x01;
+        let r = scan_resync(&buf.freeze());
+        let got: Vec<_> = r.entries.iter().map(|e| e.payload.to_vec()).collect();
+        assert_eq!(got, vec![b"a".to_vec(), b"c".to_vec()]);
+        assert_eq!(r.damaged, vec![ends[0]..ends[1]]);
+        assert_eq!(r.intact_end, ends[2]);
+    }
+
+    #[test]
+    fn resync_finds_the_next_group_commit_after_a_bad_length() {
+        let (data, starts) = blocks(&[&[b"one", b"two"], &[b"three"], &[b"four", b"five"]]);
+        let mut bytes = data.to_vec();
+        bytes[starts[1]] ^= 0x80; // the length of the second group's first entry
+        let r = scan_resync(&Bytes::from(bytes));
+        let got: Vec<_> = r.entries.iter().filter(|e| e.kind == KIND_BATCH).map(|e| e.payload.to_vec()).collect();
+        assert_eq!(got, vec![b"one".to_vec(), b"two".to_vec(), b"four".to_vec(), b"five".to_vec()]);
+        assert_eq!(r.damaged, vec![starts[1]..starts[2]]);
+        assert_eq!(r.intact_end, data.len());
+    }
+
+    #[test]
+    fn resync_leaves_a_torn_tail_as_the_end() {
+        let (data, starts) = blocks(&[&[b"one"], &[b"two"]]);
+        let cut = data.slice(..starts[1] + 10);
+        let r = scan_resync(&cut);
+        assert!(r.damaged.is_empty());
+        assert_eq!(r.intact_end, starts[1]);
+        assert_eq!(r.entries.iter().filter(|e| e.kind == KIND_BATCH).count(), 1);
+    }
+
     proptest! {
+        /// A bit flipped anywhere loses at most the group commit it is in: every
+        /// entry of every other group is found.
+        #[test]
+        fn a_flipped_bit_loses_at_most_its_group(
+            groups in proptest::collection::vec(
+                proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..3000), 1..4), 1..6),
+            bit_frac in 0.0f64..1.0,
+        ) {
+            let refs: Vec<Vec<&[u8]>> = groups.iter().map(|g| g.iter().map(|p| p.as_slice()).collect()).collect();
+            let slices: Vec<&[&[u8]]> = refs.iter().map(|g| g.as_slice()).collect();
+            let (data, starts) = blocks(&slices);
+            let bit = ((data.len() * 8) as f64 * bit_frac) as usize;
+            let mut bytes = data.to_vec();
+            bytes[bit / 8] ^= 1 << (bit % 8);
+            let hit = starts.iter().rposition(|&s| s <= bit / 8).unwrap();
+            let r = scan_resync(&Bytes::from(bytes));
+            for (g, group) in groups.iter().enumerate() {
+                let found: Vec<_> = r.entries.iter()
+                    .filter(|e| e.kind == KIND_BATCH && e.partition == g as u64)
+                    .map(|e| e.payload.to_vec()).collect();
+                if g != hit {
+                    prop_assert_eq!(&found, group);
+                } else {
+                    prop_assert!(found.iter().all(|f| group.contains(f)));
+                }
+            }
+        }
+
         /// Any sequence of appends cut at any byte recovers exactly the entries that
         /// were complete before the cut.
         #[test]

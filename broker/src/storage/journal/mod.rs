@@ -18,6 +18,7 @@ use tributary_config::Durability;
 
 pub(crate) use writer::Append;
 pub use writer::Appended;
+pub(crate) use writer::WriterHealth;
 use writer::{Writer, WriterSettings};
 
 use crate::metrics::Metrics;
@@ -31,6 +32,7 @@ pub(crate) struct Journal {
     tx: Mutex<Option<mpsc::Sender<Append>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     pub(crate) files: Arc<JournalFiles>,
+    pub(crate) health: Arc<WriterHealth>,
 }
 
 /// Where the writer starts after recovery.
@@ -61,9 +63,22 @@ impl Journal {
         } else {
             start
         };
-        let (file, direct) = files.open_for_writing(start.file_start)?;
+        let health = Arc::new(WriterHealth::default());
+        metrics.journal_writable.set(1);
+        let file = match files.open_for_writing(start.file_start) {
+            Ok((file, direct)) => {
+                tracing::info!(direct, position = start.position, "journal open for writing");
+                Some(file)
+            }
+            // A full disk: start all the same (reads are served); the writer creates
+            // the file once there is room, and refuses appends until then.
+            Err(e) if crate::storage::metadata_log::is_no_space(&e) => {
+                tracing::error!(error = %e, position = start.position, "no room for the journal file; starting read-only");
+                None
+            }
+            Err(e) => return Err(e),
+        };
         files.set_end(start.position);
-        tracing::info!(direct, position = start.position, "journal open for writing");
         let current = Arc::new(Mutex::new(file));
         if settings.durability == Durability::Interval {
             let weak = Arc::downgrade(&current);
@@ -72,20 +87,20 @@ impl Journal {
                 .name("journal-fsync".into())
                 .spawn(move || writer::run_interval_sync(weak, fsync_interval, m))?;
         }
-        let writer = Writer {
+        let writer = Writer::new(
             settings,
-            files: files.clone(),
+            files.clone(),
             current,
-            file_start: start.file_start,
-            position: start.position,
+            start.file_start,
+            start.position,
             cache,
             durable,
             metrics,
-            failed: None,
-        };
+            health.clone(),
+        );
         let (tx, rx) = mpsc::channel(queue_depth);
         let handle = std::thread::Builder::new().name("journal-writer".into()).spawn(move || writer.run(rx))?;
-        Ok(Journal { tx: Mutex::new(Some(tx)), writer: Mutex::new(Some(handle)), files })
+        Ok(Journal { tx: Mutex::new(Some(tx)), writer: Mutex::new(Some(handle)), files, health })
     }
 
     /// Queues an append. Returns once the writer has room for it (the queue is the

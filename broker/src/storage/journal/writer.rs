@@ -6,9 +6,17 @@
 //!
 //! Written and durable are kept apart: a partition's high watermark moves only to
 //! what is durable under the configured policy, and only then do consumers see it.
-//! After a failed write or fsync the writer refuses all further appends: after an
-//! fsync error the kernel may have dropped the dirty pages, so nothing newer can be
-//! promised durable.
+//!
+//! A failed write or fsync (a full disk, an I/O error) answers that group with a
+//! retriable error, but the group keeps its offsets: its bytes may be on disk in
+//! part, so they are never replaced by other data. The writer retries exactly those
+//! bytes at the same position, with backoff, refusing every other append
+//! meanwhile (retriable too), and once they are durable it publishes them (high
+//! watermark, cache) and takes appends again: writes resume by themselves when space
+//! returns. A producer that retries gets its original offsets (idempotence) or a
+//! second copy (at-least-once), never a gap. After an fsync error the kernel may
+//! have dropped the dirty pages, which is why the retry rewrites the whole buffer
+//! before fsyncing again.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -60,29 +68,119 @@ pub(crate) struct WriterSettings {
 /// Batches of one append placed in the group's buffer, waiting for the write.
 struct Placed {
     partition: Arc<PartitionLog>,
-    reply: oneshot::Sender<Result<Appended, StorageError>>,
+    /// Taken once the append is answered (with an error while its write is retried).
+    reply: Option<oneshot::Sender<Result<Appended, StorageError>>>,
     outcome: Appended,
     /// (location without position, payload range in the buffer, transaction mark)
     batches: Vec<(BatchLocation, std::ops::Range<usize>, Option<TxnMark>)>,
 }
 
+/// A group commit whose write failed, kept to be written again as it is.
+struct Unwritten {
+    buf: bytes::BytesMut,
+    placed: Vec<Placed>,
+    now: i64,
+}
+
+/// Whether the writer takes appends, shared with readiness and `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct WriterHealth {
+    /// 0: taking appends; 1: the disk is full; 2: another I/O error.
+    state: std::sync::atomic::AtomicU8,
+    reason: Mutex<String>,
+}
+
+impl WriterHealth {
+    pub(crate) fn writable(&self) -> bool {
+        self.state.load(std::sync::atomic::Ordering::Acquire) == 0
+    }
+    pub(crate) fn disk_full(&self) -> bool {
+        self.state.load(std::sync::atomic::Ordering::Acquire) == 1
+    }
+    /// Why appends are refused, while they are.
+    pub(crate) fn refusal(&self) -> Option<StorageError> {
+        (!self.writable()).then(|| StorageError::JournalFailed(self.reason.lock().clone()))
+    }
+    fn set(&self, failure: Option<(&std::io::Error, String)>, metrics: &Metrics) {
+        let state = match &failure {
+            None => 0,
+            Some((e, _)) if crate::storage::metadata_log::is_no_space(e) => 1,
+            Some(_) => 2,
+        };
+        if let Some((_, reason)) = failure {
+            *self.reason.lock() = reason;
+        }
+        self.state.store(state, std::sync::atomic::Ordering::Release);
+        metrics.journal_writable.set((state == 0) as i64);
+    }
+}
+
 pub(crate) struct Writer {
     pub(crate) settings: WriterSettings,
     pub(crate) files: Arc<JournalFiles>,
-    /// The file being appended to, shared with the interval fsync thread.
-    pub(crate) current: Arc<Mutex<File>>,
+    /// The file being appended to, shared with the interval fsync thread; `None`
+    /// while a new file could not be created (a full disk).
+    pub(crate) current: Arc<Mutex<Option<File>>>,
     pub(crate) file_start: u64,
     pub(crate) position: u64,
     pub(crate) cache: CacheBudget,
     pub(crate) durable: watch::Sender<u64>,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) failed: Option<String>,
+    pub(crate) health: Arc<WriterHealth>,
+    unwritten: Option<Unwritten>,
 }
 
+/// Backoff between retries of a failed write: first, and at most.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
 impl Writer {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        settings: WriterSettings,
+        files: Arc<JournalFiles>,
+        current: Arc<Mutex<Option<File>>>,
+        file_start: u64,
+        position: u64,
+        cache: CacheBudget,
+        durable: watch::Sender<u64>,
+        metrics: Arc<Metrics>,
+        health: Arc<WriterHealth>,
+    ) -> Self {
+        Writer { settings, files, current, file_start, position, cache, durable, metrics, health, unwritten: None }
+    }
+
     /// Runs until every sender is gone, then syncs the file one last time.
     pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Append>) {
-        while let Some(first) = rx.blocking_recv() {
+        let mut backoff = RETRY_FIRST;
+        loop {
+            if self.unwritten.is_some() || self.current.lock().is_none() {
+                // Refuse what waits (retriably) while the failed write is retried.
+                let mut closed = false;
+                loop {
+                    match rx.try_recv() {
+                        Ok(a) => self.refuse(a),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            closed = true;
+                            break;
+                        }
+                    }
+                }
+                if self.retry() {
+                    backoff = RETRY_FIRST;
+                } else if closed {
+                    tracing::error!("journal closing with a group commit it could not write (never acknowledged)");
+                    return;
+                } else {
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                }
+                continue;
+            }
+            let Some(first) = rx.blocking_recv() else {
+                break;
+            };
             let mut bytes = size(&first);
             let mut group = vec![first];
             while bytes < self.settings.group_commit_bytes {
@@ -96,18 +194,66 @@ impl Writer {
             }
             self.commit(group, bytes as usize);
         }
-        if let Err(e) = self.current.lock().sync_data() {
-            tracing::error!(error = %e, "final journal fsync failed");
+        if let Some(file) = self.current.lock().as_ref() {
+            if let Err(e) = file.sync_data() {
+                tracing::error!(error = %e, "final journal fsync failed");
+            }
         }
     }
 
-    fn commit(&mut self, group: Vec<Append>, bytes: usize) {
-        if let Some(reason) = &self.failed {
-            for a in group {
-                let _ = a.reply.send(Err(StorageError::JournalFailed(reason.clone())));
+    fn refuse(&self, a: Append) {
+        let err = self.health.refusal().unwrap_or_else(|| StorageError::JournalFailed("journal not writable".into()));
+        let _ = a.reply.send(Err(err));
+    }
+
+    /// Tries the failed part again: the new file that could not be created, then the
+    /// group commit that could not be written. Returns whether the writer is back.
+    fn retry(&mut self) -> bool {
+        if self.current.lock().is_none() {
+            match self.files.open_for_writing(self.file_start) {
+                Ok((file, _)) => *self.current.lock() = Some(file),
+                Err(e) => {
+                    self.failure(&e, format!("cannot create journal file at position {}: {e}", self.file_start));
+                    return false;
+                }
             }
-            return;
         }
+        let Some(unwritten) = self.unwritten.take() else {
+            self.recovered();
+            return true;
+        };
+        match self.write(&unwritten.buf) {
+            Ok(()) => {
+                tracing::info!(position = self.position, "journal write retried successfully");
+                self.publish(unwritten);
+                self.recovered();
+                true
+            }
+            Err(e) => {
+                self.failure(&e, format!("journal write at position {} failed: {e}", self.position));
+                self.unwritten = Some(unwritten);
+                false
+            }
+        }
+    }
+
+    fn failure(&self, e: &std::io::Error, reason: String) {
+        let no_space = crate::storage::metadata_log::is_no_space(e);
+        self.metrics.journal_write_errors.with_label_values(&[if no_space { "no_space" } else { "io" }]).inc();
+        if self.health.writable() {
+            tracing::error!("{reason}; refusing appends (retriably) and retrying until it succeeds");
+        }
+        self.health.set(Some((e, reason)), &self.metrics);
+    }
+
+    fn recovered(&self) {
+        if !self.health.writable() {
+            tracing::info!("journal writable again");
+        }
+        self.health.set(None, &self.metrics);
+    }
+
+    fn commit(&mut self, group: Vec<Append>, bytes: usize) {
         let mut buf = entry::aligned_buffer(bytes + group.len() * HEADER_LEN + BLOCK + HEADER_LEN);
         let now = crate::clock::now_ms();
         let mut placed = Vec::with_capacity(group.len());
@@ -131,7 +277,7 @@ impl Writer {
                     // which also covers an original still in this group.
                     placed.push(Placed {
                         partition: a.partition,
-                        reply: a.reply,
+                        reply: Some(a.reply),
                         outcome: Appended { base_offset, last_offset, log_append_time: -1 },
                         batches: Vec::new(),
                     });
@@ -173,7 +319,7 @@ impl Writer {
             drop(st);
             placed.push(Placed {
                 partition: a.partition,
-                reply: a.reply,
+                reply: Some(a.reply),
                 outcome: Appended {
                     base_offset: first_offset,
                     last_offset,
@@ -184,7 +330,9 @@ impl Writer {
         }
         if buf.is_empty() {
             for p in placed {
-                let _ = p.reply.send(Ok(p.outcome));
+                if let Some(reply) = p.reply {
+                    let _ = reply.send(Ok(p.outcome));
+                }
             }
             return;
         }
@@ -197,13 +345,23 @@ impl Writer {
         }
         if let Err(e) = self.write(&buf) {
             let reason = format!("journal write at position {} failed: {e}", self.position);
-            tracing::error!("{reason}; refusing further appends");
-            self.failed = Some(reason.clone());
-            for p in placed {
-                let _ = p.reply.send(Err(StorageError::JournalFailed(reason.clone())));
+            self.failure(&e, reason.clone());
+            // Answered now (retriably); the bytes stay to be written at this position.
+            for p in &mut placed {
+                if let Some(reply) = p.reply.take() {
+                    let _ = reply.send(Err(StorageError::JournalFailed(reason.clone())));
+                }
             }
+            self.unwritten = Some(Unwritten { buf, placed, now });
             return;
         }
+        self.publish(Unwritten { buf, placed, now });
+    }
+
+    /// Makes a written group visible: positions, high watermarks, the cache, the
+    /// answers to its appends (those not answered already).
+    fn publish(&mut self, written: Unwritten) {
+        let Unwritten { buf, placed, now } = written;
         let base_position = self.position;
         self.position += buf.len() as u64;
         self.files.set_end(self.position);
@@ -233,21 +391,23 @@ impl Writer {
             }
             drop(st);
             self.metrics.journal_appends.inc();
-            let _ = p.reply.send(Ok(p.outcome));
+            if let Some(reply) = p.reply {
+                let _ = reply.send(Ok(p.outcome));
+            }
         }
         self.cache.enforce();
         self.durable.send_modify(|v| *v += 1);
         if self.position - self.file_start >= self.settings.file_bytes {
             if let Err(e) = self.roll() {
                 let reason = format!("cannot start a new journal file at position {}: {e}", self.position);
-                tracing::error!("{reason}; refusing further appends");
-                self.failed = Some(reason);
+                self.failure(&e, reason);
             }
         }
     }
 
     fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        let file = self.current.lock();
+        let guard = self.current.lock();
+        let file = guard.as_ref().ok_or_else(|| std::io::Error::other("no journal file open"))?;
         let started = Instant::now();
         file.write_all_at(buf, self.position - self.file_start)?;
         self.metrics.journal_write_seconds.observe(started.elapsed().as_secs_f64());
@@ -268,14 +428,19 @@ impl Writer {
         Ok(())
     }
 
-    /// Closes the current file (durably) and starts the next one at the current position.
+    /// Closes the current file (durably) and starts the next one at the current
+    /// position. When the new file cannot be created, the writer has no file until
+    /// [`retry`](Self::retry) creates it.
     fn roll(&mut self) -> std::io::Result<()> {
         let started = Instant::now();
-        let (next, _) = self.files.open_for_writing(self.position)?;
         let mut current = self.current.lock();
-        current.sync_data()?;
-        *current = next;
+        if let Some(file) = current.as_ref() {
+            file.sync_data()?;
+        }
+        *current = None;
         self.file_start = self.position;
+        let (next, _) = self.files.open_for_writing(self.position)?;
+        *current = Some(next);
         tracing::info!(ms = started.elapsed().as_millis() as u64, position = self.position, "journal file rolled");
         Ok(())
     }
@@ -290,16 +455,21 @@ fn size(a: &Append) -> u64 {
 
 /// With `durability = "interval"`: fsyncs the current file every `interval` until the
 /// writer is gone.
-pub(crate) fn run_interval_sync(current: std::sync::Weak<Mutex<File>>, interval: Duration, metrics: Arc<Metrics>) {
+pub(crate) fn run_interval_sync(
+    current: std::sync::Weak<Mutex<Option<File>>>,
+    interval: Duration,
+    metrics: Arc<Metrics>,
+) {
     loop {
         std::thread::sleep(interval);
         let Some(current) = current.upgrade() else {
             return;
         };
         // Sync a clone of the handle so that appends are not blocked during the fsync.
-        let file = match current.lock().try_clone() {
-            Ok(f) => f,
-            Err(e) => {
+        let file = match current.lock().as_ref().map(File::try_clone) {
+            None => continue,
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
                 tracing::error!(error = %e, "cannot clone journal file handle for fsync");
                 continue;
             }
