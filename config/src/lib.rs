@@ -111,6 +111,24 @@ pub struct Limits {
     pub max_in_flight_per_connection: usize,
     /// Most simultaneous client connections.
     pub max_connections: usize,
+    /// Most simultaneous connections from one address (`max.connections.per.ip`).
+    pub max_connections_per_ip: usize,
+    /// Per-address limits that replace `max_connections_per_ip`
+    /// (`max.connections.per.ip.overrides`); these addresses may also use the
+    /// reserved connections.
+    pub max_connections_per_ip_overrides: std::collections::BTreeMap<String, usize>,
+    /// The last connections under `max_connections`, kept for the addresses in
+    /// `max_connections_per_ip_overrides` (an operator can always connect).
+    pub reserved_connections: usize,
+    /// A connection with no request for this long is closed
+    /// (`connections.max.idle.ms`).
+    pub connections_max_idle_ms: u64,
+    /// A request whose first bytes arrived must be complete within this long, or the
+    /// connection is closed (a client that stops half-way holds no memory).
+    pub request_read_timeout_ms: u64,
+    /// Most bytes of requests being read, over all connections
+    /// (`queued.max.request.bytes`); reading waits while they are taken.
+    pub queued_max_request_bytes: u64,
 }
 
 /// The in-memory cache of recent batches that serves tailing consumers.
@@ -264,6 +282,12 @@ impl Default for Limits {
             socket_request_max_bytes: 100 * 1024 * 1024,
             max_in_flight_per_connection: 64,
             max_connections: 10_000,
+            max_connections_per_ip: 2_000,
+            max_connections_per_ip_overrides: Default::default(),
+            reserved_connections: 32,
+            connections_max_idle_ms: 600_000,
+            request_read_timeout_ms: 30_000,
+            queued_max_request_bytes: 512 * 1024 * 1024,
         }
     }
 }

@@ -45,6 +45,23 @@ pub(crate) fn check(c: &Config) -> Result<(), ConfigError> {
     range(&mut p, "limits.socket_request_max_bytes", c.limits.socket_request_max_bytes, 1 << 10, i32::MAX as u64);
     range(&mut p, "limits.max_in_flight_per_connection", c.limits.max_in_flight_per_connection, 1, 1024);
     range(&mut p, "limits.max_connections", c.limits.max_connections, 1, 1_000_000);
+    let l = &c.limits;
+    range(&mut p, "limits.max_connections_per_ip", l.max_connections_per_ip, 1, 1_000_000);
+    if l.max_connections >= 1 {
+        range(&mut p, "limits.reserved_connections", l.reserved_connections, 0, l.max_connections - 1);
+    }
+    range(&mut p, "limits.connections_max_idle_ms", l.connections_max_idle_ms, 1_000, 1 << 40);
+    range(&mut p, "limits.request_read_timeout_ms", l.request_read_timeout_ms, 100, 3_600_000);
+    // Past the largest frame, so that every frame can be read (checked only once
+    // that limit is itself valid, so one mistake gives one message).
+    let largest_frame = if l.socket_request_max_bytes <= i32::MAX as u64 { l.socket_request_max_bytes } else { 0 };
+    range(&mut p, "limits.queued_max_request_bytes", l.queued_max_request_bytes, largest_frame, 1 << 40);
+    for (addr, limit) in &l.max_connections_per_ip_overrides {
+        if addr.parse::<std::net::IpAddr>().is_err() {
+            p.push(format!("limits.max_connections_per_ip_overrides: {addr:?} is not an IP address"));
+        }
+        range(&mut p, &format!("limits.max_connections_per_ip_overrides.{addr}"), *limit, 0, 1_000_000);
+    }
     range(&mut p, "cache.partition_bytes", c.cache.partition_bytes, 0, 1 << 34);
     range(&mut p, "cache.total_bytes", c.cache.total_bytes, 0, 1 << 40);
     let g = &c.groups;

@@ -12,6 +12,8 @@
 //!   base-offset and timestamp patching.
 //! - [`records`]: iteration over the records inside a batch (decompressing if needed),
 //!   for the few places that must look inside (timestamp lookups).
+//! - [`validate`]: record-level validation of a batch before it is accepted
+//!   (codec, bounded streaming decompression, counts, offset deltas, record shape).
 //! - [`build`]: encoding the batches the broker writes itself (internal records,
 //!   control batches).
 //! - [`error`]: the codec's error type.
@@ -29,6 +31,7 @@ pub mod header;
 pub mod message;
 pub mod records;
 pub mod response_errors;
+pub mod validate;
 
 pub use error::CodecError;
 /// The message structs, re-exported so that the whole workspace uses one version.

@@ -1,5 +1,7 @@
 //! Produce: validate each partition's record batches (v2 magic, CRC-32C, size
-//! against `max.message.bytes`), queue them in the journal in request order, and
+//! against `max.message.bytes`, then every record as Kafka's log validator does:
+//! codec, bounded decompression, counts, offset deltas, record shape, keys on
+//! compacted topics), queue them in the journal in request order, and
 //! answer once they are durable (acks=1 and acks=all alike: the journal is the only
 //! replica), or not at all for acks=0.
 
@@ -7,10 +9,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tributary_protocol::batch::{self, BatchError, BatchHeader};
-use tributary_protocol::kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use tributary_protocol::kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use tributary_protocol::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use tributary_protocol::kafka_protocol::protocol::StrBytes;
 use tributary_protocol::records;
+use tributary_protocol::validate::{self, RecordError, Rules};
 
 use super::errors::{self, of, Error};
 use super::{Reply, RequestCtx};
@@ -24,8 +29,13 @@ type TopicSlots = (TopicProduceResponse, Vec<(i32, Slot)>, Option<std::sync::Arc
 /// A partition's outcome so far: queued in the journal, or refused with a code.
 enum Slot {
     Queued { pending: PendingAppend, bytes: u64, records: u64 },
-    Refused { code: i16, message: Option<String> },
+    Refused { code: i16, message: Option<String>, record: Option<usize> },
 }
+
+/// How many times `max.message.bytes` (at least 1 MiB) a batch may decompress to:
+/// beyond any producer's batching, and a bound on the work a compression bomb costs
+/// (validation streams, so memory stays small whatever the bound).
+const MAX_COMPRESSION_RATIO: u64 = 64;
 
 pub(crate) async fn handle(ctx: &RequestCtx, request: ProduceRequest) -> Reply {
     let broker = &ctx.broker;
@@ -42,7 +52,7 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ProduceRequest) -> Reply {
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         for data in topic_data.partition_data {
             let slot = if !matches!(acks, -1..=1) {
-                Slot::Refused { code: of(Error::InvalidRequiredAcks), message: None }
+                Slot::Refused { code: of(Error::InvalidRequiredAcks), message: None, record: None }
             } else {
                 queue(
                     ctx,
@@ -83,8 +93,15 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ProduceRequest) -> Reply {
                 r.log_append_time_ms = -1;
                 r.log_start_offset = -1;
                 match slot {
-                    Slot::Refused { code, message } => {
+                    Slot::Refused { code, message, record } => {
                         r.error_code = code;
+                        if let Some(index) = record {
+                            r.record_errors.push(
+                                BatchIndexAndErrorMessage::default()
+                                    .with_batch_index(index as i32)
+                                    .with_batch_index_error_message(message.clone().map(StrBytes::from_string)),
+                            );
+                        }
                         r.error_message = message.map(StrBytes::from_string);
                     }
                     Slot::Queued { pending, bytes, records } => match tokio::time::timeout(timeout, pending).await {
@@ -119,7 +136,7 @@ async fn queue(
     index: i32,
     records: Option<Bytes>,
 ) -> Slot {
-    let refused = |code: i16, message: String| Slot::Refused { code, message: Some(message) };
+    let refused = |code: i16, message: String| Slot::Refused { code, message: Some(message), record: None };
     let Some(partition) = topic.and_then(|t| t.partition(index)) else {
         return refused(of(Error::UnknownTopicOrPartition), "unknown topic or partition".into());
     };
@@ -151,7 +168,7 @@ async fn queue(
     }
     let (mut bytes, mut count) = (0u64, 0u64);
     for (header, data) in &batches {
-        if let Some(slot) = check(header, data, config.max_message_bytes) {
+        if let Some(slot) = check(header, data, &config, ctx.version) {
             return slot;
         }
         if !config.log_append_time {
@@ -186,8 +203,9 @@ async fn queue(
     }
 }
 
-fn check(header: &BatchHeader, data: &[u8], max_message_bytes: i32) -> Option<Slot> {
-    let refused = |code: i16, message: String| Some(Slot::Refused { code, message: Some(message) });
+fn check(header: &BatchHeader, data: &[u8], config: &TopicConfig, version: i16) -> Option<Slot> {
+    let max_message_bytes = config.max_message_bytes;
+    let refused = |code: i16, message: String| Some(Slot::Refused { code, message: Some(message), record: None });
     if header.size > max_message_bytes.max(0) as usize {
         return refused(
             of(Error::MessageTooLarge),
@@ -207,7 +225,20 @@ fn check(header: &BatchHeader, data: &[u8], max_message_bytes: i32) -> Option<Sl
     if header.records_count == 0 {
         return refused(of(Error::InvalidRecord), "batch has no records".into());
     }
-    None
+    if header.compression() == batch::Compression::Zstd && version < 7 {
+        return refused(of(Error::UnsupportedCompressionType), "zstd needs Produce v7 or later".into());
+    }
+    let rules = Rules {
+        max_uncompressed_bytes: (max_message_bytes.max(0) as u64).max(1 << 20) * MAX_COMPRESSION_RATIO,
+        require_keys: config.compact,
+    };
+    match validate::validate_records(header, data, rules) {
+        Ok(()) => None,
+        Err(e @ RecordError::Corrupt(_)) => refused(of(Error::CorruptMessage), e.to_string()),
+        Err(RecordError::Invalid { record, message }) => {
+            Some(Slot::Refused { code: of(Error::InvalidRecord), message: Some(message), record })
+        }
+    }
 }
 
 /// `message.timestamp.before.max.ms` / `after.max.ms` for CreateTime topics: every

@@ -10,12 +10,14 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tributary_protocol::frame;
@@ -40,50 +42,122 @@ pub(crate) type Pending = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
 /// How much is read from the socket at least at a time.
 const READ_CHUNK: usize = 64 * 1024;
+/// A connection's buffer past this size is given back after the frame that grew it.
+const KEEP_BUFFER: usize = 4 * READ_CHUNK;
 
-/// Reads one frame. `Ok(None)`: the client closed the connection (or reset it, or
-/// went away mid-request, which is logged at debug level only).
-async fn read_frame(
-    rd: &mut OwnedReadHalf,
-    buf: &mut BytesMut,
+/// Why reading a frame ended without one.
+enum ReadEnd {
+    /// The client closed the connection, reset it, or went away mid-request.
+    Closed,
+    /// No request began within `connections.max.idle.ms`.
+    Idle,
+    /// A request began but did not complete within `request_read_timeout_ms`.
+    Stalled,
+    Codec(tributary_protocol::CodecError),
+}
+
+/// How a connection reads frames: its limits and the broker-wide memory budget of
+/// requests being read.
+struct FrameReader {
     max: usize,
-) -> Result<Option<Bytes>, tributary_protocol::CodecError> {
-    let mut need = frame::LENGTH_PREFIX;
-    let mut len = None;
-    loop {
-        if buf.len() >= need {
-            match len {
-                None => {
-                    let prefix: [u8; 4] = buf[..4].try_into().expect("invariant: 4 bytes buffered");
-                    let l = frame::request_length(prefix, max)?;
-                    len = Some(l);
-                    need = frame::LENGTH_PREFIX + l;
-                    continue;
-                }
-                Some(l) => {
-                    buf.advance(frame::LENGTH_PREFIX);
-                    return Ok(Some(buf.split_to(l).freeze()));
+    idle: Duration,
+    read_timeout: Duration,
+    memory: Arc<Semaphore>,
+}
+
+impl FrameReader {
+    /// Reads one frame. The buffer grows with the bytes that arrive (at most doubling
+    /// what is there), not with what the length prefix declares, and every byte of a
+    /// frame beyond the first chunk is taken from the memory budget until the frame
+    /// is complete, so a client that declares a large request and sends little costs
+    /// little, and all of them together at most `queued_max_request_bytes`.
+    async fn read(&self, rd: &mut OwnedReadHalf, buf: &mut BytesMut) -> Result<Bytes, ReadEnd> {
+        let mut need = frame::LENGTH_PREFIX;
+        let mut len = None;
+        let mut held: Option<OwnedSemaphorePermit> = None;
+        let mut deadline = None;
+        loop {
+            if buf.len() >= need {
+                match len {
+                    None => {
+                        let prefix: [u8; 4] = buf[..4].try_into().expect("invariant: 4 bytes buffered");
+                        let l = frame::request_length(prefix, self.max).map_err(ReadEnd::Codec)?;
+                        len = Some(l);
+                        need = frame::LENGTH_PREFIX + l;
+                        continue;
+                    }
+                    Some(l) => {
+                        buf.advance(frame::LENGTH_PREFIX);
+                        let frame = buf.split_to(l).freeze();
+                        if buf.capacity() > KEEP_BUFFER {
+                            // Give a large buffer back; keep what was read past the frame.
+                            let mut fresh = BytesMut::with_capacity(READ_CHUNK.max(buf.len()));
+                            fresh.extend_from_slice(buf);
+                            *buf = fresh;
+                        }
+                        drop(held);
+                        return Ok(frame);
+                    }
                 }
             }
-        }
-        buf.reserve((need - buf.len()).max(READ_CHUNK));
-        match rd.read_buf(buf).await {
-            Ok(0) => {
-                if !buf.is_empty() {
-                    tracing::debug!(buffered = buf.len(), "client went away mid-request");
+            let want = (need - buf.len()).min(READ_CHUNK.max(buf.len()));
+            let target = buf.len() + want;
+            if target > READ_CHUNK {
+                // Budget for the bytes of this frame past the first chunk.
+                let have = held.as_ref().map_or(0, |p| p.num_permits());
+                let more = target.saturating_sub(READ_CHUNK).saturating_sub(have);
+                if more > 0 {
+                    let permit =
+                        self.within(&mut deadline, self.memory.clone().acquire_many_owned(more as u32)).await?;
+                    let permit = permit.map_err(|_| ReadEnd::Closed)?;
+                    match held.as_mut() {
+                        Some(h) => h.merge(permit),
+                        None => held = Some(permit),
+                    }
                 }
-                return Ok(None);
             }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::debug!(error = %e, "read failed");
-                return Ok(None);
+            buf.reserve(want);
+            let read = if buf.is_empty() {
+                // Between requests: the idle timeout.
+                match tokio::time::timeout(self.idle, rd.read_buf(buf)).await {
+                    Ok(r) => r,
+                    Err(_) => return Err(ReadEnd::Idle),
+                }
+            } else {
+                self.within(&mut deadline, rd.read_buf(buf)).await?
+            };
+            match read {
+                Ok(0) => {
+                    if !buf.is_empty() {
+                        tracing::debug!(buffered = buf.len(), "client went away mid-request");
+                    }
+                    return Err(ReadEnd::Closed);
+                }
+                Ok(_) => {
+                    deadline.get_or_insert_with(|| Instant::now() + self.read_timeout);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "read failed");
+                    return Err(ReadEnd::Closed);
+                }
             }
         }
     }
+
+    /// Runs `f` within the deadline of the request being read (set by its first bytes).
+    async fn within<T>(&self, deadline: &mut Option<Instant>, f: impl Future<Output = T>) -> Result<T, ReadEnd> {
+        let at = *deadline.get_or_insert_with(|| Instant::now() + self.read_timeout);
+        tokio::time::timeout_at(at, f).await.map_err(|_| ReadEnd::Stalled)
+    }
 }
 
-pub(super) async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, shutdown: CancellationToken) {
+pub(super) async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    memory: Arc<Semaphore>,
+    shutdown: CancellationToken,
+) {
     let span = tracing::info_span!("connection", %peer);
     async move {
         let (mut rd, wr) = stream.into_split();
@@ -109,7 +183,13 @@ pub(super) async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>
             }
             let _ = wr.flush().await;
         });
-        let max = broker.config.limits.socket_request_max_bytes as usize;
+        let limits = &broker.config.limits;
+        let reader = FrameReader {
+            max: limits.socket_request_max_bytes as usize,
+            idle: Duration::from_millis(limits.connections_max_idle_ms),
+            read_timeout: Duration::from_millis(limits.request_read_timeout_ms),
+            memory,
+        };
         // One buffer per connection: frames are split off it without zeroing a fresh
         // allocation per request, and bytes read past a frame start the next one.
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
@@ -120,13 +200,23 @@ pub(super) async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>
                 f = async {
                     // A throttled client's next request waits on the socket.
                     mute.wait().await;
-                    read_frame(&mut rd, &mut buf, max).await
+                    reader.read(&mut rd, &mut buf).await
                 } => f,
             };
             let frame = match frame {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break, // closed by the client, or reset
-                Err(e) => {
+                Ok(frame) => frame,
+                Err(ReadEnd::Closed) => break,
+                Err(ReadEnd::Idle) => {
+                    broker.metrics.connections_closed.with_label_values(&["idle"]).inc();
+                    tracing::debug!("closing idle connection (limits.connections_max_idle_ms)");
+                    break;
+                }
+                Err(ReadEnd::Stalled) => {
+                    broker.metrics.connections_closed.with_label_values(&["request_read"]).inc();
+                    tracing::warn!("closing connection: a request stopped half-way (limits.request_read_timeout_ms)");
+                    break;
+                }
+                Err(ReadEnd::Codec(e)) => {
                     broker.metrics.connection_errors.inc();
                     tracing::warn!(error = %e, "closing connection");
                     break;
