@@ -27,6 +27,7 @@ pub struct Metrics {
     pub connections_total: IntCounter,
     pub connection_errors: IntCounter,
     pub connections_refused: IntCounterVec,
+    pub request_bytes_reading: IntGauge,
     pub connections_closed: IntCounterVec,
     pub offset_commits: IntCounter,
     pub rebalances: IntCounterVec,
@@ -132,6 +133,10 @@ impl Metrics {
                 "tributary_connections_refused_total",
                 "Connections refused at accept, by limit (max_connections, reserved, max_connections_per_ip).",
                 &["reason"],
+            ),
+            request_bytes_reading: gauge(
+                "tributary_request_bytes_reading",
+                "Bytes received of requests not yet complete, over all connections.",
             ),
             connections_closed: counter_vec(
                 "tributary_connections_timed_out_total",

@@ -217,6 +217,8 @@ fn check(header: &BatchHeader, data: &[u8], config: &TopicConfig, version: i16) 
         Err(e @ BatchError::UnsupportedMagic(_)) => {
             return refused(of(Error::UnsupportedForMessageFormat), e.to_string())
         }
+        // Kafka's "invalid offset range" / "invalid reported count".
+        Err(e @ BatchError::BadCount { .. }) => return refused(of(Error::InvalidRecord), e.to_string()),
         Err(e) => return refused(of(Error::CorruptMessage), e.to_string()),
     }
     if header.is_control() {

@@ -56,9 +56,30 @@ enum ReadEnd {
     Codec(tributary_protocol::CodecError),
 }
 
+/// The bytes of an incomplete request, counted in the gauge until it is complete
+/// or the connection goes.
+struct Counted<'a> {
+    gauge: &'a prometheus::IntGauge,
+    bytes: i64,
+}
+
+impl Counted<'_> {
+    fn set(&mut self, bytes: usize) {
+        self.gauge.add(bytes as i64 - self.bytes);
+        self.bytes = bytes as i64;
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.gauge.sub(self.bytes);
+    }
+}
+
 /// How a connection reads frames: its limits and the broker-wide memory budget of
 /// requests being read.
 struct FrameReader {
+    reading: prometheus::IntGauge,
     max: usize,
     idle: Duration,
     read_timeout: Duration,
@@ -76,6 +97,8 @@ impl FrameReader {
         let mut len = None;
         let mut held: Option<OwnedSemaphorePermit> = None;
         let mut deadline = None;
+        let mut counted = Counted { gauge: &self.reading, bytes: 0 };
+        counted.set(buf.len());
         loop {
             if buf.len() >= need {
                 match len {
@@ -134,6 +157,7 @@ impl FrameReader {
                     return Err(ReadEnd::Closed);
                 }
                 Ok(_) => {
+                    counted.set(buf.len());
                     deadline.get_or_insert_with(|| Instant::now() + self.read_timeout);
                 }
                 Err(e) => {
@@ -185,6 +209,7 @@ pub(super) async fn run(
         });
         let limits = &broker.config.limits;
         let reader = FrameReader {
+            reading: broker.metrics.request_bytes_reading.clone(),
             max: limits.socket_request_max_bytes as usize,
             idle: Duration::from_millis(limits.connections_max_idle_ms),
             read_timeout: Duration::from_millis(limits.request_read_timeout_ms),

@@ -54,6 +54,11 @@ pub(crate) fn pad(buf: &mut BytesMut) {
     seal(buf, start);
 }
 
+/// Appends one pad entry of exactly [`BLOCK`] bytes.
+pub(crate) fn pad_block(buf: &mut BytesMut) {
+    encode(buf, KIND_PAD, 0, &[0u8; BLOCK - HEADER_LEN]);
+}
+
 /// Appends one entry to `buf` and returns the payload's range inside `buf`.
 pub(crate) fn encode(buf: &mut BytesMut, kind: u8, partition: u64, payload: &[u8]) -> std::ops::Range<usize> {
     let start = buf.len();

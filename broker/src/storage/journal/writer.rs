@@ -152,6 +152,7 @@ impl Writer {
 
     /// Runs until every sender is gone, then syncs the file one last time.
     pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Append>) {
+        self.probe();
         let mut backoff = RETRY_FIRST;
         loop {
             if self.unwritten.is_some() || self.current.lock().is_none() {
@@ -197,6 +198,24 @@ impl Writer {
         if let Some(file) = self.current.lock().as_ref() {
             if let Err(e) = file.sync_data() {
                 tracing::error!(error = %e, "final journal fsync failed");
+            }
+        }
+    }
+
+    /// Writes one block of padding at the start, so that a disk with no room is
+    /// known before the first append (readiness says so at once); on failure the
+    /// block is retried like any failed group commit.
+    fn probe(&mut self) {
+        if self.current.lock().is_none() {
+            return;
+        }
+        let mut buf = entry::aligned_buffer(BLOCK);
+        entry::pad_block(&mut buf);
+        match self.write(&buf) {
+            Ok(()) => self.publish(Unwritten { buf, placed: Vec::new(), now: 0 }),
+            Err(e) => {
+                self.failure(&e, format!("journal write at position {} failed: {e}", self.position));
+                self.unwritten = Some(Unwritten { buf, placed: Vec::new(), now: 0 });
             }
         }
     }
