@@ -45,6 +45,8 @@ class Broker:
         self.port = free_port()
         self.http_port = free_port()
         self.env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), **(env or {}))
+        # Names the binary to test; the broker would take it for a config key.
+        self.env.pop("TRIBUTARY_BIN", None)
         self.config_path = None
         if config_text is not None:
             self.config_path = workdir / "tributary.toml"

@@ -457,3 +457,42 @@ def test_a_second_broker_on_the_same_data_directory_is_refused(broker):
     assert "in use by another broker" in out, out
     assert str(broker.data_dir) in out, out
     assert str(broker.proc.pid) in out, out
+
+
+# ------------------------------------------------------ sealing large segments
+
+def peak_rss_bytes(pid):
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_sealing_a_large_segment_takes_bounded_memory(make_broker):
+    """A 160 MiB segment is streamed to the store in 8 MiB parts: the broker's peak
+    memory grows by far less than the segment (it held the whole segment, twice,
+    before)."""
+    b = make_broker("seal", config_text=(
+        "[topics]\nsegment_bytes = 167772160\n"
+        "[cache]\npartition_bytes = 1048576\ntotal_bytes = 4194304\n"
+        "[storage]\nflush_interval_ms = 200\n"))
+    b.start()
+    topic = unique("big")
+    create(b, topic)
+    conn = rawkafka.Conn(b.port)
+    value = b"s" * 1_000_000
+    # The first request settles the produce path's own buffers.
+    assert conn.produce(topic, 0, records_batch([value]))[0] == 0
+    before = peak_rss_bytes(b.proc.pid)
+    for i in range(1, 170):
+        error, base, _, message = conn.produce(topic, 0, records_batch([value]))
+        assert (error, base) == (0, i), message
+    conn.close()
+    sealed = f'{{topic="{topic}"}}'
+    wait_until(lambda: metric(b, "tributary_sealed_bytes", sealed) >= 160 << 20, timeout=120, interval=0.5,
+               what="the segment to be sealed")
+    grown = peak_rss_bytes(b.proc.pid) - before
+    assert grown < 96 << 20, f"sealing a 160 MiB segment raised peak RSS by {grown >> 20} MiB"
+    got = consume_to_end(b, topic, 0)
+    assert len(got) == 170 and all(m.value() == value for m in got)
+    assert b.stop() == 0

@@ -167,6 +167,12 @@ pub struct StorageConfig {
     pub block_bytes: u64,
     /// Blocks fetched ahead of a sequential reader of sealed data.
     pub read_ahead_blocks: u64,
+    /// Sealing streams objects to the store in parts of this size (multipart
+    /// uploads on S3, whose parts are at least 5 MiB).
+    pub upload_part_bytes: u64,
+    /// Parts of one upload in flight; an upload holds about
+    /// `(upload_concurrency + 1) × upload_part_bytes` of memory.
+    pub upload_concurrency: usize,
     pub s3: S3Config,
     /// For a backend other than "fs" and "s3": the OpenDAL service's own options
     /// (`bucket`, `root`, `credential`, `endpoint`, `account_name`, ... as OpenDAL
@@ -312,6 +318,8 @@ impl Default for StorageConfig {
             block_cache_bytes: 256 * 1024 * 1024,
             block_bytes: 1024 * 1024,
             read_ahead_blocks: 8,
+            upload_part_bytes: 8 * 1024 * 1024,
+            upload_concurrency: 2,
             s3: S3Config::default(),
             options: Default::default(),
         }

@@ -62,6 +62,8 @@ pub(crate) fn check(c: &Config) -> Result<(), ConfigError> {
         }
         range(&mut p, &format!("limits.max_connections_per_ip_overrides.{addr}"), *limit, 0, 1_000_000);
     }
+    range(&mut p, "storage.upload_part_bytes", c.storage.upload_part_bytes, 5 << 20, 1 << 30);
+    range(&mut p, "storage.upload_concurrency", c.storage.upload_concurrency, 1, 64);
     range(&mut p, "cache.partition_bytes", c.cache.partition_bytes, 0, 1 << 34);
     range(&mut p, "cache.total_bytes", c.cache.total_bytes, 0, 1 << 40);
     let g = &c.groups;

@@ -52,7 +52,7 @@ pub fn validate_records(header: &BatchHeader, batch: &[u8], rules: Rules) -> Res
     let body = &batch[HEADER_LEN..header.size];
     let limit = rules.max_uncompressed_bytes;
     match header.compression() {
-        Compression::None => records(&mut Source::new(body, limit), count, rules),
+        Compression::None => records(&mut SliceSource { data: body, at: 0 }, count, rules),
         Compression::Gzip => records(&mut Source::new(flate2::read::GzDecoder::new(body), limit), count, rules),
         Compression::Snappy => records(&mut Source::new(SnappyReader::new(body, limit), limit), count, rules),
         Compression::Lz4 => {
@@ -76,7 +76,7 @@ fn corrupt_codec(codec: &str, e: &io::Error) -> RecordError {
 }
 
 /// Every record in turn, then the end of the payload.
-fn records<R: Read>(src: &mut Source<R>, count: i32, rules: Rules) -> Result<(), RecordError> {
+fn records<S: RecordSource>(src: &mut S, count: i32, rules: Rules) -> Result<(), RecordError> {
     for i in 0..count as usize {
         record(src, i, rules)?;
     }
@@ -88,13 +88,13 @@ fn records<R: Read>(src: &mut Source<R>, count: i32, rules: Rules) -> Result<(),
 
 /// One record: length, attributes, timestamp delta, offset delta, key, value,
 /// headers, each checked to fit the record's length, which must be used exactly.
-fn record<R: Read>(src: &mut Source<R>, index: usize, rules: Rules) -> Result<(), RecordError> {
+fn record<S: RecordSource>(src: &mut S, index: usize, rules: Rules) -> Result<(), RecordError> {
     let at = |what: &str| format!("record {index}: {what}");
     let len = src.varint().map_err(|e| e.about(&at("length")))?;
     if len <= 0 {
         return Err(RecordError::Corrupt(at(&format!("invalid length {len}"))));
     }
-    let start = src.pos;
+    let start = src.pos();
     let end = start + len as u64;
     src.byte().map_err(|e| e.about(&at("attributes")))?;
     src.varlong().map_err(|e| e.about(&at("timestamp delta")))?;
@@ -117,7 +117,7 @@ fn record<R: Read>(src: &mut Source<R>, index: usize, rules: Rules) -> Result<()
     src.skip(value.max(0) as u64, end).map_err(|e| e.about(&at("value")))?;
     let headers = src.varint().map_err(|e| e.about(&at("header count")))?;
     // A header takes at least two bytes (its two lengths).
-    if headers < 0 || headers as u64 > end.saturating_sub(src.pos) / 2 {
+    if headers < 0 || headers as u64 > end.saturating_sub(src.pos()) / 2 {
         return Err(RecordError::Corrupt(at(&format!("invalid header count {headers}"))));
     }
     for h in 0..headers {
@@ -132,10 +132,10 @@ fn record<R: Read>(src: &mut Source<R>, index: usize, rules: Rules) -> Result<()
         }
         src.skip(value.max(0) as u64, end).map_err(|e| e.about(&at(&format!("header {h} value"))))?;
     }
-    if src.pos != end {
+    if src.pos() != end {
         return Err(RecordError::Corrupt(at(&format!(
             "declared {len} bytes, its fields take {}",
-            src.pos.saturating_sub(start)
+            src.pos().saturating_sub(start)
         ))));
     }
     Ok(())
@@ -163,6 +163,81 @@ impl ReadError {
 impl From<ReadError> for RecordError {
     fn from(e: ReadError) -> Self {
         e.about("the batch's records")
+    }
+}
+
+/// Where records are read from: the batch itself, or a decompressing stream.
+trait RecordSource {
+    /// Bytes consumed so far.
+    fn pos(&self) -> u64;
+    fn byte(&mut self) -> Result<u8, ReadError>;
+    /// Skips `n` bytes, which must end at or before `end`.
+    fn skip(&mut self, n: u64, end: u64) -> Result<(), ReadError>;
+    /// Whether any byte is left.
+    fn more(&mut self) -> Result<bool, ReadError>;
+
+    /// A zigzag varint of at most 5 bytes (an i32, as Kafka reads these fields).
+    fn varint(&mut self) -> Result<i64, ReadError> {
+        let mut value: u32 = 0;
+        for i in 0..5 {
+            let b = self.byte()?;
+            value |= u32::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                if i == 4 && b > 0x0f {
+                    return Err(ReadError::BadVarint);
+                }
+                return Ok(i64::from((value >> 1) as i32 ^ -((value & 1) as i32)));
+            }
+        }
+        Err(ReadError::BadVarint)
+    }
+
+    /// A zigzag varlong of at most 10 bytes (an i64).
+    fn varlong(&mut self) -> Result<i64, ReadError> {
+        let mut value: u64 = 0;
+        for i in 0..10 {
+            let b = self.byte()?;
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                if i == 9 && b > 0x01 {
+                    return Err(ReadError::BadVarint);
+                }
+                return Ok((value >> 1) as i64 ^ -((value & 1) as i64));
+            }
+        }
+        Err(ReadError::BadVarint)
+    }
+}
+
+/// An uncompressed batch's records, parsed in place (values are skipped, never
+/// copied).
+struct SliceSource<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl RecordSource for SliceSource<'_> {
+    fn pos(&self) -> u64 {
+        self.at as u64
+    }
+
+    fn byte(&mut self) -> Result<u8, ReadError> {
+        let b = *self.data.get(self.at).ok_or(ReadError::Short)?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    fn skip(&mut self, n: u64, end: u64) -> Result<(), ReadError> {
+        let to = self.at as u64 + n;
+        if to > end || to > self.data.len() as u64 {
+            return Err(ReadError::Short);
+        }
+        self.at = to as usize;
+        Ok(())
+    }
+
+    fn more(&mut self) -> Result<bool, ReadError> {
+        Ok(self.at < self.data.len())
     }
 }
 
@@ -212,6 +287,12 @@ impl<R: Read> Source<R> {
         }
         Ok(())
     }
+}
+
+impl<R: Read> RecordSource for Source<R> {
+    fn pos(&self) -> u64 {
+        self.pos
+    }
 
     fn byte(&mut self) -> Result<u8, ReadError> {
         if !self.fill()? {
@@ -222,39 +303,6 @@ impl<R: Read> Source<R> {
         Ok(b)
     }
 
-    /// A zigzag varint of at most 5 bytes (an i32, as Kafka reads these fields).
-    fn varint(&mut self) -> Result<i64, ReadError> {
-        let mut value: u32 = 0;
-        for i in 0..5 {
-            let b = self.byte()?;
-            value |= u32::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                if i == 4 && b > 0x0f {
-                    return Err(ReadError::BadVarint);
-                }
-                return Ok(i64::from((value >> 1) as i32 ^ -((value & 1) as i32)));
-            }
-        }
-        Err(ReadError::BadVarint)
-    }
-
-    /// A zigzag varlong of at most 10 bytes (an i64).
-    fn varlong(&mut self) -> Result<i64, ReadError> {
-        let mut value: u64 = 0;
-        for i in 0..10 {
-            let b = self.byte()?;
-            value |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                if i == 9 && b > 0x01 {
-                    return Err(ReadError::BadVarint);
-                }
-                return Ok((value >> 1) as i64 ^ -((value & 1) as i64));
-            }
-        }
-        Err(ReadError::BadVarint)
-    }
-
-    /// Skips `n` bytes, which must end at or before `end`.
     fn skip(&mut self, n: u64, end: u64) -> Result<(), ReadError> {
         if self.pos + n > end {
             return Err(ReadError::Short);
@@ -271,7 +319,6 @@ impl<R: Read> Source<R> {
         Ok(())
     }
 
-    /// Whether any byte is left.
     fn more(&mut self) -> Result<bool, ReadError> {
         self.fill()
     }

@@ -123,15 +123,105 @@ impl Footer {
     }
 }
 
-/// Builds one segment from batches given in offset order.
-#[derive(Debug, Default)]
-pub struct SegmentBuilder {
-    data: BytesMut,
+/// The index of one segment being written, built from batches given in offset
+/// order; the batches themselves go wherever the caller writes them (an upload in
+/// parts), so a segment of any size is sealed in bounded memory.
+#[derive(Debug)]
+pub struct SegmentIndex {
+    data_len: u64,
     entries: Vec<IndexEntry>,
     last_indexed: Option<u32>,
     base_offset: Option<i64>,
     last_offset: i64,
     max_timestamp: i64,
+}
+
+impl Default for SegmentIndex {
+    fn default() -> Self {
+        SegmentIndex {
+            data_len: 0,
+            entries: Vec::new(),
+            last_indexed: None,
+            base_offset: None,
+            last_offset: 0,
+            max_timestamp: i64::MIN,
+        }
+    }
+}
+
+/// A finished footer and what a manifest records of the segment.
+#[derive(Debug, Clone)]
+pub struct FinishedFooter {
+    pub footer: Bytes,
+    pub footer_len: u32,
+    pub data_len: u64,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+}
+
+impl SegmentIndex {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes of batches so far.
+    pub fn data_len(&self) -> u64 {
+        self.data_len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.base_offset.is_none()
+    }
+
+    /// Counts a batch of `len` bytes, written right after the previous one.
+    pub fn push(&mut self, len: usize, base_offset: i64, last_offset: i64, max_timestamp: i64) {
+        let position = self.data_len as u32;
+        if self.last_indexed.is_none_or(|last| position - last >= INDEX_INTERVAL) {
+            self.entries.push(IndexEntry { base_offset, position, max_timestamp_before: self.max_timestamp });
+            self.last_indexed = Some(position);
+        }
+        self.base_offset.get_or_insert(base_offset);
+        self.last_offset = last_offset;
+        self.max_timestamp = self.max_timestamp.max(max_timestamp);
+        self.data_len += len as u64;
+    }
+
+    /// The footer that follows the batches.
+    pub fn finish(self) -> FinishedFooter {
+        let base_offset = self.base_offset.unwrap_or(0);
+        let mut out = BytesMut::with_capacity(self.entries.len() * ENTRY_LEN + FIXED_LEN);
+        for e in &self.entries {
+            out.put_i64(e.base_offset);
+            out.put_u32(e.position);
+            out.put_i64(e.max_timestamp_before);
+        }
+        out.put_u32(self.entries.len() as u32);
+        out.put_i64(base_offset);
+        out.put_i64(self.last_offset);
+        out.put_i64(self.max_timestamp);
+        out.put_u32(self.data_len as u32);
+        let crc = crc32c::crc32c(&out);
+        let footer_len = (out.len() + 4 + 4 + MAGIC.len()) as u32;
+        out.put_u32(crc);
+        out.put_u32(footer_len);
+        out.put_slice(MAGIC);
+        FinishedFooter {
+            footer: out.freeze(),
+            footer_len,
+            data_len: self.data_len,
+            base_offset,
+            last_offset: self.last_offset,
+            max_timestamp: self.max_timestamp,
+        }
+    }
+}
+
+/// Builds one segment in memory (compaction's rewrites, tests).
+#[derive(Debug, Default)]
+pub struct SegmentBuilder {
+    data: BytesMut,
+    index: SegmentIndex,
 }
 
 /// A finished segment: its bytes and what a manifest records of it.
@@ -146,7 +236,7 @@ pub struct BuiltSegment {
 
 impl SegmentBuilder {
     pub fn new() -> Self {
-        SegmentBuilder { max_timestamp: i64::MIN, ..Default::default() }
+        Self::default()
     }
 
     /// Bytes of batches so far.
@@ -155,49 +245,26 @@ impl SegmentBuilder {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.base_offset.is_none()
+        self.index.is_empty()
     }
 
     /// Appends a batch with its base and last offset and max timestamp.
     pub fn push(&mut self, batch: &[u8], base_offset: i64, last_offset: i64, max_timestamp: i64) {
-        let position = self.data.len() as u32;
-        if self.last_indexed.is_none_or(|last| position - last >= INDEX_INTERVAL) {
-            self.entries.push(IndexEntry { base_offset, position, max_timestamp_before: self.max_timestamp });
-            self.last_indexed = Some(position);
-        }
-        self.base_offset.get_or_insert(base_offset);
-        self.last_offset = last_offset;
-        self.max_timestamp = self.max_timestamp.max(max_timestamp);
+        self.index.push(batch.len(), base_offset, last_offset, max_timestamp);
         self.data.put_slice(batch);
     }
 
     /// Appends the footer; returns the whole segment.
     pub fn finish(self) -> BuiltSegment {
-        let base_offset = self.base_offset.unwrap_or(0);
-        let data_len = self.data.len() as u32;
+        let f = self.index.finish();
         let mut out = self.data;
-        let start = out.len();
-        for e in &self.entries {
-            out.put_i64(e.base_offset);
-            out.put_u32(e.position);
-            out.put_i64(e.max_timestamp_before);
-        }
-        out.put_u32(self.entries.len() as u32);
-        out.put_i64(base_offset);
-        out.put_i64(self.last_offset);
-        out.put_i64(self.max_timestamp);
-        out.put_u32(data_len);
-        let crc = crc32c::crc32c(&out[start..]);
-        let footer_len = (out.len() - start + 4 + 4 + MAGIC.len()) as u32;
-        out.put_u32(crc);
-        out.put_u32(footer_len);
-        out.put_slice(MAGIC);
+        out.put_slice(&f.footer);
         BuiltSegment {
             bytes: out.freeze(),
-            footer_len,
-            base_offset,
-            last_offset: self.last_offset,
-            max_timestamp: self.max_timestamp,
+            footer_len: f.footer_len,
+            base_offset: f.base_offset,
+            last_offset: f.last_offset,
+            max_timestamp: f.max_timestamp,
         }
     }
 }

@@ -61,6 +61,54 @@ impl Weighter<BlockKey, Bytes> for ByteWeighter {
     }
 }
 
+/// An object being written in parts; [`close`](Self::close) makes it durable and
+/// visible, [`abort`](Self::abort) (or a failed write) leaves nothing or garbage.
+pub struct ObjectWriter {
+    inner: opendal::Writer,
+    store: Arc<Inner>,
+    started: Instant,
+    written: u64,
+}
+
+impl std::fmt::Debug for ObjectWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectWriter").field("written", &self.written).finish_non_exhaustive()
+    }
+}
+
+impl ObjectWriter {
+    /// Bytes written so far (the position of the next write in the object).
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    pub async fn write(&mut self, bytes: Bytes) -> Result<(), TieringError> {
+        let len = bytes.len() as u64;
+        self.inner.write(bytes).await.inspect_err(|_| {
+            self.store.stats.upload_errors.fetch_add(1, Ordering::Relaxed);
+        })?;
+        self.written += len;
+        Ok(())
+    }
+
+    /// Completes the object; returns how long the whole upload took.
+    pub async fn close(mut self) -> Result<Duration, TieringError> {
+        self.inner.close().await.inspect_err(|_| {
+            self.store.stats.upload_errors.fetch_add(1, Ordering::Relaxed);
+        })?;
+        self.store.stats.uploads.fetch_add(1, Ordering::Relaxed);
+        self.store.stats.upload_bytes.fetch_add(self.written, Ordering::Relaxed);
+        Ok(self.started.elapsed())
+    }
+
+    /// Gives up the object (parts already uploaded are discarded where the service
+    /// allows; what is left is garbage the flusher deletes).
+    pub async fn abort(mut self) {
+        // Best effort: what an abort leaves behind is garbage the flusher deletes.
+        let _ = self.inner.abort().await;
+    }
+}
+
 /// The segment store.
 #[derive(Debug, Clone)]
 pub struct SegmentStore {
@@ -121,6 +169,17 @@ impl SegmentStore {
                 Err(e.into())
             }
         }
+    }
+
+    /// Starts writing an object in parts of `part_bytes` (a multipart upload where
+    /// the service has one), `concurrent` parts in flight: memory stays about
+    /// `(concurrent + 1) × part_bytes` whatever the object's size.
+    pub async fn writer(&self, key: &str, part_bytes: usize, concurrent: usize) -> Result<ObjectWriter, TieringError> {
+        let inner =
+            self.inner.op.writer_with(key).chunk(part_bytes).concurrent(concurrent.max(1)).await.inspect_err(|_| {
+                self.inner.stats.upload_errors.fetch_add(1, Ordering::Relaxed);
+            })?;
+        Ok(ObjectWriter { inner, store: self.inner.clone(), started: Instant::now(), written: 0 })
     }
 
     /// Deletes an object; one that is already gone counts as deleted.

@@ -12,6 +12,11 @@
 //!    log start moved by DeleteRecords) and compaction (see [`super::compaction`]);
 //! 4. deletes objects no manifest refers to any more.
 //!
+//! Objects are streamed to the store in parts (a multipart upload on S3) of
+//! `storage.upload_part_bytes`, read from the journal a part at a time, so sealing
+//! takes about `(upload_concurrency + 1) × upload_part_bytes` of memory whatever
+//! `segment.bytes` is.
+//!
 //! Every object is durable before the metadata log records it (an `UploadStarted`
 //! record before the upload, `SegmentsSealed` after), so a crash leaves the old
 //! manifest or the new one; an interrupted upload is recorded as garbage at start and
@@ -23,11 +28,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use tokio_util::sync::CancellationToken;
 use tributary_protocol::batch::BatchHeader;
-use tributary_tiering::segment::SegmentBuilder;
-use tributary_tiering::store::SegmentLocation;
+use tributary_tiering::segment::SegmentIndex;
+use tributary_tiering::store::{ObjectWriter, SegmentLocation};
 use uuid::Uuid;
 
 use super::checkpoint::Checkpoint;
@@ -42,6 +46,10 @@ pub struct FlushSettings {
     pub pack_threshold_bytes: u64,
     pub pack_bytes: u64,
     pub journal_max_bytes: u64,
+    /// Bytes read from the journal and written to the store at a time (an upload
+    /// part), and how many parts are in flight: the memory an upload takes.
+    pub upload_part_bytes: usize,
+    pub upload_concurrency: usize,
 }
 
 impl FlushSettings {
@@ -51,6 +59,11 @@ impl FlushSettings {
             pack_threshold_bytes: config.storage.pack_threshold_bytes,
             pack_bytes: config.storage.pack_bytes,
             journal_max_bytes: config.journal.max_bytes,
+            upload_part_bytes: config.storage.upload_part_bytes as usize,
+            // A local file is written in order, one part at a time; parts in flight
+            // only pay off against an object store's per-request latency (and
+            // OpenDAL's fs writer holds every part it was given until the end).
+            upload_concurrency: if config.storage.backend == "fs" { 1 } else { config.storage.upload_concurrency },
         }
     }
 }
@@ -198,47 +211,53 @@ impl Storage {
             // full too.
             let (mut count, mut bytes) = (c.count, c.bytes);
             while count > 0 && (c.reason != Reason::Full || bytes >= c.segment_bytes) {
-                let (object, part) = self.build_part(&c, count, c.segment_bytes, 0).await?;
-                let (taken, taken_bytes) = (part.count, part.meta.len - part.meta.footer_len as u64);
+                let Some(base) = c.partition.state.lock().batches.front().map(|b| b.base_offset) else {
+                    break;
+                };
                 let key = tributary_tiering::segment_key(
                     "default",
                     &c.topic.name,
                     c.partition.index,
-                    part.meta.base_offset,
+                    base,
                     &Uuid::new_v4().simple().to_string(),
                 );
-                self.upload(key, object, vec![part]).await?;
-                count -= taken;
-                bytes = bytes.saturating_sub(taken_bytes);
+                let parts = self.upload(key, &[(&c, count, c.segment_bytes)], settings).await?;
+                let part = &parts[0];
+                count -= part.count;
+                bytes = bytes.saturating_sub(part.meta.len - part.meta.footer_len as u64);
             }
         }
-        let mut pack: Vec<Part> = Vec::new();
-        let mut buf = BytesMut::new();
-        for c in small {
-            let (bytes, part) = self.build_part(&c, c.count, u64::MAX, buf.len() as u64).await?;
-            buf.extend_from_slice(&bytes);
-            pack.push(part);
-            if buf.len() as u64 >= settings.pack_bytes {
+        // Small partitions share pack objects of about `pack_bytes`.
+        let mut pack: Vec<(&Candidate, usize, u64)> = Vec::new();
+        let mut pack_len = 0u64;
+        for c in &small {
+            pack.push((c, c.count, u64::MAX));
+            pack_len += c.bytes;
+            if pack_len >= settings.pack_bytes {
                 let key = tributary_tiering::pack_key(&Uuid::new_v4().simple().to_string());
-                self.upload(key, std::mem::take(&mut buf).freeze(), std::mem::take(&mut pack)).await?;
+                self.upload(key, &std::mem::take(&mut pack), settings).await?;
+                pack_len = 0;
             }
         }
         if !pack.is_empty() {
             let key = tributary_tiering::pack_key(&Uuid::new_v4().simple().to_string());
-            self.upload(key, buf.freeze(), pack).await?;
+            self.upload(key, &pack, settings).await?;
         }
         Ok(())
     }
 
-    /// Builds a segment of the first of `c`'s journal-resident batches, at most
-    /// `count` of them and about `limit` bytes, to sit at byte `at` of its object.
-    async fn build_part(
+    /// Writes the first of `c`'s journal-resident batches (at most `count` of them
+    /// and about `limit` bytes) as one segment at the writer's position: read and
+    /// written `upload_part_bytes` at a time, so memory stays bounded whatever the
+    /// segment's size.
+    async fn write_part(
         &self,
+        writer: &mut ObjectWriter,
         c: &Candidate,
         count: usize,
         limit: u64,
-        at: u64,
-    ) -> Result<(Bytes, Part), StorageError> {
+        settings: &FlushSettings,
+    ) -> Result<Part, StorageError> {
         let (chunks, locations) = {
             let st = c.partition.state.lock();
             let cached_from = st.batches.len() - st.cache.len();
@@ -260,45 +279,99 @@ impl Storage {
             }
             (chunks, locations)
         };
-        let batches = self.load(chunks).await?;
-        let mut builder = SegmentBuilder::new();
+        let at = writer.written();
+        let store_err = |e: tributary_tiering::TieringError| StorageError::SegmentStore(e.to_string());
+        let mut index = SegmentIndex::new();
         let mut max_ts = (i64::MIN, 0);
-        for (b, loc) in batches.iter().zip(&locations) {
-            // Log-append-time batches carry the broker's time in the bytes; the index
-            // entry has the same value.
-            let header = BatchHeader::parse(b)
-                .map_err(|e| StorageError::Corrupt { position: loc.position, reason: e.to_string() })?;
-            builder.push(b, header.base_offset, header.last_offset(), loc.max_timestamp);
-            if loc.max_timestamp >= max_ts.0 {
-                max_ts = (loc.max_timestamp, loc.base_offset);
+        let mut chunks = chunks.into_iter();
+        let mut locs = locations.iter();
+        loop {
+            // The next run of batches of about one upload part.
+            let mut run = Vec::new();
+            let mut run_bytes = 0u64;
+            for chunk in chunks.by_ref() {
+                run_bytes += match &chunk {
+                    Chunk::Journal { len, .. } => *len as u64,
+                    Chunk::Cached(b) => b.len() as u64,
+                    _ => 0,
+                };
+                run.push(chunk);
+                if run_bytes >= settings.upload_part_bytes as u64 {
+                    break;
+                }
+            }
+            if run.is_empty() {
+                break;
+            }
+            for b in self.load(run).await? {
+                let loc = locs.next().ok_or_else(|| StorageError::SegmentStore("batch without a location".into()))?;
+                // Log-append-time batches carry the broker's time in the bytes; the
+                // index entry has the same value.
+                let header = BatchHeader::parse(&b)
+                    .map_err(|e| StorageError::Corrupt { position: loc.position, reason: e.to_string() })?;
+                index.push(b.len(), header.base_offset, header.last_offset(), loc.max_timestamp);
+                if loc.max_timestamp >= max_ts.0 {
+                    max_ts = (loc.max_timestamp, loc.base_offset);
+                }
+                writer.write(b).await.map_err(store_err)?;
             }
         }
-        let built = builder.finish();
+        let f = index.finish();
+        writer.write(f.footer).await.map_err(store_err)?;
         let meta = SegmentMeta {
             start: at,
-            len: built.bytes.len() as u64,
-            footer_len: built.footer_len,
-            base_offset: built.base_offset,
-            last_offset: built.last_offset,
-            max_timestamp: built.max_timestamp,
+            len: f.data_len + f.footer_len as u64,
+            footer_len: f.footer_len,
+            base_offset: f.base_offset,
+            last_offset: f.last_offset,
+            max_timestamp: f.max_timestamp,
             max_timestamp_batch: max_ts.1,
         };
-        let part = Part { topic: c.topic.clone(), partition: c.partition.clone(), count: locations.len(), meta };
-        Ok((built.bytes, part))
+        Ok(Part { topic: c.topic.clone(), partition: c.partition.clone(), count: locations.len(), meta })
     }
 
-    /// Uploads one object and, once it is durable, records and applies its parts.
-    async fn upload(self: &Arc<Self>, key: String, bytes: Bytes, parts: Vec<Part>) -> Result<(), StorageError> {
+    /// Uploads one object holding a segment of each item (candidate, at most that
+    /// many batches, about that many bytes) and, once it is durable, records and
+    /// applies its parts. Returns them.
+    async fn upload(
+        self: &Arc<Self>,
+        key: String,
+        items: &[(&Candidate, usize, u64)],
+        settings: &FlushSettings,
+    ) -> Result<Vec<Part>, StorageError> {
         self.record(MetaRecord::UploadStarted { key: key.clone() }).await?;
         failpoint("before-upload");
-        let len = bytes.len();
-        match self.store.put(&key, bytes).await {
-            Ok(took) => self.metrics.segment_upload_seconds.observe(took.as_secs_f64()),
+        let written = async {
+            let mut writer = self
+                .store
+                .writer(&key, settings.upload_part_bytes, settings.upload_concurrency)
+                .await
+                .map_err(|e| StorageError::SegmentStore(e.to_string()))?;
+            let mut parts = Vec::with_capacity(items.len());
+            for &(c, count, limit) in items {
+                match self.write_part(&mut writer, c, count, limit, settings).await {
+                    Ok(part) => parts.push(part),
+                    Err(e) => {
+                        writer.abort().await;
+                        return Err(e);
+                    }
+                }
+            }
+            let len = writer.written();
+            let took = writer.close().await.map_err(|e| StorageError::SegmentStore(e.to_string()))?;
+            Ok::<_, StorageError>((parts, len, took))
+        }
+        .await;
+        let (parts, len) = match written {
+            Ok((parts, len, took)) => {
+                self.metrics.segment_upload_seconds.observe(took.as_secs_f64());
+                (parts, len)
+            }
             Err(e) => {
                 self.record(MetaRecord::UploadAbandoned { key: key.clone() }).await?;
-                return Err(StorageError::SegmentStore(format!("uploading {key} ({len} bytes): {e}")));
+                return Err(StorageError::SegmentStore(format!("uploading {key}: {e}")));
             }
-        }
+        };
         failpoint("after-upload");
         let segments = parts
             .iter()
@@ -306,12 +379,12 @@ impl Storage {
             .collect();
         self.record(MetaRecord::SegmentsSealed { key: key.clone(), segments }).await?;
         failpoint("after-seal");
-        let key: Arc<str> = Arc::from(key.as_str());
+        let shared: Arc<str> = Arc::from(key.as_str());
         let now = crate::clock::now_ms();
-        for p in parts {
-            let m = p.meta;
+        for p in &parts {
+            let m = &p.meta;
             let sealed = Sealed {
-                loc: SegmentLocation { key: key.clone(), start: m.start, len: m.len, footer_len: m.footer_len },
+                loc: SegmentLocation { key: shared.clone(), start: m.start, len: m.len, footer_len: m.footer_len },
                 base_offset: m.base_offset,
                 last_offset: m.last_offset,
                 max_timestamp: m.max_timestamp,
@@ -321,7 +394,7 @@ impl Storage {
             self.cache_total.fetch_sub(freed, Ordering::Relaxed);
         }
         tracing::debug!(%key, bytes = len, "sealed");
-        Ok(())
+        Ok(parts)
     }
 
     /// Appends a record to the metadata log (blocking work, off the runtime).
