@@ -16,6 +16,8 @@
 //!   both keep their state in internal topics written through the journal.
 //! - [`quotas`]: client quotas (produce and fetch byte rates) and throttling.
 //! - [`broker`]: the state handlers share; [`clock`]: time.
+//! - [`fuzzing`]: the decoders of outside bytes, as the fuzz targets in `fuzz/` call
+//!   them.
 //!
 //! A produce request flows: connection -> dispatch -> `api::produce` (validate the
 //! batches) -> `Storage::submit` (queued in order) -> journal writer (offsets
@@ -27,6 +29,7 @@ mod api;
 pub mod broker;
 pub mod clock;
 pub mod coordinator;
+pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod quotas;

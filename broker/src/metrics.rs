@@ -38,6 +38,7 @@ pub struct Metrics {
     pub journal_missing_offsets: IntCounter,
     pub journal_write_errors: IntCounterVec,
     pub journal_writable: IntGauge,
+    pub journal_recovery_bytes: IntGauge,
     pub throttled: IntCounterVec,
     pub throttle_seconds: CounterVec,
 }
@@ -180,6 +181,10 @@ impl Metrics {
                 "tributary_journal_write_errors_total",
                 "Failed journal writes, fsyncs and file creations, by kind (no_space, io).",
                 &["kind"],
+            ),
+            journal_recovery_bytes: gauge(
+                "tributary_journal_recovery_scanned_bytes",
+                "Journal bytes read at the last start (those after the journal checkpoint).",
             ),
             journal_writable: gauge(
                 "tributary_journal_writable",

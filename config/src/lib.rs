@@ -79,6 +79,9 @@ pub struct JournalConfig {
     /// Bound on the journal's files: past three quarters of it the flusher seals
     /// whatever holds the oldest file; past it, producers get a retriable error.
     pub max_bytes: u64,
+    /// Journal growth after which what a replay would rebuild is checkpointed, so a
+    /// start reads at most about this much journal whatever the journal holds.
+    pub checkpoint_bytes: u64,
 }
 
 /// Defaults for topics, and what applies to topic creation.
@@ -264,6 +267,7 @@ impl Default for JournalConfig {
             group_commit_bytes: 8 * 1024 * 1024,
             queue_depth: 4096,
             max_bytes: 4 * 1024 * 1024 * 1024,
+            checkpoint_bytes: 256 * 1024 * 1024,
         }
     }
 }

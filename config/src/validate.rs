@@ -36,6 +36,7 @@ pub(crate) fn check(c: &Config) -> Result<(), ConfigError> {
     range(&mut p, "journal.group_commit_bytes", c.journal.group_commit_bytes, 1 << 16, 1 << 30);
     range(&mut p, "journal.queue_depth", c.journal.queue_depth, 1, 1 << 20);
     range(&mut p, "journal.max_bytes", c.journal.max_bytes, c.journal.file_bytes.saturating_mul(2), 1 << 44);
+    range(&mut p, "journal.checkpoint_bytes", c.journal.checkpoint_bytes, 1 << 20, 1 << 40);
     range(&mut p, "topics.num_partitions", c.topics.num_partitions, 1, 100_000);
     range(&mut p, "topics.message_max_bytes", c.topics.message_max_bytes, 64, i32::MAX);
     range(&mut p, "topics.retention_ms", c.topics.retention_ms, -1, i64::MAX);

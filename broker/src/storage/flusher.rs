@@ -138,6 +138,7 @@ impl Storage {
         // Trimming, retention and garbage collection go on even if an upload failed:
         // they free what is already safe to free.
         self.trim_journal().await?;
+        self.checkpoint_if_due().await?;
         let total = self.journal.files.total_bytes();
         let full = total > settings.journal_max_bytes;
         if full != self.journal_full.swap(full, Ordering::Relaxed) {
@@ -422,17 +423,46 @@ impl Storage {
         if deletable.is_empty() {
             return Ok(());
         }
-        let dir = self.journal_dir.clone();
         let files = self.journal.files.clone();
+        let this = self.clone();
         tokio::task::spawn_blocking(move || {
-            Checkpoint::capture(partitions.iter())
-                .write(&dir)
-                .map_err(StorageError::io("writing journal checkpoint"))?;
+            this.write_checkpoint(&partitions)?;
             failpoint("after-checkpoint");
             for start in &deletable {
                 files.remove(*start).map_err(StorageError::io(format!("deleting journal file {start}")))?;
             }
             tracing::debug!(files = deletable.len(), "journal trimmed");
+            Ok(())
+        })
+        .await
+        .map_err(|_| StorageError::ShuttingDown)?
+    }
+
+    /// Captures and writes the journal checkpoint as of the published end of the
+    /// journal (read first: every batch the capture misses lies after it). Blocking.
+    fn write_checkpoint(&self, partitions: &[Arc<PartitionLog>]) -> Result<(), StorageError> {
+        let position = self.journal.files.published();
+        Checkpoint::capture(position, partitions.iter())
+            .write(&self.journal_dir)
+            .map_err(StorageError::io("writing journal checkpoint"))?;
+        self.checkpointed.store(position, Ordering::Release);
+        Ok(())
+    }
+
+    /// Every `journal.checkpoint_bytes` of journal, a checkpoint, so that a start
+    /// replays only what came after it.
+    async fn checkpoint_if_due(self: &Arc<Self>) -> Result<(), StorageError> {
+        let grown = self.journal.files.published().saturating_sub(self.checkpointed.load(Ordering::Acquire));
+        if grown < self.checkpoint_bytes {
+            return Ok(());
+        }
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let partitions: Vec<Arc<PartitionLog>> =
+                this.topics().iter().flat_map(|t| t.partitions.iter().cloned()).collect();
+            let started = std::time::Instant::now();
+            this.write_checkpoint(&partitions)?;
+            tracing::debug!(ms = started.elapsed().as_millis() as u64, "journal checkpoint written");
             Ok(())
         })
         .await

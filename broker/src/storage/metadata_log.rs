@@ -330,9 +330,7 @@ impl MetadataLog {
     pub(crate) fn open(dir: &Path) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
         let mut state = match fs::read(dir.join(SNAPSHOT)) {
-            Ok(bytes) => serde_json::from_slice::<MetaState>(&bytes).map_err(|e| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("metadata snapshot is unreadable: {e}"))
-            })?,
+            Ok(bytes) => decode_snapshot(&bytes)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => MetaState::default(),
             Err(e) => return Err(e),
         };
@@ -345,22 +343,13 @@ impl MetadataLog {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Bytes::new(),
             Err(e) => return Err(e),
         };
-        let (entries, valid) = entry::scan(&data);
+        let valid = replay(&mut state, &data)?;
         if valid < data.len() {
             tracing::warn!(
                 intact = valid,
                 total = data.len(),
                 "metadata log has a torn or corrupt tail; discarding it"
             );
-        }
-        for e in entries.iter().filter(|e| e.kind == KIND_META) {
-            let rec: Sequenced = serde_json::from_slice(&e.payload).map_err(|err| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("metadata record at byte {}: {err}", e.at))
-            })?;
-            if rec.seq > state.applied {
-                state.apply(&rec.record);
-                state.applied = rec.seq;
-            }
         }
         match write_snapshot(dir, &state) {
             Ok(snapshot_bytes) => {
@@ -452,6 +441,28 @@ impl MetadataLog {
         self.state.next_partition_id += n as u64;
         (first..first + n as u64).collect()
     }
+}
+
+/// Applies the intact records of a metadata log to `state` (those after its
+/// snapshot); returns the length of the intact prefix.
+pub(crate) fn replay(state: &mut MetaState, data: &Bytes) -> io::Result<usize> {
+    let (entries, valid) = entry::scan(data);
+    for e in entries.iter().filter(|e| e.kind == KIND_META) {
+        let rec: Sequenced = serde_json::from_slice(&e.payload).map_err(|err| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("metadata record at byte {}: {err}", e.at))
+        })?;
+        if rec.seq > state.applied {
+            state.apply(&rec.record);
+            state.applied = rec.seq;
+        }
+    }
+    Ok(valid)
+}
+
+/// Reads a snapshot.
+pub(crate) fn decode_snapshot(bytes: &[u8]) -> io::Result<MetaState> {
+    serde_json::from_slice::<MetaState>(bytes)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("metadata snapshot is unreadable: {e}")))
 }
 
 /// Writes the snapshot atomically; returns its size.

@@ -8,12 +8,12 @@
 //! data; a restart finds every acknowledged batch at its acknowledged offset.
 
 pub(crate) mod cache;
-mod checkpoint;
+pub(crate) mod checkpoint;
 mod compaction;
 mod error;
 pub mod flusher;
 pub(crate) mod journal;
-mod metadata_log;
+pub(crate) mod metadata_log;
 pub mod partition;
 mod producer_state;
 mod recovery;
@@ -104,6 +104,10 @@ pub struct Storage {
     journal_full: AtomicBool,
     journal_limit: u64,
     journal_dir: PathBuf,
+    /// The position of the last journal checkpoint, and the journal growth after
+    /// which the next one is taken (`journal.checkpoint_bytes`).
+    checkpointed: AtomicU64,
+    checkpoint_bytes: u64,
     metrics: Arc<Metrics>,
     /// Compaction bookkeeping of compacted partitions, by journal id.
     compaction: Mutex<HashMap<u64, compaction::CleanState>>,
@@ -152,15 +156,26 @@ impl Storage {
         let files = Arc::new(
             JournalFiles::new(&data_dir.join("journal")).map_err(StorageError::io("opening journal directory"))?,
         );
-        let checkpoint =
-            Checkpoint::read(&data_dir.join("journal")).map_err(StorageError::io("reading journal checkpoint"))?;
-        let through = checkpoint.map(|c| c.restore(&by_journal_id)).unwrap_or_default();
-        let replayed = recovery::replay_journal(&files, &by_journal_id, &through, &metrics)?;
+        let checkpoint = match Checkpoint::read(&data_dir.join("journal")) {
+            Ok(c) => c,
+            // Without it the whole journal is replayed, which rebuilds everything the
+            // journal still holds; only producer state of deleted files is lost.
+            Err(e) => {
+                tracing::error!(error = %e, "journal checkpoint unreadable; replaying the whole journal instead");
+                None
+            }
+        };
+        let from = checkpoint.as_ref().map_or(0, |c| c.position);
+        let through = checkpoint.map(|c| c.restore(&by_journal_id, crate::clock::now_ms())).unwrap_or_default();
+        let replayed = recovery::replay_journal(&files, &by_journal_id, &through, from, &metrics)?;
+        metrics.journal_recovery_bytes.set(replayed.scanned_bytes as i64);
         tracing::info!(
             topics = topics.len(),
             partitions = by_journal_id.len(),
             batches = replayed.batches,
             bytes = replayed.bytes,
+            checkpoint_position = from,
+            scanned = replayed.scanned_bytes,
             "recovered"
         );
         let cache = cache::CacheBudget::new(config.cache.partition_bytes, config.cache.total_bytes, metrics.clone());
@@ -197,6 +212,8 @@ impl Storage {
             journal_full: AtomicBool::new(false),
             journal_limit: config.journal.max_bytes,
             journal_dir: data_dir.join("journal"),
+            checkpointed: AtomicU64::new(from),
+            checkpoint_bytes: config.journal.checkpoint_bytes,
             metrics,
             compaction: Mutex::new(HashMap::new()),
             _lock: lock,

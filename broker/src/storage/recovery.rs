@@ -37,15 +37,18 @@ pub(crate) struct JournalState {
     pub(crate) damaged_regions: u64,
     /// Offsets missing between the batches of a partition (lost with damage).
     pub(crate) missing_offsets: u64,
+    /// Bytes of journal read (those after the checkpoint's position).
+    pub(crate) scanned_bytes: u64,
 }
 
-/// Replays the journal into the partitions' indexes. `through` holds, per partition
-/// with a checkpoint, the offset from which batches still count for producer and
-/// transaction state.
+/// Replays the journal from position `from` (a checkpoint's; the files before it
+/// are only opened for reads) into the partitions' indexes. `through` holds, per
+/// partition with a checkpoint, the offset from which batches still count.
 pub(crate) fn replay_journal(
     files: &JournalFiles,
     partitions: &HashMap<u64, Arc<PartitionLog>>,
     through: &HashMap<u64, i64>,
+    from: u64,
     metrics: &Metrics,
 ) -> Result<JournalState, StorageError> {
     let now = crate::clock::now_ms();
@@ -57,16 +60,27 @@ pub(crate) fn replay_journal(
         damaged_bytes: 0,
         damaged_regions: 0,
         missing_offsets: 0,
+        scanned_bytes: 0,
     };
     for (n, &start) in starts.iter().enumerate() {
         let path = files.path(start);
-        let data = Bytes::from(fs::read(&path).map_err(StorageError::io(format!("reading {}", path.display())))?);
+        let last = n + 1 == starts.len();
+        if !last && starts[n + 1] <= from {
+            // Wholly before the checkpoint: what it holds is in the checkpoint.
+            files.register(start).map_err(StorageError::io("opening journal file"))?;
+            continue;
+        }
+        let whole = Bytes::from(fs::read(&path).map_err(StorageError::io(format!("reading {}", path.display())))?);
+        // A checkpoint's position is the end of a group commit, where entries start.
+        let skip = (from.saturating_sub(start) as usize).min(whole.len());
+        let data = whole.slice(skip..);
+        state.scanned_bytes += data.len() as u64;
         let scanned = entry::scan_resync(&data);
         for range in &scanned.damaged {
             tracing::error!(
                 file = %path.display(),
-                from = range.start,
-                to = range.end,
+                from = skip + range.start,
+                to = skip + range.end,
                 "damaged journal entries (bad checksum or framing, intact entries after them): stepped over; \
                  the records in them are lost, the partitions missing them are logged next"
             );
@@ -77,7 +91,7 @@ pub(crate) fn replay_journal(
             let Some(partition) = partitions.get(&e.partition) else {
                 continue;
             };
-            let position = start + (e.at + HEADER_LEN) as u64;
+            let position = start + (skip + e.at + HEADER_LEN) as u64;
             let header = match BatchHeader::parse(&e.payload) {
                 Ok(h) => h,
                 Err(err) => {
@@ -125,8 +139,8 @@ pub(crate) fn replay_journal(
             state.batches += 1;
             state.bytes += header.size as u64;
         }
-        let valid = scanned.intact_end;
-        let last = n + 1 == starts.len();
+        let valid = skip + scanned.intact_end;
+        let data = whole;
         if valid < data.len() && last {
             tracing::warn!(file = start, at = valid, len = data.len(), "cutting torn journal tail");
             let f = OpenOptions::new().write(true).open(&path).map_err(StorageError::io("opening journal file"))?;

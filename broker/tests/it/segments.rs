@@ -164,7 +164,7 @@ async fn producer_state_survives_the_journal_files_that_held_it() {
     }
     tokio::time::sleep(Duration::from_millis(5)).await;
     storage.flush_round(&settings(&c)).await.unwrap();
-    assert!(dir.path().join("journal/checkpoint.json").exists());
+    assert!(dir.path().join("journal/checkpoint.bin").exists());
     storage.close();
     drop(storage);
 

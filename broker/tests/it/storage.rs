@@ -316,3 +316,50 @@ async fn a_second_engine_on_the_same_data_directory_is_refused() {
     drop(first);
     open(&c).close();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_replays_only_the_journal_after_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), 0);
+    c.journal.checkpoint_bytes = 1 << 20;
+    let storage = open(&c);
+    let topic = storage.create_topic("ckpt", 3, Default::default()).await.unwrap();
+    let write = |storage: Arc<Storage>, topic: Arc<tributary_broker::storage::Topic>, range: std::ops::Range<usize>| async move {
+        for i in range {
+            let values = vec![vec![(i % 251) as u8; 9_000], format!("record {i}").into_bytes()];
+            append(&storage, &topic.partitions[i % 3], batch(i as i64, &values)).await.unwrap();
+        }
+    };
+    write(storage.clone(), topic.clone(), 0..240).await;
+    let settings = tributary_broker::storage::flusher::FlushSettings::from_config(&c);
+    storage.flush_round(&settings).await.unwrap();
+    assert!(dir.path().join("journal/checkpoint.bin").exists());
+    write(storage.clone(), topic.clone(), 240..300).await;
+    let mut before = Vec::new();
+    for p in &topic.partitions {
+        before.push(read_all(&storage, p).await);
+    }
+    let journal_bytes: u64 = journal_files(dir.path()).iter().map(|f| std::fs::metadata(f).unwrap().len()).sum();
+    storage.close();
+    drop(storage);
+
+    let metrics = Arc::new(Metrics::new());
+    let storage = Storage::open(&c, metrics.clone()).unwrap();
+    let scanned = metrics.journal_recovery_bytes.get() as u64;
+    // 60 of 300 batches came after the checkpoint.
+    assert!(scanned > 0 && scanned < journal_bytes / 3, "scanned {scanned} of {journal_bytes} journal bytes");
+    let topic = storage.topic("ckpt").unwrap();
+    for (i, p) in topic.partitions.iter().enumerate() {
+        assert_eq!(read_all(&storage, p).await, before[i], "partition {i}");
+        assert_eq!(p.offsets().high_watermark, 200);
+    }
+    assert_eq!(append(&storage, &topic.partitions[1], batch(0, &[b"next".to_vec()])).await.unwrap(), 200);
+    storage.close();
+    drop(storage);
+    // And again, from a checkpoint taken by a broker that itself started from one.
+    let storage = open(&c);
+    let topic = storage.topic("ckpt").unwrap();
+    assert_eq!(topic.partitions[1].offsets().high_watermark, 201);
+    assert_eq!(read_all(&storage, &topic.partitions[0]).await, before[0]);
+    storage.close();
+}

@@ -19,12 +19,21 @@ pub(crate) struct JournalFiles {
     files: RwLock<BTreeMap<u64, Arc<File>>>,
     /// The writer's position: the end of what is written.
     end: AtomicU64,
+    /// The end of the group commits whose batches are published (indexed, high
+    /// watermarks moved): a checkpoint taken after reading it covers everything
+    /// before it.
+    published: AtomicU64,
 }
 
 impl JournalFiles {
     pub(crate) fn new(dir: &Path) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
-        Ok(JournalFiles { dir: dir.to_path_buf(), files: RwLock::new(BTreeMap::new()), end: AtomicU64::new(0) })
+        Ok(JournalFiles {
+            dir: dir.to_path_buf(),
+            files: RwLock::new(BTreeMap::new()),
+            end: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+        })
     }
 
     pub(crate) fn path(&self, start: u64) -> PathBuf {
@@ -92,6 +101,16 @@ impl JournalFiles {
     /// Records the writer's position (the end of the journal).
     pub(crate) fn set_end(&self, position: u64) {
         self.end.store(position, Ordering::Release);
+    }
+
+    /// Records that every group commit before `position` is published.
+    pub(crate) fn set_published(&self, position: u64) {
+        self.published.store(position, Ordering::Release);
+    }
+
+    /// The end of the published group commits.
+    pub(crate) fn published(&self) -> u64 {
+        self.published.load(Ordering::Acquire)
     }
 
     /// Bytes of the journal from its first file to the writer's position.

@@ -79,6 +79,7 @@ impl Journal {
             Err(e) => return Err(e),
         };
         files.set_end(start.position);
+        files.set_published(start.position);
         let current = Arc::new(Mutex::new(file));
         if settings.durability == Durability::Interval {
             let weak = Arc::downgrade(&current);

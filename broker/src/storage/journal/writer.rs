@@ -415,6 +415,7 @@ impl Writer {
             }
         }
         self.cache.enforce();
+        self.files.set_published(self.position);
         self.durable.send_modify(|v| *v += 1);
         if self.position - self.file_start >= self.settings.file_bytes {
             if let Err(e) = self.roll() {
