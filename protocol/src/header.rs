@@ -101,4 +101,19 @@ mod tests {
         // header v0 has no tagged fields: the error code follows the correlation id
         assert_eq!(&frame[8..10], &[0, 0]);
     }
+
+    #[test]
+    fn a_hostile_array_count_is_refused_without_allocating_it() {
+        // Found by fuzz/request_frame: a CreateTopics v4 whose configs array claims
+        // 0x00ea6000.. entries; unpatched, decoding allocated 186 GB and aborted.
+        let frame = Bytes::from_static(
+            b"\x00\x13\x00\x04\x00\x00\x00\x03\x00\x07rdkafd-compact\x00\x00\x00\x01\xff\xff\x00\x00\x00\x00\
+              \x00\x00\x00\x01\x00\x0ecleanup.policy\x00\x07compact\x00\x00\xea\x60\x00",
+        );
+        assert!(decode_request(ApiKey::CreateTopics, 4, frame).is_err());
+        // And any count in any array position: every frame decodes or fails, promptly.
+        let mut hostile = vec![0u8, 19, 0, 4, 0, 0, 0, 3, 0, 0];
+        hostile.extend_from_slice(&0x7fff_fff0i32.to_be_bytes());
+        assert!(decode_request(ApiKey::CreateTopics, 4, Bytes::from(hostile)).is_err());
+    }
 }
