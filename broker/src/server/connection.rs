@@ -139,7 +139,11 @@ impl FrameReader {
                     }
                 }
             }
-            buf.reserve(want);
+            // Grow only once the spare room runs low: a connection that sent a few
+            // bytes keeps its first chunk instead of doubling it.
+            if buf.capacity() - buf.len() < want.min(READ_CHUNK / 2) {
+                buf.reserve(want);
+            }
             let read = if buf.is_empty() {
                 // Between requests: the idle timeout.
                 match tokio::time::timeout(self.idle, rd.read_buf(buf)).await {
