@@ -12,7 +12,7 @@ pub(crate) mod checkpoint;
 mod compaction;
 mod error;
 pub mod flusher;
-pub(crate) mod journal;
+pub mod journal;
 pub(crate) mod metadata_log;
 pub mod partition;
 mod producer_state;
@@ -121,6 +121,15 @@ const PRODUCER_ID_BLOCK: i64 = 1000;
 impl Storage {
     /// Opens the data directory: recovery, then the journal writer. Blocking.
     pub fn open(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Self>, StorageError> {
+        Self::open_with_faults(config, metrics, None)
+    }
+
+    /// [`open`](Self::open), with faults injected into the journal writer (tests).
+    pub fn open_with_faults(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        faults: Option<journal::faults::Faults>,
+    ) -> Result<Arc<Self>, StorageError> {
         let data_dir: PathBuf = config.data_dir.clone();
         let lock = lock_data_dir(&data_dir)?;
         let op = tributary_tiering::operator(&config.storage, &data_dir)
@@ -188,6 +197,7 @@ impl Storage {
                 durability: config.journal.durability,
                 file_bytes: config.journal.file_bytes,
                 group_commit_bytes: config.journal.group_commit_bytes,
+                faults,
             },
             Duration::from_millis(config.journal.fsync_interval_ms),
             config.journal.queue_depth,

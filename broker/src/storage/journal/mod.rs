@@ -5,6 +5,7 @@
 //! entry. It never interprets payloads beyond the batch header.
 
 pub(crate) mod entry;
+pub mod faults;
 pub(crate) mod files;
 pub(crate) mod writer;
 

@@ -63,6 +63,8 @@ pub(crate) struct WriterSettings {
     pub(crate) durability: Durability,
     pub(crate) file_bytes: u64,
     pub(crate) group_commit_bytes: u64,
+    /// Injected faults (tests only).
+    pub(crate) faults: Option<super::faults::Faults>,
 }
 
 /// Batches of one append placed in the group's buffer, waiting for the write.
@@ -428,10 +430,26 @@ impl Writer {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
         let guard = self.current.lock();
         let file = guard.as_ref().ok_or_else(|| std::io::Error::other("no journal file open"))?;
+        let at = self.position - self.file_start;
+        let inject = |op| self.settings.faults.as_ref().and_then(|f| (f.0)(op));
+        match inject(super::faults::JournalOp::Write(buf.len())) {
+            None => {}
+            Some(super::faults::Injected::Fail(e)) => return Err(e),
+            Some(super::faults::Injected::Short(n, e)) => {
+                let n = (n.min(buf.len()) / BLOCK) * BLOCK;
+                file.write_all_at(&buf[..n], at)?;
+                return Err(e);
+            }
+        }
         let started = Instant::now();
-        file.write_all_at(buf, self.position - self.file_start)?;
+        file.write_all_at(buf, at)?;
         self.metrics.journal_write_seconds.observe(started.elapsed().as_secs_f64());
         if self.settings.durability == Durability::Fsync {
+            if let Some(super::faults::Injected::Fail(e) | super::faults::Injected::Short(_, e)) =
+                inject(super::faults::JournalOp::Sync)
+            {
+                return Err(e);
+            }
             let started = Instant::now();
             file.sync_data()?;
             let took = started.elapsed();
