@@ -32,6 +32,10 @@ pub struct Config {
     pub node_id: i32,
     /// Log filter (`tracing` directives); `RUST_LOG` wins when set.
     pub log_level: String,
+    /// Start even though the metadata log has damaged records with intact ones
+    /// after them, leaving the damaged ones out (by default such a start is refused,
+    /// so that no metadata is lost without an operator deciding it).
+    pub metadata_skip_damaged: bool,
     pub journal: JournalConfig,
     pub topics: TopicDefaults,
     pub limits: Limits,
@@ -241,6 +245,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             node_id: 0,
             log_level: "info".into(),
+            metadata_skip_damaged: false,
             journal: JournalConfig::default(),
             topics: TopicDefaults::default(),
             limits: Limits::default(),

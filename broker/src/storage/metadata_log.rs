@@ -327,7 +327,14 @@ pub(crate) struct MetadataLog {
 impl MetadataLog {
     /// Loads the snapshot, replays the log (cutting a torn tail), folds both into a
     /// fresh snapshot and starts an empty log.
+    #[cfg(test)]
     pub(crate) fn open(dir: &Path) -> io::Result<Self> {
+        Self::open_with(dir, false)
+    }
+
+    /// [`open`](Self::open); `skip_damaged` starts past damaged records that have
+    /// intact ones after them instead of refusing to.
+    pub(crate) fn open_with(dir: &Path, skip_damaged: bool) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
         let mut state = match fs::read(dir.join(SNAPSHOT)) {
             Ok(bytes) => decode_snapshot(&bytes)?,
@@ -343,7 +350,34 @@ impl MetadataLog {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Bytes::new(),
             Err(e) => return Err(e),
         };
-        let valid = replay(&mut state, &data)?;
+        let mut valid = replay(&mut state, &data)?;
+        if let Some(next) = next_record_after(&data, valid) {
+            // Intact records after a bad one: damage at rest, not a torn tail.
+            if !skip_damaged {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "metadata log {} is damaged at bytes {valid}..{next} and intact records follow, so this \
+                         is not a torn tail; refusing to start so that no metadata is lost unnoticed. Restore the \
+                         data directory from a backup, or set metadata_skip_damaged = true to start without the \
+                         damaged records",
+                        log_path.display()
+                    ),
+                ));
+            }
+            tracing::error!(from = valid, to = next, "metadata log damaged; starting without the damaged records");
+            let mut at = next;
+            loop {
+                let end = at + replay(&mut state, &data.slice(at..))?;
+                match next_record_after(&data, end) {
+                    Some(n) => at = n,
+                    None => {
+                        valid = end;
+                        break;
+                    }
+                }
+            }
+        }
         if valid < data.len() {
             tracing::warn!(
                 intact = valid,
@@ -457,6 +491,12 @@ pub(crate) fn replay(state: &mut MetaState, data: &Bytes) -> io::Result<usize> {
         }
     }
     Ok(valid)
+}
+
+/// The position of the first intact record after byte `from` (found by its
+/// checksum at any byte: records are not block-aligned), if any.
+fn next_record_after(data: &Bytes, from: usize) -> Option<usize> {
+    (from + 1..data.len()).find(|&at| entry::entry_at(data, at).is_some_and(|e| e.kind == KIND_META))
 }
 
 /// Reads a snapshot.
@@ -577,6 +617,30 @@ mod tests {
         // And the log after the reopen starts clean at byte 0.
         let bytes = fs::metadata(dir.path().join(LOG)).unwrap().len();
         assert_eq!(bytes, 0);
+    }
+
+    #[test]
+    fn a_damaged_record_with_intact_ones_after_it_refuses_the_start_unless_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (topic("a", &[0]), topic("b", &[1]), topic("c", &[2]));
+        let mut ends = Vec::new();
+        {
+            let mut log = MetadataLog::open(dir.path()).unwrap();
+            for t in [&a, &b, &c] {
+                log.append(MetaRecord::TopicCreated { topic: t.clone() }).unwrap();
+                ends.push(log.log_bytes as usize);
+            }
+        }
+        let path = dir.path().join(LOG);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[ends[0] + 2] ^= 0x01; // the length of b's record
+        fs::write(&path, &bytes).unwrap();
+        let err = MetadataLog::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("metadata_skip_damaged"), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), bytes, "a refused start changes nothing");
+        let log = MetadataLog::open_with(dir.path(), true).unwrap();
+        assert!(log.state.topics.contains_key(&a.id) && log.state.topics.contains_key(&c.id));
+        assert!(!log.state.topics.contains_key(&b.id));
     }
 
     #[test]

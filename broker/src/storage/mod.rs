@@ -140,7 +140,8 @@ impl Storage {
             config.storage.block_bytes,
             config.storage.read_ahead_blocks,
         );
-        let mut meta = MetadataLog::open(&data_dir.join("meta")).map_err(StorageError::io("opening metadata log"))?;
+        let mut meta = MetadataLog::open_with(&data_dir.join("meta"), config.metadata_skip_damaged)
+            .map_err(StorageError::io("opening metadata log"))?;
         // Uploads a crash interrupted will not be sealed: their objects are garbage.
         for key in meta.state.uploading.clone() {
             if let Err(e) = meta.append(MetaRecord::UploadAbandoned { key: key.clone() }) {

@@ -121,7 +121,7 @@ pub(crate) fn scan(data: &Bytes) -> (Vec<Scanned>, usize) {
 }
 
 /// The entry at `at`, if one is intact there.
-fn entry_at(data: &Bytes, at: usize) -> Option<Scanned> {
+pub(crate) fn entry_at(data: &Bytes, at: usize) -> Option<Scanned> {
     let rest = data.get(at..)?;
     if rest.len() < HEADER_LEN {
         return None;
