@@ -58,7 +58,9 @@ class Broker:
     def bootstrap(self):
         return f"127.0.0.1:{self.port}"
 
-    def start(self, timeout=60):
+    def start(self, timeout=60, ready=True):
+        """Starts the process and waits for /health/ready, or with ready=False only
+        for the Kafka port and /health/live (readiness may rightly be 503)."""
         args = [
             BINARY,
             "--data-dir", str(self.data_dir),
@@ -71,16 +73,19 @@ class Broker:
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         log.close()
 
-        def ready():
+        def up():
             if self.proc.poll() is not None:
                 raise AssertionError(f"broker exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/health/ready", timeout=1) as r:
+                if not ready:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                path = "ready" if ready else "live"
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/health/{path}", timeout=1) as r:
                     return r.status == 200
             except OSError:
                 return False
 
-        wait_until(ready, timeout=timeout, what="broker readiness")
+        wait_until(up, timeout=timeout, what="broker readiness" if ready else "broker listening")
 
     def stop(self, timeout=30):
         if self.proc and self.proc.poll() is None:

@@ -166,30 +166,6 @@ def fill(path):
     return filler
 
 
-def start_live(broker, timeout=60):
-    """Starts the broker and waits for the Kafka port (readiness may rightly be 503)."""
-    args = [BINARY, "--data-dir", str(broker.data_dir), "--listen", broker.bootstrap,
-            "--http-listen", f"127.0.0.1:{broker.http_port}"]
-    if broker.config_path:
-        args += ["--config", str(broker.config_path)]
-    log = open(broker.log_path, "ab")
-    broker.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=broker.env)
-    log.close()
-
-    def serving():
-        if broker.proc.poll() is not None:
-            raise AssertionError(f"broker exited with {broker.proc.returncode}:\n{broker.log_tail()}")
-        try:
-            with socket.create_connection(("127.0.0.1", broker.port), timeout=1):
-                pass
-            urllib.request.urlopen(f"http://127.0.0.1:{broker.http_port}/health/live", timeout=1).close()
-            return True
-        except OSError:
-            return False
-
-    wait_until(serving, timeout=timeout, what="broker listening")
-
-
 def produce_until_refused(conn, topic, acked, limit=4000):
     """Produces 32 KiB batches until one is refused; returns that error code."""
     for i in range(limit):
@@ -253,7 +229,7 @@ def test_a_full_disk_refuses_writes_then_resumes_and_the_broker_starts_on_it(mak
         produce_until_refused(conn, topic, acked)
         conn.close()
         b.kill()
-        start_live(b)
+        b.start(ready=False)
         assert ready_status(b) == 503
         check_acked(b, topic, acked)
         conn = rawkafka.Conn(b.port)

@@ -213,13 +213,7 @@ impl Writer {
         }
         let mut buf = entry::aligned_buffer(BLOCK);
         entry::pad_block(&mut buf);
-        match self.write(&buf) {
-            Ok(()) => self.publish(Unwritten { buf, placed: Vec::new(), now: 0 }),
-            Err(e) => {
-                self.failure(&e, format!("journal write at position {} failed: {e}", self.position));
-                self.unwritten = Some(Unwritten { buf, placed: Vec::new(), now: 0 });
-            }
-        }
+        self.persist(Unwritten { buf, placed: Vec::new(), now: 0 });
     }
 
     fn refuse(&self, a: Append) {
@@ -364,19 +358,25 @@ impl Writer {
             aligned.extend_from_slice(&buf);
             buf = aligned;
         }
-        if let Err(e) = self.write(&buf) {
-            let reason = format!("journal write at position {} failed: {e}", self.position);
-            self.failure(&e, reason.clone());
-            // Answered now (retriably); the bytes stay to be written at this position.
-            for p in &mut placed {
-                if let Some(reply) = p.reply.take() {
-                    let _ = reply.send(Err(StorageError::JournalFailed(reason.clone())));
+        self.persist(Unwritten { buf, placed, now });
+    }
+
+    /// Writes a group commit and publishes it; on failure answers its appends
+    /// (retriably) and keeps its bytes to be written again at this position.
+    fn persist(&mut self, mut group: Unwritten) {
+        match self.write(&group.buf) {
+            Ok(()) => self.publish(group),
+            Err(e) => {
+                let reason = format!("journal write at position {} failed: {e}", self.position);
+                self.failure(&e, reason.clone());
+                for p in &mut group.placed {
+                    if let Some(reply) = p.reply.take() {
+                        let _ = reply.send(Err(StorageError::JournalFailed(reason.clone())));
+                    }
                 }
+                self.unwritten = Some(group);
             }
-            self.unwritten = Some(Unwritten { buf, placed, now });
-            return;
         }
-        self.publish(Unwritten { buf, placed, now });
     }
 
     /// Makes a written group visible: positions, high watermarks, the cache, the
