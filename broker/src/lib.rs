@@ -5,7 +5,9 @@
 //!   `dispatch` peeks at the API key and version, decodes, and routes to `api`.
 //! - `api`: one module per API family, each a `handle(ctx, request) -> response`
 //!   that validates, calls [`storage`], and builds the answer; `api::SUPPORTED` is the
-//!   one table of served versions; `api::errors` the one mapping to Kafka codes.
+//!   one table of served versions.
+//! - [`errors`]: the one mapping from internal errors to Kafka codes, below both
+//!   `api` and [`coordinator`] (and the cluster code).
 //! - [`storage`]: the engine: topics and partitions, the shared group-committed
 //!   journal, the read cache, the metadata log, recovery, and the flusher that seals
 //!   journal data into segments of the segment store (`tributary_tiering`), applies
@@ -29,6 +31,7 @@ mod api;
 pub mod broker;
 pub mod clock;
 pub mod coordinator;
+pub(crate) mod errors;
 pub mod fuzzing;
 pub mod http;
 pub mod metrics;
@@ -48,6 +51,10 @@ use tributary_config::Config;
 /// Runs a broker until SIGTERM or SIGINT, then shuts down cleanly: stops accepting,
 /// lets the journal write and fsync everything queued, and closes its files.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !config.cluster.enabled(),
+        "cluster.etcd_endpoints: cluster mode is not served by this build yet; leave it empty for a single broker"
+    );
     let metrics = Arc::new(metrics::Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
     let shutdown = CancellationToken::new();

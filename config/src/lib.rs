@@ -28,7 +28,8 @@ pub struct Config {
     pub http_listen: String,
     /// Directory for the journal, metadata log and local segment store.
     pub data_dir: PathBuf,
-    /// This broker's node id.
+    /// This broker's node id; unique per broker in a cluster. In cluster mode -1
+    /// means "take the lowest free id from etcd".
     pub node_id: i32,
     /// Log filter (`tracing` directives); `RUST_LOG` wins when set.
     pub log_level: String,
@@ -43,6 +44,53 @@ pub struct Config {
     pub groups: GroupConfig,
     pub storage: StorageConfig,
     pub quotas: QuotaConfig,
+    pub cluster: ClusterConfig,
+}
+
+/// Cluster mode: brokers that share etcd (metadata, membership, placement) and the
+/// segment store (all data). Off while `etcd_endpoints` is empty: a single broker
+/// with no external service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// etcd endpoints (`http://HOST:PORT`); non-empty turns cluster mode on.
+    pub etcd_endpoints: Vec<String>,
+    /// This cluster's name: every etcd key is under `/tributary/<name>/`, so several
+    /// clusters can share one etcd.
+    pub name: String,
+    /// TTL of this broker's etcd lease: a broker that has not renewed it for this
+    /// long is taken as gone and its partitions move (seconds, as etcd counts).
+    pub lease_ttl_secs: u64,
+    /// Deadline of one etcd request.
+    pub etcd_timeout_ms: u64,
+    /// c = 1 + epsilon in consistent hashing with bounded loads: no broker carries
+    /// more than ceil(c x total load x weight / total weight).
+    pub balance_factor: f64,
+    /// This broker's rack (availability zone), told to clients in Metadata.
+    pub rack: String,
+    /// This broker's share of the load relative to the others' (1 ..= 100).
+    pub weight: u32,
+}
+
+impl ClusterConfig {
+    /// Whether this broker runs in cluster mode.
+    pub fn enabled(&self) -> bool {
+        !self.etcd_endpoints.is_empty()
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            etcd_endpoints: Vec::new(),
+            name: "default".into(),
+            lease_ttl_secs: 10,
+            etcd_timeout_ms: 5000,
+            balance_factor: 1.25,
+            rack: String::new(),
+            weight: 1,
+        }
+    }
 }
 
 /// Client quotas (Kafka's `producer_byte_rate` / `consumer_byte_rate`, set with
@@ -253,6 +301,7 @@ impl Default for Config {
             groups: GroupConfig::default(),
             storage: StorageConfig::default(),
             quotas: QuotaConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }

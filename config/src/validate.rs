@@ -19,6 +19,42 @@ fn address(p: &mut Vec<String>, key: &str, v: &str) {
     }
 }
 
+/// Cluster mode: etcd endpoints as URLs, a name usable as a key prefix, and a
+/// segment store every broker shares.
+fn cluster(p: &mut Vec<String>, c: &Config) {
+    let k = &c.cluster;
+    for e in &k.etcd_endpoints {
+        let rest = e.strip_prefix("http://").or_else(|| e.strip_prefix("https://"));
+        if !rest
+            .is_some_and(|r| r.rsplit_once(':').is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok()))
+        {
+            p.push(format!("cluster.etcd_endpoints: {e:?} is not http://HOST:PORT"));
+        }
+    }
+    if k.name.is_empty()
+        || k.name.len() > 64
+        || !k.name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' || ch == '.')
+    {
+        p.push(format!("cluster.name: {:?} must be 1 to 64 of [A-Za-z0-9._-]", k.name));
+    }
+    range(p, "cluster.lease_ttl_secs", k.lease_ttl_secs, 2, 300);
+    range(p, "cluster.etcd_timeout_ms", k.etcd_timeout_ms, 100, 60_000);
+    if !(1.0..=4.0).contains(&k.balance_factor) {
+        p.push(format!("cluster.balance_factor: {} is out of range [1, 4]", k.balance_factor));
+    }
+    range(p, "cluster.weight", k.weight, 1, 100);
+    if k.rack.len() > 255 {
+        p.push("cluster.rack: longer than 255 bytes".into());
+    }
+    if k.enabled() && (c.storage.backend == "fs" || c.storage.backend == "memory") {
+        p.push(format!(
+            "storage.backend: cluster mode (cluster.etcd_endpoints set) needs a segment store every broker \
+             shares, such as \"s3\"; {:?} is local to one broker",
+            c.storage.backend
+        ));
+    }
+}
+
 /// Checks every range; returns all problems at once.
 pub(crate) fn check(c: &Config) -> Result<(), ConfigError> {
     let mut p = Vec::new();
@@ -30,7 +66,8 @@ pub(crate) fn check(c: &Config) -> Result<(), ConfigError> {
     if c.data_dir.as_os_str().is_empty() {
         p.push("data_dir: must not be empty".into());
     }
-    range(&mut p, "node_id", c.node_id, 0, i32::MAX);
+    range(&mut p, "node_id", c.node_id, if c.cluster.enabled() { -1 } else { 0 }, i32::MAX);
+    cluster(&mut p, c);
     range(&mut p, "journal.fsync_interval_ms", c.journal.fsync_interval_ms, 1, 60_000);
     range(&mut p, "journal.file_bytes", c.journal.file_bytes, 1 << 20, 1 << 34);
     range(&mut p, "journal.group_commit_bytes", c.journal.group_commit_bytes, 1 << 16, 1 << 30);
@@ -182,6 +219,30 @@ mod tests {
             (|c| c.storage.retry_max_delay_ms = 1, "storage.retry_max_delay_ms"),
             (|c| c.quotas.window_ms = 0, "quotas.window_ms"),
             (|c| c.quotas.window_samples = 1, "quotas.window_samples"),
+            (
+                |c| {
+                    c.cluster.etcd_endpoints = vec!["127.0.0.1:2379".into()];
+                    c.storage.backend = "s3".into();
+                    c.storage.s3.bucket = "b".into();
+                },
+                "cluster.etcd_endpoints",
+            ),
+            (|c| c.cluster.name = "a/b".into(), "cluster.name"),
+            (|c| c.cluster.lease_ttl_secs = 1, "cluster.lease_ttl_secs"),
+            (|c| c.cluster.etcd_timeout_ms = 0, "cluster.etcd_timeout_ms"),
+            (|c| c.cluster.balance_factor = 0.9, "cluster.balance_factor"),
+            (|c| c.cluster.balance_factor = f64::NAN, "cluster.balance_factor"),
+            (|c| c.cluster.weight = 0, "cluster.weight"),
+            (|c| c.cluster.rack = "r".repeat(300), "cluster.rack"),
+            (
+                |c| {
+                    c.cluster.etcd_endpoints = vec!["http://127.0.0.1:2379".into()];
+                    c.storage.backend = "s3".into();
+                    c.storage.s3.bucket = "b".into();
+                    c.node_id = -2;
+                },
+                "node_id",
+            ),
         ];
         for (mutate, key) in rows {
             let mut c = Config::default();
@@ -190,6 +251,20 @@ mod tests {
             assert_eq!(err.problems.len(), 1, "{key}: {err}");
             assert!(err.problems[0].starts_with(key), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn cluster_mode_refuses_a_segment_store_of_its_own() {
+        let mut c = Config::default();
+        c.cluster.etcd_endpoints = vec!["http://127.0.0.1:2379".into()];
+        let err = check(&c).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert!(err.problems[0].starts_with("storage.backend: cluster mode"), "{err}");
+        assert!(err.problems[0].contains("\"fs\""), "{err}");
+        c.storage.backend = "s3".into();
+        c.storage.s3.bucket = "b".into();
+        c.node_id = -1;
+        check(&c).unwrap();
     }
 
     #[test]

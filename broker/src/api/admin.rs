@@ -13,9 +13,9 @@ use tributary_protocol::kafka_protocol::messages::elect_leaders_response::{Parti
 use tributary_protocol::kafka_protocol::messages::*;
 use tributary_protocol::kafka_protocol::protocol::StrBytes;
 
-use super::errors::{self, of, Error};
 use super::topics::is_internal;
 use super::RequestCtx;
+use crate::errors::{self, of, Error};
 use crate::storage::topic_config;
 
 const TOPIC: i8 = 2;

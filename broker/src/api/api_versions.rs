@@ -3,8 +3,8 @@
 use tributary_protocol::kafka_protocol::messages::api_versions_response::ApiVersion;
 use tributary_protocol::kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 
-use super::errors::{of, Error};
 use super::{RequestCtx, SUPPORTED};
+use crate::errors::{of, Error};
 
 fn api_keys() -> Vec<ApiVersion> {
     SUPPORTED

@@ -8,8 +8,8 @@ use tributary_protocol::kafka_protocol::messages::describe_configs_response::{
 use tributary_protocol::kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use tributary_protocol::kafka_protocol::protocol::StrBytes;
 
-use super::errors::{of, Error};
 use super::RequestCtx;
+use crate::errors::{of, Error};
 use tributary_config::TopicDefaults;
 
 use crate::storage::topic_config::{ConfigType, Effect, TOPIC_CONFIGS};

@@ -10,11 +10,11 @@ use tributary_protocol::kafka_protocol::messages::consumer_group_heartbeat_respo
 use tributary_protocol::kafka_protocol::messages::*;
 use tributary_protocol::kafka_protocol::protocol::StrBytes;
 
-use super::errors::{of, Error};
 use super::RequestCtx;
 use crate::coordinator::group::assignor;
 use crate::coordinator::group::consumer::HeartbeatRequest;
 use crate::coordinator::group::{Protocol, TopicLookup};
+use crate::errors::{of, Error};
 
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())

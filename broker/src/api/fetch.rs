@@ -18,9 +18,9 @@ use tributary_protocol::kafka_protocol::messages::fetch_response::{
 };
 use tributary_protocol::kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
 
-use super::errors::{self, of, Error};
 use super::{Reply, RequestCtx};
 use crate::broker::Broker;
+use crate::errors::{self, of, Error};
 use crate::quotas::{QuotaKind, ANONYMOUS};
 use crate::storage::{StorageError, Topic};
 

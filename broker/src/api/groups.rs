@@ -11,10 +11,10 @@ use tributary_protocol::kafka_protocol::messages::list_groups_response::ListedGr
 use tributary_protocol::kafka_protocol::messages::*;
 use tributary_protocol::kafka_protocol::protocol::StrBytes;
 
-use super::errors::{of, Error};
 use super::{Reply, RequestCtx};
 use crate::coordinator::group::classic::{JoinOutcome, JoinRequest, State};
 use crate::coordinator::group::Protocol;
+use crate::errors::{of, Error};
 
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())

@@ -8,8 +8,8 @@ use tributary_protocol::kafka_protocol::messages::list_offsets_response::{
 };
 use tributary_protocol::kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use super::errors::{self, of, Error};
 use super::RequestCtx;
+use crate::errors::{self, of, Error};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;

@@ -8,9 +8,9 @@ use tributary_protocol::kafka_protocol::messages::metadata_response::{
 use tributary_protocol::kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use tributary_protocol::kafka_protocol::protocol::StrBytes;
 
-use super::errors::{self, of, Error};
 use super::topics::validate_name;
 use super::RequestCtx;
+use crate::errors::{self, of, Error};
 use crate::storage::{StorageError, Topic};
 
 pub(crate) async fn handle(ctx: &RequestCtx, request: MetadataRequest) -> MetadataResponse {

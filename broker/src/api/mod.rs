@@ -8,7 +8,6 @@ mod admin;
 pub(crate) mod api_versions;
 mod configs;
 mod consumer_groups;
-pub(crate) mod errors;
 mod fetch;
 mod groups;
 mod list_offsets;

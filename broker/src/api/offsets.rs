@@ -14,10 +14,10 @@ use tributary_protocol::kafka_protocol::messages::offset_fetch_response::{
 use tributary_protocol::kafka_protocol::messages::*;
 use tributary_protocol::kafka_protocol::protocol::StrBytes;
 
-use super::errors::of;
 use super::RequestCtx;
 use crate::coordinator::group::offsets::{CommitRequest, Fetched};
 use crate::coordinator::group::records::Committed;
+use crate::errors::of;
 
 /// An offset as a client commits it (the commit time is the coordinator's).
 pub(super) fn committed(offset: i64, leader_epoch: i32, metadata: Option<&StrBytes>) -> Committed {

@@ -17,8 +17,8 @@ use tributary_protocol::kafka_protocol::protocol::StrBytes;
 use tributary_protocol::records;
 use tributary_protocol::validate::{self, RecordError, Rules};
 
-use super::errors::{self, of, Error};
 use super::{Reply, RequestCtx};
+use crate::errors::{self, of, Error};
 use crate::quotas::{QuotaKind, ANONYMOUS};
 use crate::storage::topic_config::TopicConfig;
 use crate::storage::{PendingAppend, Topic};

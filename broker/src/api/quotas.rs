@@ -17,8 +17,8 @@ use tributary_protocol::kafka_protocol::messages::{
 };
 use tributary_protocol::kafka_protocol::protocol::StrBytes;
 
-use super::errors::{self, of, Error};
 use super::RequestCtx;
+use crate::errors::{self, of, Error};
 use crate::quotas::{self, EntityName, QuotaEntity};
 
 const USER: &str = "user";

@@ -16,8 +16,8 @@ use tributary_protocol::kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::configs::SOURCE_TOPIC_OVERRIDE;
-use super::errors::{self, of, Error};
 use super::RequestCtx;
+use crate::errors::{self, of, Error};
 use crate::storage::topic_config::{self, TopicConfig, TOPIC_CONFIGS};
 
 /// Most partitions one topic may have.

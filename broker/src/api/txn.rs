@@ -12,11 +12,11 @@ use tributary_protocol::kafka_protocol::messages::txn_offset_commit_response::{
 use tributary_protocol::kafka_protocol::messages::*;
 use tributary_protocol::kafka_protocol::protocol::StrBytes;
 
-use super::errors::{self, of, Error};
 use super::offsets::committed;
 use super::RequestCtx;
 use crate::coordinator::group::offsets::CommitRequest;
 use crate::coordinator::group::records::Committed;
+use crate::errors::{self, of, Error};
 
 pub(crate) async fn init_producer_id(ctx: &RequestCtx, request: InitProducerIdRequest) -> InitProducerIdResponse {
     let response = InitProducerIdResponse::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1);

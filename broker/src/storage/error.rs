@@ -1,5 +1,5 @@
 //! Errors of the storage engine, with the context a reader needs. The mapping to
-//! Kafka error codes lives in one place on the wire side (`api::errors`).
+//! Kafka error codes lives in one place on the wire side (`errors`).
 
 /// What went wrong in the engine.
 #[derive(Debug, thiserror::Error)]

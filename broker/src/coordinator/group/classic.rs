@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 
 use super::ids::new_member_id;
 use super::GroupSettings;
-use crate::api::errors::Error;
+use crate::errors::Error;
 
 /// Where a classic group is in its rebalance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

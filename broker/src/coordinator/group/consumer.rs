@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use super::assignor::{self, Assignment, AssignorMember};
 use super::{GroupSettings, TopicLookup};
-use crate::api::errors::Error;
+use crate::errors::Error;
 
 /// Where a member is on its way to the target assignment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -32,8 +32,8 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tributary_config::GroupConfig;
 
-use crate::api::errors::Error;
 use crate::clock::Clock;
+use crate::errors::Error;
 use crate::metrics::Metrics;
 use crate::storage::Storage;
 use classic::{ClassicGroup, JoinOutcome, JoinRequest, Pending, SyncOutcome};

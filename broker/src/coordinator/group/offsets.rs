@@ -15,7 +15,7 @@ use tributary_protocol::build::{build, BatchSpec};
 
 use super::records::{decode_key, decode_value, encode_key, encode_value, Committed, OffsetKey};
 use super::{Group, GroupCoordinator, Protocol, Stored, OFFSETS_TOPIC};
-use crate::api::errors::{self, Error};
+use crate::errors::{self, Error};
 use crate::storage::txn_index::{mark_of, TxnMark};
 use crate::storage::PartitionLog;
 

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use tributary_config::Config;
 
 use super::CommitRequest;
-use crate::api::errors::Error;
 use crate::clock::ManualClock;
 use crate::coordinator::group::records::Committed;
 use crate::coordinator::group::GroupCoordinator;
+use crate::errors::Error;
 use crate::metrics::Metrics;
 use crate::storage::Storage;
 

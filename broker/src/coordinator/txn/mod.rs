@@ -29,9 +29,9 @@ use tokio_util::sync::CancellationToken;
 use tributary_protocol::batch::BatchHeader;
 use tributary_protocol::build::{build, BatchSpec};
 
-use crate::api::errors::{self, Error};
 use crate::clock::Clock;
 use crate::coordinator::group::{GroupCoordinator, OFFSETS_TOPIC};
+use crate::errors::{self, Error};
 use crate::storage::txn_index::marker_record;
 use crate::storage::Storage;
 pub(crate) use state::{TxnMeta, TxnState};

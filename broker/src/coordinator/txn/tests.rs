@@ -92,14 +92,14 @@ async fn an_open_transaction_is_aborted_by_a_new_instance_and_the_old_epoch_is_f
     let p = storage.topic("t").unwrap().partitions[0].clone();
     let read = storage.read_isolated(&p, 0, 1 << 20, true, true).await.unwrap();
     assert_eq!(read.aborted.len(), 1, "the old transaction was aborted");
-    assert_eq!(txns.end("tx", pid, epoch, true).await, Err(crate::api::errors::Error::ProducerFenced));
+    assert_eq!(txns.end("tx", pid, epoch, true).await, Err(crate::errors::Error::ProducerFenced));
     assert_eq!(
         txns.add_partitions("tx", 999, epoch2, vec![("t".into(), 0)]).await[0].1,
-        Err(crate::api::errors::Error::InvalidProducerIdMapping)
+        Err(crate::errors::Error::InvalidProducerIdMapping)
     );
     let unknown = txns.add_partitions("tx", pid2, epoch2, vec![("t".into(), 0), ("nope".into(), 0)]).await;
-    assert_eq!(unknown[1].1, Err(crate::api::errors::Error::UnknownTopicOrPartition));
-    assert_eq!(unknown[0].1, Err(crate::api::errors::Error::OperationNotAttempted));
-    assert_eq!(txns.init_producer_id("tx", 0, None).await, Err(crate::api::errors::Error::InvalidTransactionTimeout));
+    assert_eq!(unknown[1].1, Err(crate::errors::Error::UnknownTopicOrPartition));
+    assert_eq!(unknown[0].1, Err(crate::errors::Error::OperationNotAttempted));
+    assert_eq!(txns.init_producer_id("tx", 0, None).await, Err(crate::errors::Error::InvalidTransactionTimeout));
     storage.close();
 }
