@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tributary_config::Config;
 
+use crate::cluster::{BrokerInfo, Cluster, Topology};
 use crate::coordinator::group::GroupCoordinator;
 use crate::coordinator::txn::TxnCoordinator;
 use crate::metrics::Metrics;
@@ -29,6 +30,10 @@ pub struct Broker {
     pub txns: Arc<TxnCoordinator>,
     pub quotas: Quotas,
     pub node: Node,
+    /// Cluster mode: the membership, election and view kept current from etcd.
+    pub cluster: Option<Arc<Cluster>>,
+    /// Single node: the fixed view in which this broker owns everything.
+    single: Arc<Topology>,
 }
 
 impl Broker {
@@ -38,15 +43,36 @@ impl Broker {
         metrics: Arc<Metrics>,
         groups: Arc<GroupCoordinator>,
         txns: Arc<TxnCoordinator>,
+        cluster: Option<Arc<Cluster>>,
     ) -> Self {
-        let advertised = config.advertised().to_string();
-        let (host, port) = advertised.rsplit_once(':').unwrap_or((advertised.as_str(), "9092"));
-        let node = Node {
-            id: config.node_id,
-            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
-            port: port.parse().unwrap_or(9092),
-        };
+        let info = advertised_info(&config);
+        let node = Node { id: info.id, host: info.host.clone(), port: info.port };
+        let single = Arc::new(Topology::single(info, storage.cluster_id()));
         let quotas = Quotas::new(&config.quotas, storage.client_quotas());
-        Broker { config, storage, metrics, groups, txns, quotas, node }
+        Broker { config, storage, metrics, groups, txns, quotas, node, cluster, single }
+    }
+
+    /// What this broker knows of the cluster now (in single node, a fixed view in
+    /// which it owns everything).
+    pub fn topology(&self) -> Arc<Topology> {
+        match &self.cluster {
+            Some(c) => c.topology(),
+            None => self.single.clone(),
+        }
+    }
+}
+
+/// This broker as it registers: id, advertised host and port, rack and weight.
+pub fn advertised_info(config: &Config) -> BrokerInfo {
+    let advertised = config.advertised().to_string();
+    let (host, port) = advertised.rsplit_once(':').unwrap_or((advertised.as_str(), "9092"));
+    let rack = &config.cluster.rack;
+    BrokerInfo {
+        id: config.node_id,
+        host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+        port: port.parse().unwrap_or(9092),
+        rack: (!rack.is_empty()).then(|| rack.clone()),
+        weight: config.cluster.weight,
+        incarnation: uuid::Uuid::new_v4().simple().to_string(),
     }
 }

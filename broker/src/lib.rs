@@ -30,6 +30,7 @@
 mod api;
 pub mod broker;
 pub mod clock;
+pub mod cluster;
 pub mod coordinator;
 pub(crate) mod errors;
 pub mod fuzzing;
@@ -50,11 +51,7 @@ use tributary_config::Config;
 
 /// Runs a broker until SIGTERM or SIGINT, then shuts down cleanly: stops accepting,
 /// lets the journal write and fsync everything queued, and closes its files.
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        !config.cluster.enabled(),
-        "cluster.etcd_endpoints: cluster mode is not served by this build yet; leave it empty for a single broker"
-    );
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(metrics::Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
     let shutdown = CancellationToken::new();
@@ -65,6 +62,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let opened = Arc::new(std::sync::OnceLock::new());
     let http_state = http::HttpState { metrics: metrics.clone(), ready: ready.clone(), storage: opened.clone() };
     let http_task = tokio::spawn(http::serve(http_listener, http_state, shutdown.clone()));
+
+    // Cluster mode: register in etcd (taking a node id from it when none is set).
+    let cluster = if config.cluster.enabled() {
+        let info = broker::advertised_info(&config);
+        let c = cluster::Cluster::start(&config, info, shutdown.clone()).await.context("joining the cluster")?;
+        config.node_id = c.node_id;
+        tracing::info!(node_id = c.node_id, etcd = ?config.cluster.etcd_endpoints, name = %config.cluster.name, "cluster mode");
+        Some(c)
+    } else {
+        None
+    };
 
     let open_config = config.clone();
     let open_metrics = metrics.clone();
@@ -102,12 +110,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     metrics.register(Box::new(coordinator::group::lag::LagCollector::new(Arc::downgrade(&groups))));
     let txns = coordinator::txn::TxnCoordinator::new(storage.clone(), groups.clone(), Arc::new(clock::SystemClock));
-    let broker = Arc::new(broker::Broker::new(config, storage.clone(), metrics, groups.clone(), txns.clone()));
+    let broker =
+        Arc::new(broker::Broker::new(config, storage.clone(), metrics, groups.clone(), txns.clone(), cluster.clone()));
     let server_task = tokio::spawn(server::serve(listener, broker, shutdown.clone()));
     // Group APIs answer COORDINATOR_LOAD_IN_PROGRESS until the offsets are loaded;
     // the broker is ready once they are.
     groups.load().await.context("loading committed offsets")?;
     txns.load().await.context("loading transaction state")?;
+    if let Some(c) = &cluster {
+        c.ready().await;
+        tracing::info!(node_id = c.node_id, "registered in the cluster");
+    }
     let timers = tokio::spawn(groups.clone().run_timers(Duration::from_millis(100), shutdown.clone()));
     let txn_timers = tokio::spawn(txns.clone().run_timers(Duration::from_secs(1), shutdown.clone()));
     ready.store(true, Ordering::Release);
@@ -121,6 +134,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = txn_timers.await;
     let _ = flusher.await;
     let _ = http_task.await;
+    if let Some(c) = &cluster {
+        c.stopped().await;
+    }
     tokio::task::spawn_blocking(move || storage.close()).await.context("journal close panicked")?;
     tracing::info!("stopped");
     Ok(())

@@ -225,17 +225,26 @@ pub(crate) async fn delete_records(ctx: &RequestCtx, request: DeleteRecordsReque
 }
 
 pub(crate) fn describe_cluster(ctx: &RequestCtx, request: DescribeClusterRequest) -> DescribeClusterResponse {
-    let node = &ctx.broker.node;
+    let view = ctx.broker.topology();
     let response = DescribeClusterResponse::default()
         .with_endpoint_type(request.endpoint_type)
-        .with_cluster_id(s(ctx.broker.storage.cluster_id()))
-        .with_controller_id(BrokerId(node.id))
+        .with_cluster_id(s(view.cluster_id.to_string()))
+        .with_controller_id(BrokerId(view.controller.unwrap_or(-1)))
         .with_cluster_authorized_operations(i32::MIN);
-    // Endpoint type 1 is brokers; 2 (controllers) names the same single node.
-    response.with_brokers(vec![DescribeClusterBroker::default()
-        .with_broker_id(BrokerId(node.id))
-        .with_host(s(node.host.clone()))
-        .with_port(node.port)])
+    // Endpoint type 1 is brokers; 2 (controllers) is the same brokers: every broker
+    // can be the controller, which etcd elects.
+    response.with_brokers(
+        view.brokers
+            .iter()
+            .map(|b| {
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(b.id))
+                    .with_host(s(b.host.clone()))
+                    .with_port(b.port)
+                    .with_rack(b.rack.clone().map(s))
+            })
+            .collect(),
+    )
 }
 
 pub(crate) fn elect_leaders(ctx: &RequestCtx, request: ElectLeadersRequest) -> ElectLeadersResponse {

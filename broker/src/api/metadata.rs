@@ -1,5 +1,6 @@
-//! Metadata: the brokers (this one), the cluster id, and the requested topics with
-//! their partitions, creating topics that do not exist when auto-creation is on and
+//! Metadata: the live brokers, the controller, the cluster id, and the requested
+//! topics with their partitions and each partition's leader and leader epoch (from
+//! the [`Topology`]), creating topics that do not exist when auto-creation is on and
 //! the client allows it (v4+).
 
 use tributary_protocol::kafka_protocol::messages::metadata_response::{
@@ -10,13 +11,14 @@ use tributary_protocol::kafka_protocol::protocol::StrBytes;
 
 use super::topics::validate_name;
 use super::RequestCtx;
+use crate::cluster::Topology;
 use crate::errors::{self, of, Error};
 use crate::storage::{StorageError, Topic};
 
 pub(crate) async fn handle(ctx: &RequestCtx, request: MetadataRequest) -> MetadataResponse {
     let broker = &ctx.broker;
     let storage = &broker.storage;
-    let node = &broker.node;
+    let view = broker.topology();
     // v0 asks for every topic with an empty list; v1+ with null.
     let requested = match request.topics {
         Some(t) if ctx.version == 0 && t.is_empty() => None,
@@ -25,13 +27,13 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: MetadataRequest) -> Metada
     let auto_create = broker.config.topics.auto_create && (ctx.version < 4 || request.allow_auto_topic_creation);
     let mut topics = Vec::new();
     match requested {
-        None => topics.extend(storage.topics().iter().map(|t| describe(t, node.id))),
+        None => topics.extend(storage.topics().iter().map(|t| describe(t, &view))),
         Some(wanted) => {
             for want in wanted {
                 let entry = match want.name {
-                    Some(name) => by_name(ctx, name.0.as_str(), auto_create).await,
+                    Some(name) => by_name(ctx, name.0.as_str(), auto_create, &view).await,
                     None => match storage.topic_by_id(&want.topic_id) {
-                        Some(t) => describe(&t, node.id),
+                        Some(t) => describe(&t, &view),
                         None => MetadataResponseTopic::default()
                             .with_topic_id(want.topic_id)
                             .with_error_code(of(Error::UnknownTopicId)),
@@ -41,26 +43,33 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: MetadataRequest) -> Metada
             }
         }
     }
+    let brokers = view
+        .brokers
+        .iter()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(StrBytes::from_string(b.host.clone()))
+                .with_port(b.port)
+                .with_rack(b.rack.clone().map(StrBytes::from_string))
+        })
+        .collect();
     MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(node.id))
-            .with_host(StrBytes::from_string(node.host.clone()))
-            .with_port(node.port)])
-        .with_cluster_id(Some(StrBytes::from_string(storage.cluster_id().to_string())))
-        .with_controller_id(BrokerId(node.id))
+        .with_brokers(brokers)
+        .with_cluster_id(Some(StrBytes::from_string(view.cluster_id.to_string())))
+        .with_controller_id(BrokerId(view.controller.unwrap_or(-1)))
         .with_topics(topics)
 }
 
-async fn by_name(ctx: &RequestCtx, name: &str, auto_create: bool) -> MetadataResponseTopic {
+async fn by_name(ctx: &RequestCtx, name: &str, auto_create: bool, view: &Topology) -> MetadataResponseTopic {
     let storage = &ctx.broker.storage;
-    let node_id = ctx.broker.node.id;
     let unknown = |code: i16| {
         MetadataResponseTopic::default()
             .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
             .with_error_code(code)
     };
     if let Some(t) = storage.topic(name) {
-        return describe(&t, node_id);
+        return describe(&t, view);
     }
     if validate_name(name).is_err() {
         return unknown(of(Error::InvalidTopicException));
@@ -72,17 +81,17 @@ async fn by_name(ctx: &RequestCtx, name: &str, auto_create: bool) -> MetadataRes
     match storage.create_topic(name, partitions, Default::default()).await {
         Ok(t) => {
             tracing::info!(topic = name, partitions, "auto-created topic");
-            describe(&t, node_id)
+            describe(&t, view)
         }
         Err(StorageError::TopicExists(_)) => match storage.topic(name) {
-            Some(t) => describe(&t, node_id),
+            Some(t) => describe(&t, view),
             None => unknown(of(Error::LeaderNotAvailable)),
         },
         Err(e) => unknown(errors::code(&e)),
     }
 }
 
-fn describe(topic: &Topic, node_id: i32) -> MetadataResponseTopic {
+fn describe(topic: &Topic, view: &Topology) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(topic.name.to_string()))))
         .with_topic_id(topic.id)
@@ -92,12 +101,19 @@ fn describe(topic: &Topic, node_id: i32) -> MetadataResponseTopic {
                 .partitions
                 .iter()
                 .map(|p| {
-                    MetadataResponsePartition::default()
-                        .with_partition_index(p.index)
-                        .with_leader_id(BrokerId(node_id))
-                        .with_leader_epoch(0)
-                        .with_replica_nodes(vec![BrokerId(node_id)])
-                        .with_isr_nodes(vec![BrokerId(node_id)])
+                    let partition = MetadataResponsePartition::default().with_partition_index(p.index);
+                    // The owner must be a live broker, or clients would be sent nowhere.
+                    match view.owner(&topic.name, p.index).filter(|o| view.broker(o.broker).is_some()) {
+                        Some(owner) => partition
+                            .with_leader_id(BrokerId(owner.broker))
+                            .with_leader_epoch(owner.epoch)
+                            .with_replica_nodes(vec![BrokerId(owner.broker)])
+                            .with_isr_nodes(vec![BrokerId(owner.broker)]),
+                        None => partition
+                            .with_error_code(of(Error::LeaderNotAvailable))
+                            .with_leader_id(BrokerId(-1))
+                            .with_leader_epoch(-1),
+                    }
                 })
                 .collect(),
         )

@@ -42,7 +42,7 @@ async fn server() -> Server {
     groups.load().await.unwrap();
     let txns = TxnCoordinator::new(storage.clone(), groups.clone(), Arc::new(SystemClock));
     txns.load().await.unwrap();
-    let broker = Arc::new(Broker::new(config, storage.clone(), metrics, groups, txns));
+    let broker = Arc::new(Broker::new(config, storage.clone(), metrics, groups, txns, None));
     let shutdown = CancellationToken::new();
     tokio::spawn(tributary_broker::server::serve(listener, broker, shutdown.clone()));
     Server { addr, shutdown, storage, _dir: dir }

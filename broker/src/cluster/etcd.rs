@@ -1,0 +1,174 @@
+//! The etcd client of cluster mode: every key under `/tributary/<cluster name>/`,
+//! every request under a deadline, errors as [`ClusterError`].
+
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, WatchOptions, WatchStream,
+};
+
+/// What went wrong talking to etcd.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClusterError {
+    #[error("etcd {op}: {message}")]
+    Etcd { op: &'static str, message: String },
+    #[error("etcd {op}: no answer within {timeout_ms} ms (cluster.etcd_timeout_ms)")]
+    Timeout { op: &'static str, timeout_ms: u64 },
+    #[error("etcd value at {key} is not what this broker wrote: {message}")]
+    BadValue { key: String, message: String },
+}
+
+/// One key as read.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The key below the cluster prefix.
+    pub key: String,
+    pub value: Vec<u8>,
+    pub lease: i64,
+    pub mod_revision: i64,
+}
+
+/// etcd, seen from one cluster.
+#[derive(Clone)]
+pub struct Etcd {
+    client: Client,
+    prefix: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Etcd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Etcd").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+impl Etcd {
+    /// Connects lazily: the first request reaches etcd, so a broker can start while
+    /// etcd is still coming up and waits for it there.
+    pub async fn connect(endpoints: &[String], cluster: &str, timeout: Duration) -> Result<Etcd, ClusterError> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(timeout)
+            .with_timeout(timeout)
+            .with_keep_alive(Duration::from_secs(2), timeout)
+            .with_keep_alive_while_idle(true);
+        let client = Client::connect(endpoints, Some(options))
+            .await
+            .map_err(|e| ClusterError::Etcd { op: "connect", message: e.to_string() })?;
+        Ok(Etcd { client, prefix: format!("/tributary/{cluster}/"), timeout })
+    }
+
+    /// The full key of `key` below the cluster prefix.
+    pub fn full(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, ClusterError> {
+        match tokio::time::timeout(self.timeout, f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(ClusterError::Etcd { op, message: e.to_string() }),
+            Err(_) => Err(ClusterError::Timeout { op, timeout_ms: self.timeout.as_millis() as u64 }),
+        }
+    }
+
+    fn entry(&self, kv: &etcd_client::KeyValue) -> Entry {
+        let key = String::from_utf8_lossy(kv.key());
+        Entry {
+            key: key.strip_prefix(&self.prefix).unwrap_or(&key).to_string(),
+            value: kv.value().to_vec(),
+            lease: kv.lease(),
+            mod_revision: kv.mod_revision(),
+        }
+    }
+
+    /// Every key starting with `prefix`, and the store revision they were read at.
+    pub async fn list(&self, prefix: &str) -> Result<(Vec<Entry>, i64), ClusterError> {
+        let mut client = self.client.clone();
+        let response = self.timed("get", client.get(self.full(prefix), Some(GetOptions::new().with_prefix()))).await?;
+        let revision = response.header().map(|h| h.revision()).unwrap_or(0);
+        Ok((response.kvs().iter().map(|kv| self.entry(kv)).collect(), revision))
+    }
+
+    /// One key, if present.
+    pub async fn get(&self, key: &str) -> Result<Option<Entry>, ClusterError> {
+        let mut client = self.client.clone();
+        let response = self.timed("get", client.get(self.full(key), None)).await?;
+        Ok(response.kvs().first().map(|kv| self.entry(kv)))
+    }
+
+    /// Writes `key` only if it does not exist; `lease` 0 for none. Returns whether it
+    /// was written, and the entry that is there otherwise.
+    pub async fn create(&self, key: &str, value: Vec<u8>, lease: i64) -> Result<Result<(), Entry>, ClusterError> {
+        let full = self.full(key);
+        let put = if lease == 0 { None } else { Some(PutOptions::new().with_lease(lease)) };
+        let txn = Txn::new()
+            .when([Compare::create_revision(full.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(full.clone(), value, put)])
+            .or_else([TxnOp::get(full, None)]);
+        let mut client = self.client.clone();
+        let response = self.timed("txn", client.txn(txn)).await?;
+        if response.succeeded() {
+            return Ok(Ok(()));
+        }
+        for op in response.op_responses() {
+            if let etcd_client::TxnOpResponse::Get(get) = op {
+                if let Some(kv) = get.kvs().first() {
+                    return Ok(Err(self.entry(kv)));
+                }
+            }
+        }
+        // Deleted between the compare and the read: report it as free next time.
+        Err(ClusterError::Etcd { op: "txn", message: format!("{key} vanished while it was read") })
+    }
+
+    pub async fn put(&self, key: &str, value: Vec<u8>, lease: i64) -> Result<i64, ClusterError> {
+        let put = if lease == 0 { None } else { Some(PutOptions::new().with_lease(lease)) };
+        let mut client = self.client.clone();
+        let response = self.timed("put", client.put(self.full(key), value, put)).await?;
+        Ok(response.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
+    /// Deletes `key` if it is held by `lease` (so a broker never removes what a
+    /// successor wrote).
+    pub async fn delete_if_lease(&self, key: &str, lease: i64) -> Result<bool, ClusterError> {
+        let full = self.full(key);
+        let txn = Txn::new()
+            .when([Compare::lease(full.clone(), CompareOp::Equal, lease)])
+            .and_then([TxnOp::delete(full, None)]);
+        let mut client = self.client.clone();
+        Ok(self.timed("txn", client.txn(txn)).await?.succeeded())
+    }
+
+    /// Watches every key starting with `prefix` from `revision` on.
+    pub async fn watch(&self, prefix: &str, revision: i64) -> Result<WatchStream, ClusterError> {
+        let mut client = self.client.clone();
+        let options = WatchOptions::new().with_prefix().with_start_revision(revision);
+        self.timed("watch", client.watch(self.full(prefix), Some(options))).await
+    }
+
+    /// A new lease of `ttl` seconds.
+    pub async fn grant(&self, ttl: u64) -> Result<i64, ClusterError> {
+        let mut client = self.client.clone();
+        Ok(self.timed("lease grant", client.lease_grant(ttl as i64, None)).await?.id())
+    }
+
+    /// Renews `lease` once; returns the TTL left (0: the lease is gone).
+    pub async fn keep_alive_once(&self, lease: i64) -> Result<i64, ClusterError> {
+        let mut client = self.client.clone();
+        let (mut keeper, mut stream) = self.timed("lease keep-alive", client.lease_keep_alive(lease)).await?;
+        self.timed("lease keep-alive", keeper.keep_alive()).await?;
+        match self.timed("lease keep-alive", stream.message()).await? {
+            Some(response) => Ok(response.ttl()),
+            None => Err(ClusterError::Etcd { op: "lease keep-alive", message: "stream closed".into() }),
+        }
+    }
+
+    /// Revokes `lease`: every key it holds goes at once (a clean shutdown).
+    pub async fn revoke(&self, lease: i64) -> Result<(), ClusterError> {
+        let mut client = self.client.clone();
+        self.timed("lease revoke", client.lease_revoke(lease)).await.map(|_| ())
+    }
+}

@@ -1,0 +1,242 @@
+//! Cluster mode: brokers on etcd (membership, the controller election, metadata and
+//! partition assignments) and the shared segment store (all data), as DESIGN §7
+//! describes. Single node (the default) uses none of this: its [`Topology`] is fixed
+//! and owns every partition.
+//!
+//! # Layout
+//! - [`etcd`]: the client, every key under `/tributary/<cluster.name>/`.
+//! - [`membership`]: `brokers/<id>` under a lease kept alive; the node id from etcd
+//!   when `node_id = -1`; the local deadline past which the broker takes itself for
+//!   gone.
+//! - [`controller`]: the election (one key under the winner's lease).
+//! - [`topology`]: the view handlers read: live brokers, the controller, partition
+//!   owners and epochs, whether this broker is live.
+//! - Placement itself is the pure crate `tributary_placement`.
+//!
+//! The handlers see the cluster only through [`Topology`] (`Broker::topology`).
+
+pub mod controller;
+pub mod etcd;
+pub mod membership;
+pub mod topology;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tributary_config::Config;
+
+pub use etcd::{ClusterError, Etcd};
+use membership::Lease;
+pub use topology::{BrokerInfo, Owner, Topology};
+
+const CLUSTER_ID_KEY: &str = "cluster-id";
+
+/// A running cluster member: its tasks and the view they keep current.
+#[derive(Debug)]
+pub struct Cluster {
+    pub etcd: Etcd,
+    pub node_id: i32,
+    lease: watch::Receiver<Lease>,
+    controller: watch::Receiver<bool>,
+    view: watch::Sender<Arc<Topology>>,
+    tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Cluster {
+    /// Connects to etcd, resolves the node id and starts membership, the election
+    /// and the watch that keeps the view current. Returns at once; [`Cluster::ready`]
+    /// waits for the first registration.
+    pub async fn start(
+        config: &Config,
+        mut info: BrokerInfo,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Arc<Self>> {
+        let c = &config.cluster;
+        let timeout = Duration::from_millis(c.etcd_timeout_ms);
+        let etcd = Etcd::connect(&c.etcd_endpoints, &c.name, timeout).await?;
+        info.id = retry("node id", || membership::resolve_node_id(&etcd, config.node_id, &config.data_dir)).await;
+        let cluster_id = retry("cluster id", || cluster_id(&etcd)).await;
+        let (lease_tx, lease) = watch::channel(Lease::NONE);
+        let (elected_tx, controller) = watch::channel(false);
+        let initial = Topology { this: info.id, cluster_id: cluster_id.into(), ..Default::default() };
+        let (view, _) = watch::channel(Arc::new(initial));
+        let node_id = info.id;
+        let cluster = Arc::new(Cluster {
+            etcd: etcd.clone(),
+            node_id,
+            lease,
+            controller,
+            view,
+            tasks: parking_lot::Mutex::new(Vec::new()),
+        });
+        let mut tasks = vec![
+            tokio::spawn(membership::run(etcd.clone(), info, c.lease_ttl_secs, lease_tx, shutdown.clone())),
+            tokio::spawn(controller::campaign(
+                etcd.clone(),
+                node_id,
+                cluster.lease.clone(),
+                elected_tx,
+                shutdown.clone(),
+            )),
+        ];
+        tasks.push(tokio::spawn(cluster.clone().watch_brokers(shutdown.clone())));
+        tasks.push(tokio::spawn(cluster.clone().follow_lease(shutdown)));
+        *cluster.tasks.lock() = tasks;
+        Ok(cluster)
+    }
+
+    /// Waits until this broker is registered and sees itself among the brokers.
+    pub async fn ready(&self) {
+        let mut view = self.view.subscribe();
+        loop {
+            {
+                let t = view.borrow_and_update();
+                if t.live && t.broker(self.node_id).is_some() {
+                    return;
+                }
+            }
+            if view.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The current view.
+    pub fn topology(&self) -> Arc<Topology> {
+        self.view.borrow().clone()
+    }
+
+    /// A receiver of every new view.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Topology>> {
+        self.view.subscribe()
+    }
+
+    /// Whether this broker is the controller now.
+    pub fn is_controller(&self) -> bool {
+        *self.controller.borrow() && self.lease.borrow().live(Instant::now())
+    }
+
+    /// Waits for the cluster tasks after the shutdown token was cancelled (the lease
+    /// is revoked, so the brokers' keys and the controller key go at once).
+    pub async fn stopped(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock());
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Topology)) {
+        self.view.send_modify(|t| f(Arc::make_mut(t)));
+    }
+
+    /// Keeps `Topology::live` equal to "the lease is held and its deadline not past".
+    async fn follow_lease(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut lease = self.lease.clone();
+        loop {
+            let held = *lease.borrow_and_update();
+            let live = held.live(Instant::now());
+            if self.view.borrow().live != live {
+                self.update(|t| t.live = live);
+            }
+            let deadline = held.until.filter(|_| live);
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    self.update(|t| t.live = false);
+                    return;
+                }
+                changed = lease.changed() => if changed.is_err() { return },
+                _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {}
+            }
+        }
+    }
+
+    /// Lists the brokers and the controller, then follows their changes.
+    async fn watch_brokers(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let revision = match self.read_brokers().await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the brokers from etcd; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    }
+                }
+            };
+            let Ok(mut stream) = self.etcd.watch("", revision + 1).await else {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            };
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    message = stream.message() => match message {
+                        Ok(Some(m)) if m.canceled() => break,
+                        Ok(Some(m)) => {
+                            let relevant = m.events().iter().filter_map(|e| e.kv()).any(|kv| {
+                                let key = String::from_utf8_lossy(kv.key());
+                                let key = key.strip_prefix(&self.etcd.full("")).unwrap_or(&key).to_string();
+                                key.starts_with("brokers/") || key == controller::CONTROLLER_KEY
+                            });
+                            if relevant {
+                                break;
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn read_brokers(&self) -> Result<i64, ClusterError> {
+        let (entries, revision) = self.etcd.list("brokers/").await?;
+        let mut brokers = Vec::new();
+        for e in entries {
+            match serde_json::from_slice::<BrokerInfo>(&e.value) {
+                Ok(b) => brokers.push(b),
+                Err(err) => tracing::warn!(key = e.key, error = %err, "ignoring a broker entry that does not parse"),
+            }
+        }
+        brokers.sort_by_key(|b| b.id);
+        let controller = self
+            .etcd
+            .get(controller::CONTROLLER_KEY)
+            .await?
+            .and_then(|e| String::from_utf8_lossy(&e.value).trim().parse::<i32>().ok());
+        self.update(|t| {
+            t.brokers = brokers;
+            t.controller = controller;
+        });
+        Ok(revision)
+    }
+}
+
+/// The cluster's id: created once by the first broker, the same for all after.
+async fn cluster_id(etcd: &Etcd) -> Result<String, ClusterError> {
+    let fresh = uuid::Uuid::new_v4().simple().to_string();
+    match etcd.create(CLUSTER_ID_KEY, fresh.clone().into_bytes(), 0).await? {
+        Ok(()) => Ok(fresh),
+        Err(existing) => Ok(String::from_utf8_lossy(&existing.value).into_owned()),
+    }
+}
+
+/// Retries a start-up step against etcd until it succeeds (etcd may still be coming
+/// up), logging each failure.
+async fn retry<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+    what: &str,
+    mut f: impl FnMut() -> F,
+) -> T {
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot get the {what} from etcd; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
