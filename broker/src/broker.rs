@@ -1,16 +1,17 @@
 //! The state every handler sees: configuration, the storage engine, metrics, and who
 //! this broker is on the wire.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tributary_config::Config;
 
-use crate::cluster::{BrokerInfo, Cluster, Topology};
+use crate::cluster::{BrokerInfo, CatalogError, Cluster, Topology};
 use crate::coordinator::group::GroupCoordinator;
 use crate::coordinator::txn::TxnCoordinator;
 use crate::metrics::Metrics;
 use crate::quotas::Quotas;
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageError, Topic};
 
 /// This broker as clients see it in Metadata.
 #[derive(Debug, Clone)]
@@ -74,5 +75,62 @@ pub fn advertised_info(config: &Config) -> BrokerInfo {
         rack: (!rack.is_empty()).then(|| rack.clone()),
         weight: config.cluster.weight,
         incarnation: uuid::Uuid::new_v4().simple().to_string(),
+    }
+}
+
+/// Why a topic change (create, delete, grow, reconfigure) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+/// Topic changes go to the storage on a single node and to the etcd catalog in
+/// cluster mode (every broker then applies them to its own storage; this one
+/// answers once it has).
+impl Broker {
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, ChangeError> {
+        match &self.cluster {
+            None => Ok(self.storage.create_topic(name, partitions, configs).await?),
+            Some(c) => {
+                c.catalog.create(name, partitions, configs).await?;
+                Ok(self.storage.topic(name).ok_or_else(|| StorageError::UnknownTopic(name.into()))?)
+            }
+        }
+    }
+
+    pub async fn delete_topic(&self, topic: &Topic) -> Result<(), ChangeError> {
+        match &self.cluster {
+            None => Ok(self.storage.delete_topic(topic.id).await?),
+            Some(c) => Ok(c.catalog.delete(&topic.name).await?),
+        }
+    }
+
+    pub async fn add_partitions(&self, name: &str, count: i32) -> Result<Arc<Topic>, ChangeError> {
+        match &self.cluster {
+            None => Ok(self.storage.add_partitions(name, count).await?),
+            Some(c) => {
+                c.catalog.add_partitions(name, count).await?;
+                Ok(self.storage.topic(name).ok_or_else(|| StorageError::UnknownTopic(name.into()))?)
+            }
+        }
+    }
+
+    pub async fn set_topic_configs(
+        &self,
+        topic: &Arc<Topic>,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), ChangeError> {
+        match &self.cluster {
+            None => Ok(self.storage.set_topic_configs(topic, configs).await?),
+            Some(c) => Ok(c.catalog.set_configs(&topic.name, configs).await?),
+        }
     }
 }

@@ -2,6 +2,8 @@
 
 pub(crate) use tributary_protocol::kafka_protocol::ResponseError as Error;
 
+use crate::broker::ChangeError;
+use crate::cluster::CatalogError;
 use crate::storage::StorageError;
 
 /// The Kafka error code for a storage error.
@@ -23,6 +25,18 @@ pub(crate) fn code(e: &StorageError) -> i16 {
         StorageError::ShuttingDown => Error::NotLeaderOrFollower,
     }
     .code()
+}
+
+/// The Kafka error code for a failed topic change.
+pub(crate) fn change_code(e: &ChangeError) -> i16 {
+    match e {
+        ChangeError::Storage(e) => code(e),
+        ChangeError::Catalog(CatalogError::Exists(_)) => Error::TopicAlreadyExists.code(),
+        ChangeError::Catalog(CatalogError::Unknown(_)) => Error::UnknownTopicOrPartition.code(),
+        ChangeError::Catalog(CatalogError::Storage(_)) => Error::KafkaStorageError.code(),
+        // etcd is unreachable or slow: the change may or may not have happened.
+        ChangeError::Catalog(CatalogError::Etcd(_) | CatalogError::NotApplied(_)) => Error::RequestTimedOut.code(),
+    }
 }
 
 /// The error a coordinator answers when writing its state failed: a partition of an

@@ -63,17 +63,6 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let http_state = http::HttpState { metrics: metrics.clone(), ready: ready.clone(), storage: opened.clone() };
     let http_task = tokio::spawn(http::serve(http_listener, http_state, shutdown.clone()));
 
-    // Cluster mode: register in etcd (taking a node id from it when none is set).
-    let cluster = if config.cluster.enabled() {
-        let info = broker::advertised_info(&config);
-        let c = cluster::Cluster::start(&config, info, shutdown.clone()).await.context("joining the cluster")?;
-        config.node_id = c.node_id;
-        tracing::info!(node_id = c.node_id, etcd = ?config.cluster.etcd_endpoints, name = %config.cluster.name, "cluster mode");
-        Some(c)
-    } else {
-        None
-    };
-
     let open_config = config.clone();
     let open_metrics = metrics.clone();
     let storage = tokio::task::spawn_blocking(move || storage::Storage::open(&open_config, open_metrics))
@@ -81,6 +70,19 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         .context("storage recovery panicked")?
         .with_context(|| format!("cannot open data directory {}", config.data_dir.display()))?;
     let _ = opened.set(Arc::downgrade(&storage));
+    // Cluster mode: register in etcd (taking a node id from it when none is set) and
+    // follow the catalog and the assignments.
+    let cluster = if config.cluster.enabled() {
+        let info = broker::advertised_info(&config);
+        let c = cluster::Cluster::start(&config, info, storage.clone(), shutdown.clone())
+            .await
+            .context("joining the cluster")?;
+        config.node_id = c.node_id;
+        tracing::info!(node_id = c.node_id, etcd = ?config.cluster.etcd_endpoints, name = %config.cluster.name, "cluster mode");
+        Some(c)
+    } else {
+        None
+    };
     tracing::info!(
         backend = %config.storage.backend,
         store = storage.segment_store().operator().info().name(),
@@ -109,6 +111,13 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         Arc::new(clock::SystemClock),
     );
     metrics.register(Box::new(coordinator::group::lag::LagCollector::new(Arc::downgrade(&groups))));
+    if let Some(c) = &cluster {
+        // A group is coordinated where its __consumer_offsets partition is placed.
+        let c = c.clone();
+        groups.set_owner(coordinator::Ownership(Arc::new(move |p| {
+            c.topology().serves(coordinator::group::OFFSETS_TOPIC, p)
+        })));
+    }
     let txns = coordinator::txn::TxnCoordinator::new(storage.clone(), groups.clone(), Arc::new(clock::SystemClock));
     let broker =
         Arc::new(broker::Broker::new(config, storage.clone(), metrics, groups.clone(), txns.clone(), cluster.clone()));

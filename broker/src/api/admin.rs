@@ -95,12 +95,12 @@ async fn alter_topic(
     if validate_only {
         return (0, None);
     }
-    match storage.set_topic_configs(&topic, overrides).await {
+    match ctx.broker.set_topic_configs(&topic, overrides).await {
         Ok(()) => {
             tracing::info!(topic = name, "topic configs changed");
             (0, None)
         }
-        Err(e) => (errors::code(&e), Some(e.to_string())),
+        Err(e) => (errors::change_code(&e), Some(e.to_string())),
     }
 }
 
@@ -182,12 +182,12 @@ pub(crate) async fn create_partitions(ctx: &RequestCtx, request: CreatePartition
                 (of(Error::InvalidReplicaAssignment), Some("replicas must be on this broker".into()))
             }
             Some(_) if request.validate_only => (0, None),
-            Some(_) => match storage.add_partitions(&t.name, t.count).await {
+            Some(_) => match ctx.broker.add_partitions(&t.name, t.count).await {
                 Ok(topic) => {
                     tracing::info!(topic = %topic.name, partitions = topic.partitions.len(), "added partitions");
                     (0, None)
                 }
-                Err(e) => (errors::code(&e), Some(e.to_string())),
+                Err(e) => (errors::change_code(&e), Some(e.to_string())),
             },
         };
         results.push(result.with_error_code(code).with_error_message(message.map(s)));
@@ -289,6 +289,7 @@ pub(crate) fn offset_for_leader_epoch(
 ) -> OffsetForLeaderEpochResponse {
     use offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
     let storage = &ctx.broker.storage;
+    let view = ctx.broker.topology();
     let topics = request
         .topics
         .into_iter()
@@ -303,14 +304,17 @@ pub(crate) fn offset_for_leader_epoch(
                     let Some(log) = topic.as_ref().and_then(|x| x.partition(p.partition)) else {
                         return base.with_error_code(of(Error::UnknownTopicOrPartition));
                     };
-                    // Every partition has had one leader, at epoch 0.
-                    if p.current_leader_epoch > 0 {
-                        return base.with_error_code(of(Error::UnknownLeaderEpoch));
-                    }
-                    if p.leader_epoch > 0 {
+                    let current = match super::route::lead(&view, &log.topic, p.partition, p.current_leader_epoch) {
+                        Ok(epoch) => epoch,
+                        Err(code) => return base.with_error_code(code),
+                    };
+                    // The log keeps no epoch history yet: every record this broker
+                    // holds was written in the current epoch, so an asked epoch up to
+                    // it ends at the high watermark.
+                    if p.leader_epoch > current {
                         return base;
                     }
-                    base.with_leader_epoch(0).with_end_offset(log.offsets().high_watermark)
+                    base.with_leader_epoch(current).with_end_offset(log.offsets().high_watermark)
                 })
                 .collect();
             OffsetForLeaderTopicResult::default().with_topic(t.topic).with_partitions(partitions)

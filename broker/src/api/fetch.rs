@@ -89,6 +89,7 @@ async fn read_all(
 ) -> (FetchResponse, usize, bool, Tally) {
     let mut tally = Tally::new();
     let storage = &broker.storage;
+    let view = broker.topology();
     let mut budget = if version >= 3 { request.max_bytes.max(0) as usize } else { usize::MAX }.min(cap);
     let mut total = 0usize;
     let mut any_error = false;
@@ -109,16 +110,25 @@ async fn read_all(
             if version >= 4 && request.isolation_level == READ_COMMITTED {
                 data.aborted_transactions = Some(Vec::new());
             }
-            if version >= 12 {
-                data.current_leader.leader_id = BrokerId(broker.node.id);
-                data.current_leader.leader_epoch = 0;
-            }
             let Some(log) = topic.as_ref().and_then(|t| t.partition(p.partition)) else {
                 data.error_code = unknown;
                 any_error = true;
                 partitions.push(data);
                 continue;
             };
+            if version >= 12 {
+                // KIP-951: where the partition leads now, so a client can move at once.
+                let owner = view.owner(&log.topic, p.partition);
+                data.current_leader.leader_id = BrokerId(owner.map_or(-1, |o| o.broker));
+                data.current_leader.leader_epoch = owner.map_or(-1, |o| o.epoch);
+            }
+            let client_epoch = if version >= 9 { p.current_leader_epoch } else { -1 };
+            if let Err(code) = super::route::lead(&view, &log.topic, p.partition, client_epoch) {
+                data.error_code = code;
+                any_error = true;
+                partitions.push(data);
+                continue;
+            }
             let limit = (p.partition_max_bytes.max(0) as usize).min(budget);
             match storage.read_isolated(log, p.fetch_offset, limit, total == 0, committed).await {
                 Ok(read) => {

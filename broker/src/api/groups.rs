@@ -2,6 +2,7 @@
 //! LeaveGroup, plus ListGroups, DescribeGroups and DeleteGroups. This broker
 //! coordinates every group; the state machine lives in `coordinator::group`.
 
+use crate::cluster::{BrokerInfo, Topology};
 use tributary_protocol::kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use tributary_protocol::kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use tributary_protocol::kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -27,8 +28,17 @@ const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 const KEY_GROUP: i8 = 0;
 const KEY_TXN: i8 = 1;
 
+/// The broker that owns `group`'s `__consumer_offsets` partition (and so coordinates
+/// it), if it is live.
+fn coordinator_of(ctx: &RequestCtx, view: &Topology, group: &str) -> Option<BrokerInfo> {
+    let index = ctx.broker.groups.offsets_partition_index(group).ok()?;
+    let owner = view.owner(crate::coordinator::group::OFFSETS_TOPIC, index)?;
+    view.broker(owner.broker).cloned()
+}
+
 pub(crate) fn find_coordinator(ctx: &RequestCtx, request: FindCoordinatorRequest) -> FindCoordinatorResponse {
     let node = &ctx.broker.node;
+    let view = ctx.broker.topology();
     let answer = |key: &StrBytes| -> Coordinator {
         let base = Coordinator::default().with_key(key.clone());
         match request.key_type {
@@ -37,7 +47,20 @@ pub(crate) fn find_coordinator(ctx: &RequestCtx, request: FindCoordinatorRequest
                 .with_host(s(""))
                 .with_port(-1)
                 .with_error_code(of(Error::CoordinatorLoadInProgress)),
-            KEY_GROUP => base.with_node_id(BrokerId(node.id)).with_host(s(node.host.clone())).with_port(node.port),
+            KEY_GROUP => match coordinator_of(ctx, &view, key) {
+                Some(b) => base.with_node_id(BrokerId(b.id)).with_host(s(b.host.clone())).with_port(b.port),
+                None => base
+                    .with_node_id(BrokerId(-1))
+                    .with_host(s(""))
+                    .with_port(-1)
+                    .with_error_code(of(Error::CoordinatorNotAvailable)),
+            },
+            KEY_TXN if ctx.broker.cluster.is_some() => base
+                .with_node_id(BrokerId(-1))
+                .with_host(s(""))
+                .with_port(-1)
+                .with_error_code(of(Error::CoordinatorNotAvailable))
+                .with_error_message(Some(s("transactions are not served in cluster mode yet"))),
             KEY_TXN if !ctx.broker.txns.is_loaded() => base
                 .with_node_id(BrokerId(-1))
                 .with_host(s(""))

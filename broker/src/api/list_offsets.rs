@@ -19,6 +19,7 @@ const LATEST_TIERED: i64 = -5;
 
 pub(crate) async fn handle(ctx: &RequestCtx, request: ListOffsetsRequest) -> ListOffsetsResponse {
     let storage = &ctx.broker.storage;
+    let view = ctx.broker.topology();
     let mut topics = Vec::with_capacity(request.topics.len());
     for wanted in request.topics {
         let topic = storage.topic(wanted.name.0.as_str());
@@ -28,14 +29,21 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ListOffsetsRequest) -> Lis
                 .with_partition_index(p.partition_index)
                 .with_timestamp(-1)
                 .with_offset(-1);
-            if ctx.version >= 4 {
-                r.leader_epoch = 0;
-            }
             let Some(log) = topic.as_ref().and_then(|t| t.partition(p.partition_index)) else {
                 r.error_code = of(Error::UnknownTopicOrPartition);
                 partitions.push(r);
                 continue;
             };
+            let client_epoch = if ctx.version >= 4 { p.current_leader_epoch } else { -1 };
+            match super::route::lead(&view, &log.topic, p.partition_index, client_epoch) {
+                Ok(epoch) if ctx.version >= 4 => r.leader_epoch = epoch,
+                Ok(_) => {}
+                Err(code) => {
+                    r.error_code = code;
+                    partitions.push(r);
+                    continue;
+                }
+            }
             let offsets = log.offsets();
             let found = match p.timestamp {
                 // read_committed consumers start "latest" at the last stable offset.

@@ -11,7 +11,8 @@ use tributary_protocol::kafka_protocol::protocol::StrBytes;
 
 use super::topics::validate_name;
 use super::RequestCtx;
-use crate::cluster::Topology;
+use crate::broker::ChangeError;
+use crate::cluster::{CatalogError, Topology};
 use crate::errors::{self, of, Error};
 use crate::storage::{StorageError, Topic};
 
@@ -78,16 +79,18 @@ async fn by_name(ctx: &RequestCtx, name: &str, auto_create: bool, view: &Topolog
         return unknown(of(Error::UnknownTopicOrPartition));
     }
     let partitions = ctx.broker.config.topics.num_partitions;
-    match storage.create_topic(name, partitions, Default::default()).await {
+    match ctx.broker.create_topic(name, partitions, Default::default()).await {
         Ok(t) => {
             tracing::info!(topic = name, partitions, "auto-created topic");
             describe(&t, view)
         }
-        Err(StorageError::TopicExists(_)) => match storage.topic(name) {
-            Some(t) => describe(&t, view),
-            None => unknown(of(Error::LeaderNotAvailable)),
-        },
-        Err(e) => unknown(errors::code(&e)),
+        Err(ChangeError::Storage(StorageError::TopicExists(_)) | ChangeError::Catalog(CatalogError::Exists(_))) => {
+            match storage.topic(name) {
+                Some(t) => describe(&t, view),
+                None => unknown(of(Error::LeaderNotAvailable)),
+            }
+        }
+        Err(e) => unknown(errors::change_code(&e)),
     }
 }
 

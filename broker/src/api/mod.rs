@@ -15,6 +15,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod quotas;
+mod route;
 mod topics;
 mod txn;
 

@@ -140,6 +140,9 @@ async fn queue(
     let Some(partition) = topic.and_then(|t| t.partition(index)) else {
         return refused(of(Error::UnknownTopicOrPartition), "unknown topic or partition".into());
     };
+    if let Err(code) = super::route::lead(&ctx.broker.topology(), &partition.topic, index, -1) {
+        return refused(code, format!("broker {} does not lead this partition now", ctx.broker.node.id));
+    }
     if topic.is_some_and(|t| super::topics::is_internal(&t.name)) {
         return refused(of(Error::InvalidTopicException), "cannot produce to an internal topic".into());
     }

@@ -71,13 +71,13 @@ pub(crate) async fn create(ctx: &RequestCtx, request: CreateTopicsRequest) -> Cr
         }
         let resolved = TopicConfig::resolve(configs.clone(), storage.topic_defaults());
         if !request.validate_only {
-            match storage.create_topic(&name, partitions, configs).await {
+            match ctx.broker.create_topic(&name, partitions, configs).await {
                 Ok(t) => {
                     result.topic_id = t.id;
                     tracing::info!(topic = %name, partitions, "created topic");
                 }
                 Err(e) => {
-                    result.error_code = errors::code(&e);
+                    result.error_code = errors::change_code(&e);
                     result.error_message = Some(StrBytes::from_string(e.to_string()));
                     results.push(result);
                     continue;
@@ -196,13 +196,13 @@ pub(crate) async fn delete(ctx: &RequestCtx, request: DeleteTopicsRequest) -> De
             responses.push(result);
             continue;
         }
-        match storage.delete_topic(topic.id).await {
+        match ctx.broker.delete_topic(&topic).await {
             Ok(()) => {
                 tracing::info!(topic = %topic.name, "deleted topic");
                 ctx.broker.groups.topic_deleted(&topic.name).await;
             }
             Err(e) => {
-                result.error_code = errors::code(&e);
+                result.error_code = errors::change_code(&e);
                 result.error_message = Some(StrBytes::from_string(e.to_string()));
             }
         }
@@ -213,7 +213,7 @@ pub(crate) async fn delete(ctx: &RequestCtx, request: DeleteTopicsRequest) -> De
 
 /// Topics the broker keeps for itself (committed offsets).
 pub(crate) fn is_internal(name: &str) -> bool {
-    name == crate::coordinator::group::OFFSETS_TOPIC || name == crate::coordinator::txn::TXN_TOPIC
+    crate::coordinator::is_internal_topic(name)
 }
 
 #[cfg(test)]

@@ -124,6 +124,12 @@ impl Etcd {
         Err(ClusterError::Etcd { op: "txn", message: format!("{key} vanished while it was read") })
     }
 
+    /// One transaction, as built by the caller (keys already full).
+    pub async fn txn(&self, op: &'static str, txn: Txn) -> Result<etcd_client::TxnResponse, ClusterError> {
+        let mut client = self.client.clone();
+        self.timed(op, client.txn(txn)).await
+    }
+
     pub async fn put(&self, key: &str, value: Vec<u8>, lease: i64) -> Result<i64, ClusterError> {
         let put = if lease == 0 { None } else { Some(PutOptions::new().with_lease(lease)) };
         let mut client = self.client.clone();

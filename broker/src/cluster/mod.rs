@@ -8,16 +8,24 @@
 //! - [`membership`]: `brokers/<id>` under a lease kept alive; the node id from etcd
 //!   when `node_id = -1`; the local deadline past which the broker takes itself for
 //!   gone.
-//! - [`controller`]: the election (one key under the winner's lease).
+//! - [`controller`]: the election (one key under the winner's lease); [`assign`]:
+//!   what the controller does, placing every partition and writing its owner and
+//!   leader epoch to `assignments/<topic>`.
+//! - [`catalog`]: topics in etcd (`topics/<name>`), followed by every broker into
+//!   its own storage.
+//! - [`producer_ids`]: blocks of producer ids reserved in etcd.
 //! - [`topology`]: the view handlers read: live brokers, the controller, partition
 //!   owners and epochs, whether this broker is live.
 //! - Placement itself is the pure crate `tributary_placement`.
 //!
 //! The handlers see the cluster only through [`Topology`] (`Broker::topology`).
 
+pub mod assign;
+pub mod catalog;
 pub mod controller;
 pub mod etcd;
 pub mod membership;
+pub mod producer_ids;
 pub mod topology;
 
 use std::sync::Arc;
@@ -28,6 +36,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tributary_config::Config;
 
+use crate::storage::Storage;
+pub use catalog::{Catalog, CatalogError};
 pub use etcd::{ClusterError, Etcd};
 use membership::Lease;
 pub use topology::{BrokerInfo, Owner, Topology};
@@ -42,6 +52,7 @@ pub struct Cluster {
     lease: watch::Receiver<Lease>,
     controller: watch::Receiver<bool>,
     view: watch::Sender<Arc<Topology>>,
+    pub catalog: Catalog,
     tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -52,6 +63,7 @@ impl Cluster {
     pub async fn start(
         config: &Config,
         mut info: BrokerInfo,
+        storage: Arc<Storage>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
         let c = &config.cluster;
@@ -59,19 +71,26 @@ impl Cluster {
         let etcd = Etcd::connect(&c.etcd_endpoints, &c.name, timeout).await?;
         info.id = retry("node id", || membership::resolve_node_id(&etcd, config.node_id, &config.data_dir)).await;
         let cluster_id = retry("cluster id", || cluster_id(&etcd)).await;
+        storage.set_producer_id_source(Arc::new(producer_ids::EtcdProducerIds { etcd: etcd.clone() }));
         let (lease_tx, lease) = watch::channel(Lease::NONE);
         let (elected_tx, controller) = watch::channel(false);
         let initial = Topology { this: info.id, cluster_id: cluster_id.into(), ..Default::default() };
         let (view, _) = watch::channel(Arc::new(initial));
         let node_id = info.id;
+        let (applied_tx, applied) = watch::channel(0i64);
         let cluster = Arc::new(Cluster {
             etcd: etcd.clone(),
             node_id,
             lease,
             controller,
             view,
+            catalog: Catalog::new(etcd.clone(), applied.clone()),
             tasks: parking_lot::Mutex::new(Vec::new()),
         });
+        let internal = vec![
+            (crate::coordinator::group::OFFSETS_TOPIC.to_string(), config.groups.offsets_partitions as i32),
+            (crate::coordinator::txn::TXN_TOPIC.to_string(), crate::coordinator::txn::TXN_PARTITIONS),
+        ];
         let mut tasks = vec![
             tokio::spawn(membership::run(etcd.clone(), info, c.lease_ttl_secs, lease_tx, shutdown.clone())),
             tokio::spawn(controller::campaign(
@@ -82,7 +101,18 @@ impl Cluster {
                 shutdown.clone(),
             )),
         ];
-        tasks.push(tokio::spawn(cluster.clone().watch_brokers(shutdown.clone())));
+        tasks.push(tokio::spawn(catalog::follow(etcd.clone(), storage, applied_tx, shutdown.clone())));
+        tasks.push(tokio::spawn(assign::run(
+            etcd.clone(),
+            cluster.controller.clone(),
+            cluster.lease.clone(),
+            cluster.view.subscribe(),
+            applied,
+            internal,
+            c.balance_factor,
+            shutdown.clone(),
+        )));
+        tasks.push(tokio::spawn(cluster.clone().watch_view(shutdown.clone())));
         tasks.push(tokio::spawn(cluster.clone().follow_lease(shutdown)));
         *cluster.tasks.lock() = tasks;
         Ok(cluster)
@@ -153,10 +183,12 @@ impl Cluster {
         }
     }
 
-    /// Lists the brokers and the controller, then follows their changes.
-    async fn watch_brokers(self: Arc<Self>, shutdown: CancellationToken) {
+    /// Lists the brokers, the controller and the assignments, then follows their
+    /// changes (brokers and controller read again on a change, assignments applied
+    /// from the event).
+    async fn watch_view(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
-            let revision = match self.read_brokers().await {
+            let revision = match self.read_view().await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the brokers from etcd; retrying");
@@ -176,13 +208,37 @@ impl Cluster {
                     message = stream.message() => match message {
                         Ok(Some(m)) if m.canceled() => break,
                         Ok(Some(m)) => {
-                            let relevant = m.events().iter().filter_map(|e| e.kv()).any(|kv| {
+                            let mut membership = false;
+                            let mut owners = Vec::new();
+                            for event in m.events() {
+                                let Some(kv) = event.kv() else { continue };
                                 let key = String::from_utf8_lossy(kv.key());
                                 let key = key.strip_prefix(&self.etcd.full("")).unwrap_or(&key).to_string();
-                                key.starts_with("brokers/") || key == controller::CONTROLLER_KEY
-                            });
-                            if relevant {
-                                break;
+                                if key.starts_with("brokers/") || key == controller::CONTROLLER_KEY {
+                                    membership = true;
+                                } else if let Some(topic) = key.strip_prefix(catalog::ASSIGNMENTS) {
+                                    let parsed = match event.event_type() {
+                                        etcd_client::EventType::Put => assign::parse(kv.value()),
+                                        etcd_client::EventType::Delete => None,
+                                    };
+                                    owners.push((Arc::<str>::from(topic), parsed));
+                                }
+                            }
+                            if !owners.is_empty() {
+                                self.update(|t| {
+                                    for (topic, parsed) in owners {
+                                        match parsed {
+                                            Some(o) => { t.assignments.insert(topic, Arc::new(o)); }
+                                            None => { t.assignments.remove(&topic); }
+                                        }
+                                    }
+                                });
+                            }
+                            if membership {
+                                if let Err(e) = self.read_brokers().await {
+                                    tracing::warn!(error = %e, "cannot read the brokers from etcd");
+                                    break;
+                                }
                             }
                         }
                         _ => break,
@@ -190,6 +246,19 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    async fn read_view(&self) -> Result<i64, ClusterError> {
+        let (entries, revision) = self.etcd.list(catalog::ASSIGNMENTS).await?;
+        let assignments = entries
+            .iter()
+            .filter_map(|e| {
+                Some((Arc::<str>::from(&e.key[catalog::ASSIGNMENTS.len()..]), Arc::new(assign::parse(&e.value)?)))
+            })
+            .collect();
+        self.update(|t| t.assignments = assignments);
+        self.read_brokers().await?;
+        Ok(revision)
     }
 
     async fn read_brokers(&self) -> Result<i64, ClusterError> {

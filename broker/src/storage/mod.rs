@@ -97,6 +97,11 @@ pub struct Storage {
     cluster_id: String,
     /// (next producer id to hand out, end of the durably reserved block)
     producer_ids: Mutex<(i64, i64)>,
+    /// Cluster mode: where blocks of producer ids come from instead of the metadata
+    /// log (etcd, so no two brokers hand out the same id).
+    producer_id_source: std::sync::OnceLock<Arc<dyn ProducerIdSource>>,
+    /// One refill from the source at a time.
+    producer_id_refill: tokio::sync::Mutex<()>,
     /// The segment store (tier 2).
     store: SegmentStore,
     /// Whether the journal was over its bound at the flusher's last round (so it
@@ -117,6 +122,15 @@ pub struct Storage {
 
 /// Producer ids reserved per metadata record.
 const PRODUCER_ID_BLOCK: i64 = 1000;
+
+/// A block of producer ids `[start, end)`, or why none could be reserved.
+pub type ProducerIdBlock<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(i64, i64), String>> + Send + 'a>>;
+
+/// Hands out blocks of producer ids no other broker will use.
+pub trait ProducerIdSource: Send + Sync + std::fmt::Debug {
+    fn reserve(&self) -> ProducerIdBlock<'_>;
+}
 
 impl Storage {
     /// Opens the data directory: recovery, then the journal writer. Blocking.
@@ -219,6 +233,8 @@ impl Storage {
             cache_total,
             cluster_id,
             producer_ids: Mutex::new((reserved, reserved)),
+            producer_id_source: std::sync::OnceLock::new(),
+            producer_id_refill: tokio::sync::Mutex::new(()),
             store,
             journal_full: AtomicBool::new(false),
             journal_limit: config.journal.max_bytes,
@@ -292,6 +308,18 @@ impl Storage {
         partitions: i32,
         configs: BTreeMap<String, String>,
     ) -> Result<Arc<Topic>, StorageError> {
+        self.create_topic_as(name, Uuid::new_v4(), partitions, configs).await
+    }
+
+    /// Creates a topic with a given id (cluster mode: the id etcd holds, the same on
+    /// every broker).
+    pub async fn create_topic_as(
+        self: &Arc<Self>,
+        name: &str,
+        id: Uuid,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, StorageError> {
         let this = self.clone();
         let name = name.to_string();
         tokio::task::spawn_blocking(move || {
@@ -302,7 +330,7 @@ impl Storage {
             let ids = meta.allocate_partition_ids(partitions.max(0) as usize);
             let record = TopicRecord {
                 name: name.clone(),
-                id: Uuid::new_v4(),
+                id,
                 partitions: ids.into_iter().map(PartitionRecord::new).collect(),
                 configs,
             };
@@ -481,6 +509,12 @@ impl Storage {
 
     /// A producer id never handed out before, even across crashes: ids come from
     /// blocks reserved in the metadata log before any of them is used.
+    /// From now on, producer ids come in blocks from `source` (cluster mode).
+    pub fn set_producer_id_source(&self, source: Arc<dyn ProducerIdSource>) {
+        let _ = self.producer_id_source.set(source);
+        *self.producer_ids.lock() = (0, 0);
+    }
+
     pub async fn allocate_producer_id(self: &Arc<Self>) -> Result<i64, StorageError> {
         {
             let mut ids = self.producer_ids.lock();
@@ -488,6 +522,20 @@ impl Storage {
                 ids.0 += 1;
                 return Ok(ids.0 - 1);
             }
+        }
+        if let Some(source) = self.producer_id_source.get() {
+            let _refill = self.producer_id_refill.lock().await;
+            {
+                let mut ids = self.producer_ids.lock();
+                if ids.0 < ids.1 {
+                    ids.0 += 1;
+                    return Ok(ids.0 - 1);
+                }
+            }
+            let (start, end) = source.reserve().await.map_err(StorageError::JournalFailed)?;
+            let mut ids = self.producer_ids.lock();
+            *ids = (start + 1, end);
+            return Ok(start);
         }
         let this = self.clone();
         tokio::task::spawn_blocking(move || {

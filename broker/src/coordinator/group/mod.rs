@@ -205,6 +205,7 @@ pub struct GroupCoordinator {
     loaded: AtomicBool,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) metrics: Arc<Metrics>,
+    owner: std::sync::OnceLock<crate::coordinator::Ownership>,
 }
 
 impl GroupCoordinator {
@@ -216,6 +217,7 @@ impl GroupCoordinator {
             loaded: AtomicBool::new(false),
             clock,
             metrics,
+            owner: std::sync::OnceLock::new(),
         })
     }
 
@@ -239,6 +241,23 @@ impl GroupCoordinator {
         } else {
             Err(Error::CoordinatorLoadInProgress)
         }
+    }
+
+    /// Loaded, and the coordinator of `group` (cluster mode: this broker owns the
+    /// group's `__consumer_offsets` partition), or NOT_COORDINATOR so the client asks
+    /// FindCoordinator again.
+    pub(crate) fn serves(&self, group: &str) -> Result<(), Error> {
+        self.ready()?;
+        match self.owner.get() {
+            Some(owns) if !(owns.0)(self.offsets_partition_index(group)?) => Err(Error::NotCoordinator),
+            _ => Ok(()),
+        }
+    }
+
+    /// Cluster mode: `owns(partition)` says whether this broker owns that
+    /// `__consumer_offsets` partition now.
+    pub fn set_owner(&self, owns: crate::coordinator::Ownership) {
+        let _ = self.owner.set(owns);
     }
 
     pub(crate) fn now(&self) -> i64 {
@@ -308,7 +327,7 @@ impl GroupCoordinator {
         let member_id = req.member_id.clone();
         let fail =
             |e| JoinOutcome { error: Some(e), generation: -1, member_id: member_id.clone(), ..Default::default() };
-        if let Err(e) = self.ready() {
+        if let Err(e) = self.serves(group_id) {
             return fail(e);
         }
         if group_id.is_empty() {
@@ -341,7 +360,7 @@ impl GroupCoordinator {
         assignments: Vec<(String, bytes::Bytes)>,
     ) -> SyncOutcome {
         let fail = |e| SyncOutcome { error: Some(e), ..Default::default() };
-        if let Err(e) = self.ready() {
+        if let Err(e) = self.serves(group_id) {
             return fail(e);
         }
         let Some(group) = self.group(group_id) else {
@@ -370,7 +389,7 @@ impl GroupCoordinator {
         instance_id: Option<&str>,
         generation: i32,
     ) -> Result<(), Error> {
-        self.ready()?;
+        self.serves(group_id)?;
         let group = self.group(group_id).ok_or(Error::UnknownMemberId)?;
         let mut g = group.lock();
         let now = self.now();
@@ -386,7 +405,7 @@ impl GroupCoordinator {
         group_id: &str,
         members: &[(String, Option<String>)],
     ) -> Result<Vec<Result<(), Error>>, Error> {
-        self.ready()?;
+        self.serves(group_id)?;
         let Some(group) = self.group(group_id) else {
             return Ok(members.iter().map(|_| Err(Error::UnknownMemberId)).collect());
         };
@@ -405,7 +424,7 @@ impl GroupCoordinator {
         group_id: &str,
         req: consumer::HeartbeatRequest,
     ) -> Result<consumer::HeartbeatOutcome, (Error, Option<String>)> {
-        self.ready().map_err(|e| (e, None))?;
+        self.serves(group_id).map_err(|e| (e, None))?;
         if group_id.is_empty() {
             return Err((Error::InvalidGroupId, Some("GroupId can't be empty.".into())));
         }

@@ -64,7 +64,7 @@ impl GroupCoordinator {
         producer_id: i64,
         producer_epoch: i16,
     ) -> Result<Vec<Result<(), Error>>, Error> {
-        self.ready()?;
+        self.serves(&req.group_id)?;
         let group = match self.group(&req.group_id) {
             Some(g) => g,
             None => self.group_or_new(&req.group_id),
@@ -239,7 +239,7 @@ impl GroupCoordinator {
 
     /// OffsetCommit. `Err` applies to every partition; otherwise one result each.
     pub(crate) async fn commit(&self, req: CommitRequest) -> Result<Vec<Result<(), Error>>, Error> {
-        self.ready()?;
+        self.serves(&req.group_id)?;
         if req.group_id.is_empty() {
             return Err(Error::InvalidGroupId);
         }
@@ -286,7 +286,7 @@ impl GroupCoordinator {
         member: Option<(&str, i32)>,
         require_stable: bool,
     ) -> Result<Fetched, Error> {
-        self.ready()?;
+        self.serves(group_id)?;
         if require_stable {
             if let Some(group) = self.group(group_id) {
                 let g = group.lock();
@@ -334,7 +334,7 @@ impl GroupCoordinator {
         group_id: &str,
         partitions: &[(String, i32)],
     ) -> Result<Vec<Result<(), Error>>, Error> {
-        self.ready()?;
+        self.serves(group_id)?;
         let group = self.group(group_id).ok_or(Error::GroupIdNotFound)?;
         let (results, keys) = {
             let g = group.lock();

@@ -39,7 +39,7 @@ pub(crate) use state::{TxnMeta, TxnState};
 /// Name of the internal topic holding transaction state.
 pub const TXN_TOPIC: &str = "__transaction_state";
 /// Partitions of the transaction state topic.
-const TXN_PARTITIONS: i32 = 8;
+pub const TXN_PARTITIONS: i32 = 8;
 /// Longest transaction timeout a producer may ask for (transaction.max.timeout.ms).
 const MAX_TIMEOUT_MS: i32 = 15 * 60 * 1000;
 
