@@ -25,6 +25,10 @@ def cluster(tmp_path):
     c = LocalCluster(tmp_path / "cluster", lease_ttl=LEASE_TTL, extra_top="[topics]\nauto_create = false\n")
     try:
         c.up(3)
+        expected = {n.id: n.address for n in c.nodes}
+        # Ready means registered; the others' registrations reach each view soon after.
+        wait_until(lambda: all(metadata(n)[0] == expected for n in c.nodes), timeout=20,
+                   what="every broker to list all three")
         yield c
     finally:
         logs = {n.id: n.log_tail(15) for n in c.nodes}
@@ -150,7 +154,16 @@ def test_clients_produce_and_consume_across_partitions_spread_over_every_broker(
 
     topic = f"spread-{int(time.time() * 1000)}"
     admin_of(cluster.nodes[0]).create_topics([NewTopic(topic, 12, 1)])[topic].result(timeout=15)
-X
+    everyone = {n.id for n in cluster.nodes}
+
+    def placed_everywhere():
+        seen = [partitions_seen(n, topic) or {} for n in cluster.nodes]
+        return len(seen[0]) == 12 and set(seen[0].values()) == everyone and seen[0] == seen[1] == seen[2]
+
+    # The controller places as brokers register: poll until every broker agrees on
+    # leaders spread over all three.
+    wait_until(placed_everywhere, timeout=30, what="leaders on every broker, the same from every broker")
+    leaders = partitions_seen(cluster.nodes[1], topic)
     # Bounded loads: no broker above ceil(1.25 x 12 / 3) = 5 of this topic's partitions
     # (the bound holds over all partitions; per topic it is what one expects to see).
     counts = {n.id: list(leaders.values()).count(n.id) for n in cluster.nodes}
