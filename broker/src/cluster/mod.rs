@@ -235,10 +235,8 @@ impl Cluster {
                                 });
                             }
                             if membership {
-                                if let Err(e) = self.read_brokers().await {
-                                    tracing::warn!(error = %e, "cannot read the brokers from etcd");
-                                    break;
-                                }
+                                // Read everything again and watch from there.
+                                break;
                             }
                         }
                         _ => break,
