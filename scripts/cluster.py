@@ -108,6 +108,15 @@ def stop_pid(pid, timeout=30.0):
     _reap(pid)
 
 
+def kill(proc):
+    """SIGKILLs a child process started here and reaps it; returns None."""
+    if proc is not None:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    return None
+
+
 def _reap(pid):
     try:
         os.waitpid(pid, os.WNOHANG)
@@ -258,11 +267,7 @@ class LocalCluster:
         wait_until(lambda: http_ok(f"{self.etcd_endpoint}/health"), 30, "etcd healthy")
 
     def stop_etcd(self):
-        if self.etcd is not None and self.etcd.poll() is None:
-            self.etcd.kill()
-        if self.etcd is not None:
-            self.etcd.wait()
-            self.etcd = None
+        self.etcd = kill(self.etcd)
 
     def start_s3(self):
         root = self.dir / "s3"
@@ -276,11 +281,7 @@ class LocalCluster:
         wait_until(lambda: listening(self.s3_port), 20, "s3s-fs listening")
 
     def stop_s3(self):
-        if self.s3 is not None and self.s3.poll() is None:
-            self.s3.kill()
-        if self.s3 is not None:
-            self.s3.wait()
-            self.s3 = None
+        self.s3 = kill(self.s3)
 
     def add(self, wait=True):
         node = Node(self, len(self.nodes))

@@ -130,24 +130,6 @@ impl Etcd {
         self.timed(op, client.txn(txn)).await
     }
 
-    pub async fn put(&self, key: &str, value: Vec<u8>, lease: i64) -> Result<i64, ClusterError> {
-        let put = if lease == 0 { None } else { Some(PutOptions::new().with_lease(lease)) };
-        let mut client = self.client.clone();
-        let response = self.timed("put", client.put(self.full(key), value, put)).await?;
-        Ok(response.header().map(|h| h.revision()).unwrap_or(0))
-    }
-
-    /// Deletes `key` if it is held by `lease` (so a broker never removes what a
-    /// successor wrote).
-    pub async fn delete_if_lease(&self, key: &str, lease: i64) -> Result<bool, ClusterError> {
-        let full = self.full(key);
-        let txn = Txn::new()
-            .when([Compare::lease(full.clone(), CompareOp::Equal, lease)])
-            .and_then([TxnOp::delete(full, None)]);
-        let mut client = self.client.clone();
-        Ok(self.timed("txn", client.txn(txn)).await?.succeeded())
-    }
-
     /// Watches every key starting with `prefix` from `revision` on.
     pub async fn watch(&self, prefix: &str, revision: i64) -> Result<WatchStream, ClusterError> {
         let mut client = self.client.clone();

@@ -99,10 +99,6 @@ pub async fn run(
                     }
                     return;
                 }
-                _ = tokio::time::sleep_until(until), if Instant::now() < until => {
-                    tracing::warn!(node_id = info.id, "etcd lease not renewed in time: serving no writes until it is");
-                    lease.send_replace(Lease { id: held.0, until: Some(until) });
-                }
                 _ = tokio::time::sleep_until(next_renewal) => {
                     let sent = Instant::now();
                     match etcd.keep_alive_once(held.0).await {

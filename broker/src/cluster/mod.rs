@@ -139,16 +139,6 @@ impl Cluster {
         self.view.borrow().clone()
     }
 
-    /// A receiver of every new view.
-    pub fn subscribe(&self) -> watch::Receiver<Arc<Topology>> {
-        self.view.subscribe()
-    }
-
-    /// Whether this broker is the controller now.
-    pub fn is_controller(&self) -> bool {
-        *self.controller.borrow() && self.lease.borrow().live(Instant::now())
-    }
-
     /// Waits for the cluster tasks after the shutdown token was cancelled (the lease
     /// is revoked, so the brokers' keys and the controller key go at once).
     pub async fn stopped(&self) {
@@ -168,7 +158,14 @@ impl Cluster {
         loop {
             let held = *lease.borrow_and_update();
             let live = held.live(Instant::now());
-            if self.view.borrow().live != live {
+            let was = self.view.borrow().live;
+            if was != live {
+                if was {
+                    tracing::warn!(
+                        node_id = self.node_id,
+                        "etcd lease not renewed in time: serving no writes until it is"
+                    );
+                }
                 self.update(|t| t.live = live);
             }
             let deadline = held.until.filter(|_| live);
@@ -184,7 +181,7 @@ impl Cluster {
     }
 
     /// Lists the brokers, the controller and the assignments, then follows their
-    /// changes (brokers and controller read again on a change, assignments applied
+    /// changes (everything read again on a membership change, assignments applied
     /// from the event).
     async fn watch_view(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
@@ -254,13 +251,7 @@ impl Cluster {
                 Some((Arc::<str>::from(&e.key[catalog::ASSIGNMENTS.len()..]), Arc::new(assign::parse(&e.value)?)))
             })
             .collect();
-        self.update(|t| t.assignments = assignments);
-        self.read_brokers().await?;
-        Ok(revision)
-    }
-
-    async fn read_brokers(&self) -> Result<i64, ClusterError> {
-        let (entries, revision) = self.etcd.list("brokers/").await?;
+        let (entries, _) = self.etcd.list("brokers/").await?;
         let mut brokers = Vec::new();
         for e in entries {
             match serde_json::from_slice::<BrokerInfo>(&e.value) {
@@ -274,9 +265,11 @@ impl Cluster {
             .get(controller::CONTROLLER_KEY)
             .await?
             .and_then(|e| String::from_utf8_lossy(&e.value).trim().parse::<i32>().ok());
+        // One new view with all three, so no handler sees a half-read one.
         self.update(|t| {
             t.brokers = brokers;
             t.controller = controller;
+            t.assignments = assignments;
         });
         Ok(revision)
     }
