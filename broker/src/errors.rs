@@ -22,7 +22,7 @@ pub(crate) fn code(e: &StorageError) -> i16 {
         | StorageError::SegmentStore(_)
         | StorageError::JournalFull { .. }
         | StorageError::DataDirLocked(_) => Error::KafkaStorageError,
-        StorageError::ShuttingDown => Error::NotLeaderOrFollower,
+        StorageError::ShuttingDown | StorageError::NotLeader => Error::NotLeaderOrFollower,
     }
     .code()
 }
@@ -46,6 +46,7 @@ pub(crate) fn coordinator(e: &StorageError) -> Error {
         StorageError::ShuttingDown | StorageError::UnknownPartition | StorageError::UnknownTopic(_) => {
             Error::CoordinatorNotAvailable
         }
+        StorageError::NotLeader => Error::NotCoordinator,
         _ => Error::KafkaStorageError,
     }
 }

@@ -74,7 +74,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     // follow the catalog and the assignments.
     let cluster = if config.cluster.enabled() {
         let info = broker::advertised_info(&config);
-        let c = cluster::Cluster::start(&config, info, storage.clone(), shutdown.clone())
+        let c = cluster::Cluster::start(&config, info, storage.clone(), metrics.clone(), shutdown.clone())
             .await
             .context("joining the cluster")?;
         config.node_id = c.node_id;
@@ -117,6 +117,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         groups.set_owner(coordinator::Ownership(Arc::new(move |p| {
             c.topology().serves(coordinator::group::OFFSETS_TOPIC, p)
         })));
+        cluster.as_ref().expect("cluster").set_hooks(Arc::new(GroupHooks(groups.clone())));
     }
     let txns = coordinator::txn::TxnCoordinator::new(storage.clone(), groups.clone(), Arc::new(clock::SystemClock));
     let broker =
@@ -149,6 +150,28 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || storage.close()).await.context("journal close panicked")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Cluster mode: the groups of a `__consumer_offsets` partition follow its owner.
+#[derive(Debug)]
+struct GroupHooks(Arc<coordinator::group::GroupCoordinator>);
+
+impl cluster::handover::Hooks for GroupHooks {
+    fn acquired<'a>(&'a self, topic: &'a str, partition: i32) -> cluster::handover::futures_lite::BoxedFuture<'a> {
+        Box::pin(async move {
+            if topic == coordinator::group::OFFSETS_TOPIC {
+                let n = self.0.load_partition(partition).await.map_err(|e| e.to_string())?;
+                tracing::info!(partition, offsets = n, "group offsets loaded");
+            }
+            Ok(())
+        })
+    }
+
+    fn released(&self, topic: &str, partition: i32) {
+        if topic == coordinator::group::OFFSETS_TOPIC {
+            self.0.unload_partition(partition);
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -21,6 +21,12 @@ pub struct Metrics {
     pub journal_appends: IntCounter,
     pub journal_commits: IntCounter,
     pub fsync_seconds: Histogram,
+    /// Cluster mode: journal objects.
+    pub wal_put_seconds: Histogram,
+    pub wal_bytes: IntCounter,
+    pub wal_put_errors: IntCounter,
+    pub partitions_recovered: IntCounter,
+    pub recovery_seconds: Histogram,
     pub journal_write_seconds: Histogram,
     pub cache_bytes: IntGauge,
     pub connections: IntGauge,
@@ -109,6 +115,37 @@ impl Metrics {
                 Histogram::with_opts(
                     HistogramOpts::new("tributary_journal_fsync_duration_seconds", "Time of one journal fsync.")
                         .buckets(LATENCY_BUCKETS.to_vec()),
+                )
+                .expect("invariant: valid metric"),
+            ),
+            wal_put_seconds: reg(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "tributary_wal_put_duration_seconds",
+                        "Cluster mode: time of one journal-object upload to the object store.",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                )
+                .expect("invariant: valid metric"),
+            ),
+            wal_bytes: counter("tributary_wal_bytes_total", "Cluster mode: bytes of journal objects uploaded."),
+            wal_put_errors: counter(
+                "tributary_wal_put_errors_total",
+                "Cluster mode: failed journal-object uploads (each retried).",
+            ),
+            partitions_recovered: counter(
+                "tributary_partitions_taken_over_total",
+                "Cluster mode: partitions this broker took over and rebuilt from the object store.",
+            ),
+            recovery_seconds: reg(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "tributary_partition_takeover_duration_seconds",
+                        "Cluster mode: from seeing an assignment to serving the partition.",
+                    )
+                    .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
                 )
                 .expect("invariant: valid metric"),
             ),

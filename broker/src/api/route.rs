@@ -24,6 +24,10 @@ pub(crate) fn lead(view: &Topology, topic: &str, partition: i32, client_epoch: i
     if client_epoch > owner.epoch {
         return Err(of(Error::UnknownLeaderEpoch));
     }
+    if !view.taken_over(topic, partition, owner.epoch) {
+        // Still being rebuilt from the object store: a moment.
+        return Err(of(Error::NotLeaderOrFollower));
+    }
     Ok(owner.epoch)
 }
 
@@ -36,11 +40,13 @@ mod tests {
 
     #[test]
     fn only_the_live_owner_leads_and_epochs_are_checked() {
-        let mut view = Topology { this: 1, live: true, ..Default::default() };
+        let mut view = Topology { this: 1, live: true, lease: 9, ..Default::default() };
         view.assignments.insert(
             "t".into(),
             Arc::new(vec![Some(Owner { broker: 1, epoch: 3 }), Some(Owner { broker: 2, epoch: 0 })]),
         );
+        assert_eq!(lead(&view, "t", 0, -1), Err(of(Error::NotLeaderOrFollower)), "not taken over yet");
+        view.ready.insert(("t".into(), 0), (3, 9));
         assert_eq!(lead(&view, "t", 0, -1), Ok(3));
         assert_eq!(lead(&view, "t", 0, 3), Ok(3));
         assert_eq!(lead(&view, "t", 0, 2), Err(of(Error::FencedLeaderEpoch)));

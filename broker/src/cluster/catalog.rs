@@ -104,6 +104,10 @@ impl Catalog {
             .and_then([
                 TxnOp::delete(self.etcd.full(&format!("{TOPICS}{name}")), None),
                 TxnOp::delete(self.etcd.full(&format!("{ASSIGNMENTS}{name}")), None),
+                TxnOp::delete(
+                    self.etcd.full(&format!("{}{name}/", super::handover::HISTORY)),
+                    Some(etcd_client::DeleteOptions::new().with_prefix()),
+                ),
             ]);
         let response = self.etcd.txn("delete topic", txn).await?;
         if !response.succeeded() {

@@ -24,9 +24,11 @@ pub mod assign;
 pub mod catalog;
 pub mod controller;
 pub mod etcd;
+pub mod handover;
 pub mod membership;
 pub mod producer_ids;
 pub mod topology;
+pub mod wal;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +54,10 @@ pub struct Cluster {
     lease: watch::Receiver<Lease>,
     controller: watch::Receiver<bool>,
     view: watch::Sender<Arc<Topology>>,
+    /// Partitions taken over and served here (shared with every view).
+    ready: handover::Ready,
+    /// What must follow partition ownership besides the data (the group coordinator).
+    hooks: Arc<std::sync::OnceLock<Arc<dyn handover::Hooks>>>,
     pub catalog: Catalog,
     tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -64,6 +70,7 @@ impl Cluster {
         config: &Config,
         mut info: BrokerInfo,
         storage: Arc<Storage>,
+        metrics: Arc<crate::metrics::Metrics>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
         let c = &config.cluster;
@@ -74,7 +81,9 @@ impl Cluster {
         storage.set_producer_id_source(Arc::new(producer_ids::EtcdProducerIds { etcd: etcd.clone() }));
         let (lease_tx, lease) = watch::channel(Lease::NONE);
         let (elected_tx, controller) = watch::channel(false);
-        let initial = Topology { this: info.id, cluster_id: cluster_id.into(), ..Default::default() };
+        let ready = handover::Ready::default();
+        let initial =
+            Topology { this: info.id, cluster_id: cluster_id.into(), ready: ready.clone(), ..Default::default() };
         let (view, _) = watch::channel(Arc::new(initial));
         let node_id = info.id;
         let (applied_tx, applied) = watch::channel(0i64);
@@ -84,6 +93,8 @@ impl Cluster {
             lease,
             controller,
             view,
+            ready,
+            hooks: Arc::new(std::sync::OnceLock::new()),
             catalog: Catalog::new(etcd.clone(), applied.clone()),
             tasks: parking_lot::Mutex::new(Vec::new()),
         });
@@ -101,6 +112,20 @@ impl Cluster {
                 shutdown.clone(),
             )),
         ];
+        let op = storage.segment_store().operator().clone();
+        let (shipper, shipping) =
+            wal::start(op.clone(), storage.clone(), node_id, cluster.lease.clone(), metrics.clone(), shutdown.clone());
+        storage.set_shipper(shipper.clone());
+        tasks.push(shipping);
+        tasks.push(tokio::spawn(handover::run(
+            cluster.clone(),
+            storage.clone(),
+            op,
+            shipper,
+            cluster.hooks.clone(),
+            metrics,
+            shutdown.clone(),
+        )));
         tasks.push(tokio::spawn(catalog::follow(etcd.clone(), storage, applied_tx, shutdown.clone())));
         tasks.push(tokio::spawn(assign::run(
             etcd.clone(),
@@ -134,6 +159,11 @@ impl Cluster {
         }
     }
 
+    /// Sets what must follow partition ownership besides the data (once).
+    pub fn set_hooks(&self, hooks: Arc<dyn handover::Hooks>) {
+        let _ = self.hooks.set(hooks);
+    }
+
     /// The current view.
     pub fn topology(&self) -> Arc<Topology> {
         self.view.borrow().clone()
@@ -159,6 +189,9 @@ impl Cluster {
             let held = *lease.borrow_and_update();
             let live = held.live(Instant::now());
             let was = self.view.borrow().live;
+            if self.view.borrow().lease != held.id {
+                self.update(|t| t.lease = held.id);
+            }
             if was != live {
                 if was {
                     tracing::warn!(

@@ -47,6 +47,11 @@ pub struct Topology {
     pub assignments: HashMap<Arc<str>, Arc<Vec<Option<Owner>>>>,
     /// The cluster id clients see in Metadata.
     pub cluster_id: Arc<str>,
+    /// The etcd lease this broker holds (0: none).
+    pub lease: i64,
+    /// Partitions rebuilt here and served, with the epoch and lease they were taken
+    /// over at (shared by every view: the handover task keeps it).
+    pub ready: super::handover::Ready,
 }
 
 impl Topology {
@@ -60,6 +65,8 @@ impl Topology {
             live: true,
             owns_everything: true,
             assignments: HashMap::new(),
+            lease: 0,
+            ready: Default::default(),
         }
     }
 
@@ -72,9 +79,19 @@ impl Topology {
         owners.get(usize::try_from(partition).ok()?).copied().flatten()
     }
 
-    /// Whether this broker may serve `topic`'s `partition` now.
+    /// Whether this broker may serve `topic`'s `partition` now: it owns it, holds
+    /// its lease and has taken the partition over at the current epoch.
     pub fn serves(&self, topic: &str, partition: i32) -> bool {
-        self.live && self.owner(topic, partition).is_some_and(|o| o.broker == self.this)
+        self.live
+            && self
+                .owner(topic, partition)
+                .is_some_and(|o| o.broker == self.this && self.taken_over(topic, partition, o.epoch))
+    }
+
+    /// Whether the partition is rebuilt here at `epoch` under the current lease.
+    pub fn taken_over(&self, topic: &str, partition: i32, epoch: i32) -> bool {
+        self.owns_everything
+            || self.ready.get(&(Arc::<str>::from(topic), partition)).is_some_and(|r| *r == (epoch, self.lease))
     }
 
     pub fn broker(&self, id: i32) -> Option<&BrokerInfo> {
@@ -100,11 +117,15 @@ mod tests {
 
     #[test]
     fn a_cluster_broker_serves_only_what_it_owns_while_live() {
-        let mut t = Topology { this: 1, live: true, brokers: vec![info(1), info(2)], ..Default::default() };
+        let mut t = Topology { this: 1, live: true, lease: 7, brokers: vec![info(1), info(2)], ..Default::default() };
         t.assignments.insert(
             "t".into(),
             Arc::new(vec![Some(Owner { broker: 1, epoch: 4 }), Some(Owner { broker: 2, epoch: 1 }), None]),
         );
+        assert!(!t.serves("t", 0), "not before it is taken over");
+        t.ready.insert(("t".into(), 0), (4, 6));
+        assert!(!t.serves("t", 0), "not when taken over under another lease");
+        t.ready.insert(("t".into(), 0), (4, 7));
         assert!(t.serves("t", 0));
         assert!(!t.serves("t", 1));
         assert!(!t.serves("t", 2));

@@ -20,6 +20,8 @@ pub enum StorageError {
     JournalFailed(String),
     #[error("broker is shutting down")]
     ShuttingDown,
+    #[error("this broker does not lead the partition (any more)")]
+    NotLeader,
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -126,6 +126,9 @@ struct Candidate {
 struct Part {
     topic: Arc<Topic>,
     partition: Arc<PartitionLog>,
+    /// The log's generation when its batches were read: a log rebuilt since
+    /// (cluster mode) keeps its own batches, this segment is not sealed into it.
+    generation: u64,
     count: usize,
     meta: SegmentMeta,
 }
@@ -259,8 +262,9 @@ impl Storage {
         limit: u64,
         settings: &FlushSettings,
     ) -> Result<Part, StorageError> {
-        let (chunks, locations) = {
+        let (chunks, locations, generation) = {
             let st = c.partition.state.lock();
+            let generation = c.partition.generation();
             let cached_from = st.batches.len() - st.cache.len();
             let mut chunks = Vec::new();
             let mut locations = Vec::new();
@@ -278,7 +282,7 @@ impl Storage {
                 });
                 locations.push(b);
             }
-            (chunks, locations)
+            (chunks, locations, generation)
         };
         let at = writer.written();
         let store_err = |e: tributary_tiering::TieringError| StorageError::SegmentStore(e.to_string());
@@ -328,7 +332,7 @@ impl Storage {
             max_timestamp: f.max_timestamp,
             max_timestamp_batch: max_ts.1,
         };
-        Ok(Part { topic: c.topic.clone(), partition: c.partition.clone(), count: locations.len(), meta })
+        Ok(Part { topic: c.topic.clone(), partition: c.partition.clone(), generation, count: locations.len(), meta })
     }
 
     /// Uploads one object holding a segment of each item (candidate, at most that
@@ -391,7 +395,12 @@ impl Storage {
                 max_timestamp: m.max_timestamp,
                 max_timestamp_batch: m.max_timestamp_batch,
             };
-            let freed = p.partition.state.lock().seal_front(p.count, sealed, now);
+            let mut st = p.partition.state.lock();
+            if p.partition.generation() != p.generation {
+                continue;
+            }
+            let freed = st.seal_front(p.count, sealed, now);
+            drop(st);
             self.cache_total.fetch_sub(freed, Ordering::Relaxed);
         }
         tracing::debug!(%key, bytes = len, "sealed");

@@ -40,8 +40,8 @@ use uuid::Uuid;
 
 use checkpoint::Checkpoint;
 pub use error::StorageError;
-pub use journal::Appended;
 use journal::{files::JournalFiles, writer::WriterSettings, Append, Journal};
+pub use journal::{Appended, Shipment, Shipper};
 use metadata_log::{ManifestEntry, MetaRecord, MetadataLog, PartitionRecord, TopicRecord};
 use partition::{Chunk, Sealed};
 pub use partition::{PartitionLog, PartitionOffsets};
@@ -116,6 +116,8 @@ pub struct Storage {
     metrics: Arc<Metrics>,
     /// Compaction bookkeeping of compacted partitions, by journal id.
     compaction: Mutex<HashMap<u64, compaction::CleanState>>,
+    /// Cluster mode: the slot of the journal-object shipper the writer uses.
+    shipper: Option<Arc<std::sync::OnceLock<Arc<dyn Shipper>>>>,
     /// The data directory's lock, held for the life of the engine.
     _lock: std::fs::File,
 }
@@ -146,6 +148,18 @@ impl Storage {
     ) -> Result<Arc<Self>, StorageError> {
         let data_dir: PathBuf = config.data_dir.clone();
         let lock = lock_data_dir(&data_dir)?;
+        if config.cluster.enabled() {
+            // Cluster mode: the local disk is only a cache. What this broker owns it
+            // rebuilds from the object store (what it wrote and never acknowledged must
+            // not come back), and the catalog comes from etcd.
+            for dir in ["meta", "journal"] {
+                match std::fs::remove_dir_all(data_dir.join(dir)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StorageError::io(format!("clearing the local cache {dir}"))(e)),
+                }
+            }
+        }
         let op = tributary_tiering::operator(&config.storage, &data_dir)
             .map_err(|e| StorageError::SegmentStore(e.to_string()))?;
         let store = SegmentStore::new(
@@ -205,6 +219,7 @@ impl Storage {
         let cache = cache::CacheBudget::new(config.cache.partition_bytes, config.cache.total_bytes, metrics.clone());
         let cache_total = cache.total.clone();
         let (durable_tx, durable) = watch::channel(0u64);
+        let shipper = config.cluster.enabled().then(|| Arc::new(std::sync::OnceLock::new()));
         let journal = Journal::start(
             files,
             replayed.start,
@@ -213,6 +228,7 @@ impl Storage {
                 file_bytes: config.journal.file_bytes,
                 group_commit_bytes: config.journal.group_commit_bytes,
                 faults,
+                shipper: shipper.clone(),
             },
             Duration::from_millis(config.journal.fsync_interval_ms),
             config.journal.queue_depth,
@@ -243,6 +259,7 @@ impl Storage {
             checkpoint_bytes: config.journal.checkpoint_bytes,
             metrics,
             compaction: Mutex::new(HashMap::new()),
+            shipper,
             _lock: lock,
         }))
     }
@@ -352,7 +369,10 @@ impl Storage {
             return Ok(t);
         }
         let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
-        match self.create_topic(name, partitions, configs).await {
+        // The same id on every broker of a cluster (journal objects and partition
+        // histories name topics by id), derived from the name.
+        let id = Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("tributary/{name}").as_bytes());
+        match self.create_topic_as(name, id, partitions, configs).await {
             Err(StorageError::TopicExists(_)) => {
                 self.topic(name).ok_or_else(|| StorageError::UnknownTopic(name.into()))
             }
@@ -563,7 +583,37 @@ impl Storage {
         log_append_time: bool,
     ) -> Result<PendingAppend, StorageError> {
         let partition = partition.clone();
-        self.journal.submit(move |reply| Append { partition, batches, log_append_time, reply }).await
+        self.journal.submit(move |reply| Append { partition, batches, log_append_time, recovered: false, reply }).await
+    }
+
+    /// Cluster mode: appends batches recovered from the object store while taking a
+    /// partition over, with their offsets (the first must be the log end) and leader
+    /// epochs as they are; taken on a fenced partition.
+    pub async fn submit_recovered(
+        &self,
+        partition: &Arc<PartitionLog>,
+        batches: Vec<(BatchHeader, Bytes)>,
+    ) -> Result<PendingAppend, StorageError> {
+        let partition = partition.clone();
+        self.journal
+            .submit(move |reply| Append { partition, batches, log_append_time: false, recovered: true, reply })
+            .await
+    }
+
+    /// Cluster mode: where group commits go to become durable (journal objects);
+    /// appends are refused until it is set.
+    pub fn set_shipper(&self, shipper: Arc<dyn Shipper>) {
+        if let Some(slot) = &self.shipper {
+            let _ = slot.set(shipper);
+        }
+    }
+
+    /// Cluster mode: empties a partition's log before it is rebuilt from the object
+    /// store (its local contents are only a cache of what some owner wrote).
+    pub fn reset_partition(&self, partition: &PartitionLog, start: i64) {
+        let freed = partition.reset(start);
+        self.cache_total.fetch_sub(freed, Ordering::Relaxed);
+        self.compaction.lock().remove(&partition.id);
     }
 
     /// Reads whole batches from `offset` up to `max_bytes` (at least one batch when

@@ -9,7 +9,7 @@
 //! partition is a few hundred bytes.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -57,6 +57,16 @@ pub struct PartitionLog {
     pub topic: Arc<str>,
     pub index: i32,
     deleted: AtomicBool,
+    /// Cluster mode: set while this broker does not lead the partition; the journal
+    /// then refuses appends (NOT_LEADER_OR_FOLLOWER), except recovered ones.
+    fenced: AtomicBool,
+    /// Cluster mode: the leader epoch written into new batches.
+    leader_epoch: AtomicI32,
+    /// Bumped when the log is rebuilt (cluster mode, on taking the partition over):
+    /// work planned on the log before (a flush, a group commit) is dropped.
+    generation: AtomicU64,
+    /// Appends committed by the journal writer and not yet published or refused.
+    unpublished: AtomicUsize,
     pub(crate) state: Mutex<LogState>,
 }
 
@@ -204,6 +214,10 @@ impl PartitionLog {
             topic,
             index,
             deleted: AtomicBool::new(false),
+            fenced: AtomicBool::new(false),
+            leader_epoch: AtomicI32::new(0),
+            generation: AtomicU64::new(0),
+            unpublished: AtomicUsize::new(0),
             state: Mutex::new(LogState {
                 log_start_offset,
                 next_offset: log_start_offset,
@@ -277,6 +291,51 @@ impl PartitionLog {
 
     pub(crate) fn is_deleted(&self) -> bool {
         self.deleted.load(Ordering::Acquire)
+    }
+
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
+    }
+
+    /// Cluster mode: refuse (`true`) or take (`false`) new appends.
+    pub fn set_fenced(&self, fenced: bool) {
+        self.fenced.store(fenced, Ordering::Release);
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    pub fn set_leader_epoch(&self, epoch: i32) {
+        self.leader_epoch.store(epoch, Ordering::Release);
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Appends the journal took for this partition and has not answered yet.
+    pub fn unpublished(&self) -> usize {
+        self.unpublished.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn add_unpublished(&self, n: usize) {
+        self.unpublished.fetch_add(n, Ordering::AcqRel);
+    }
+
+    pub(crate) fn sub_unpublished(&self, n: usize) {
+        self.unpublished.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Empties the log (cluster mode, before rebuilding it from the object store):
+    /// a new generation, nothing sealed, nothing cached, offsets from `start`.
+    /// Returns the cache bytes freed.
+    pub(crate) fn reset(&self, start: i64) -> u64 {
+        let mut st = self.state.lock();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let freed = st.cache_bytes;
+        *st = LogState { log_start_offset: start, next_offset: start, high_watermark: start, ..Default::default() };
+        freed
     }
 
     /// Marks the partition deleted and drops its cached batches; returns the bytes freed.

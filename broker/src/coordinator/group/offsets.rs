@@ -133,27 +133,57 @@ impl GroupCoordinator {
     /// Creates `__consumer_offsets` if needed and replays it. Returns offsets loaded.
     pub(super) async fn load_offsets(&self) -> anyhow::Result<usize> {
         let topic = self.storage.internal_topic(OFFSETS_TOPIC, self.settings.offsets_partitions).await?;
-        let now = self.now();
+        let mut total = 0;
         for partition in &topic.partitions {
-            self.storage
-                .replay_records(partition, |header, batch, record| match mark_of(header, batch) {
-                    // A marker's (only) record ends the producer's pending offsets.
-                    Some(TxnMark::End { producer_id, commit }) => {
-                        for g in self.groups.iter() {
+            total += self.replay_partition(partition).await?;
+        }
+        Ok(total)
+    }
+
+    /// Cluster mode: this broker now owns `__consumer_offsets` partition `index`
+    /// (rebuilt from the object store): forget what it knew of its groups and
+    /// replay it. Returns offsets loaded.
+    pub async fn load_partition(&self, index: i32) -> anyhow::Result<usize> {
+        self.unload_partition(index);
+        let topic = self.storage.topic(OFFSETS_TOPIC).ok_or_else(|| anyhow::anyhow!("{OFFSETS_TOPIC} missing"))?;
+        let partition = topic.partition(index).ok_or_else(|| anyhow::anyhow!("{OFFSETS_TOPIC}-{index} missing"))?;
+        self.replay_partition(partition).await
+    }
+
+    /// Cluster mode: `__consumer_offsets` partition `index` went to another broker:
+    /// its groups are coordinated there now.
+    pub fn unload_partition(&self, index: i32) {
+        self.groups.retain(|name, _| self.offsets_partition_index(name) != Ok(index));
+    }
+
+    /// Replays one partition of `__consumer_offsets` into the groups it holds.
+    async fn replay_partition(&self, partition: &Arc<PartitionLog>) -> anyhow::Result<usize> {
+        let now = self.now();
+        let index = partition.index;
+        self.storage
+            .replay_records(partition, |header, batch, record| match mark_of(header, batch) {
+                // A marker's (only) record ends the producer's pending offsets.
+                Some(TxnMark::End { producer_id, commit }) => {
+                    for g in self.groups.iter() {
+                        if self.offsets_partition_index(g.key()).is_ok_and(|i| i == index) {
                             g.value().lock().end_transaction(producer_id, commit);
                         }
                     }
-                    Some(TxnMark::Data { producer_id }) => {
-                        self.replay_pending(producer_id, record.offset, record.key, record.value)
-                    }
-                    None if header.is_control() => {}
-                    None => self.replay(record.offset, record.key, record.value, now),
-                })
-                .await?;
-        }
+                }
+                Some(TxnMark::Data { producer_id }) => {
+                    self.replay_pending(producer_id, record.offset, record.key, record.value)
+                }
+                None if header.is_control() => {}
+                None => self.replay(record.offset, record.key, record.value, now),
+            })
+            .await?;
         // A group loaded from its offsets counts as empty since its last commit.
         let mut total = 0;
+        let mine = |name: &str| self.offsets_partition_index(name).is_ok_and(|i| i == index);
         for entry in self.groups.iter() {
+            if !mine(entry.key()) {
+                continue;
+            }
             let mut g = entry.value().lock();
             total += g.offsets.len();
             let last = g.offsets.values().map(|s| s.committed.commit_timestamp).max().unwrap_or(now);
@@ -161,7 +191,10 @@ impl GroupCoordinator {
                 c.empty_since = last;
             }
         }
-        self.groups.retain(|_, g| {
+        self.groups.retain(|name, g| {
+            if !mine(name) {
+                return true;
+            }
             let g = g.lock();
             !g.offsets.is_empty() || !g.pending.is_empty()
         });

@@ -18,8 +18,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tributary_config::Durability;
 
 pub(crate) use writer::Append;
-pub use writer::Appended;
 pub(crate) use writer::WriterHealth;
+pub use writer::{Appended, Shipment, Shipper};
 use writer::{Writer, WriterSettings};
 
 use crate::metrics::Metrics;

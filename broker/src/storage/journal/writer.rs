@@ -54,6 +54,10 @@ pub(crate) struct Append {
     pub(crate) partition: Arc<PartitionLog>,
     pub(crate) batches: Vec<(BatchHeader, Bytes)>,
     pub(crate) log_append_time: bool,
+    /// Batches recovered from the object store (cluster mode, taking a partition
+    /// over): their offsets and leader epochs are kept, they are taken on a fenced
+    /// partition, and producers are recorded, never checked.
+    pub(crate) recovered: bool,
     pub(crate) reply: oneshot::Sender<Result<Appended, StorageError>>,
 }
 
@@ -65,11 +69,84 @@ pub(crate) struct WriterSettings {
     pub(crate) group_commit_bytes: u64,
     /// Injected faults (tests only).
     pub(crate) faults: Option<super::faults::Faults>,
+    /// Cluster mode: where written group commits go before they are published (the
+    /// journal objects); until one is set, appends are refused.
+    pub(crate) shipper: Option<Arc<std::sync::OnceLock<Arc<dyn Shipper>>>>,
+}
+
+/// Cluster mode: takes each locally written group commit, makes it durable in the
+/// object store and then publishes it ([`Shipment::publish`]), strictly in the order
+/// shipped; or refuses it (never acknowledged).
+pub trait Shipper: Send + Sync + std::fmt::Debug {
+    /// Takes the next group commit; may block while too many are in flight.
+    fn ship(&self, shipment: Shipment);
+    /// Why new appends are refused now (the object store is failing), if they are.
+    fn refusal(&self) -> Option<StorageError>;
+}
+
+/// A group commit written to the local journal, not yet published.
+pub struct Shipment {
+    written: Written,
+    publisher: Arc<Publisher>,
+}
+
+impl std::fmt::Debug for Shipment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shipment").field("bytes", &self.written.data.len()).finish()
+    }
+}
+
+impl Shipment {
+    /// The group's journal entries (framed as in the local journal, trailing
+    /// padding left out).
+    pub fn data(&self) -> Bytes {
+        let end = self.written.placed.iter().flat_map(|p| p.batches.iter().map(|(_, r, _)| r.end)).max().unwrap_or(0);
+        self.written.data.slice(..end)
+    }
+
+    /// The partitions with entries in it: (journal id, topic, partition).
+    pub fn partitions(&self) -> Vec<(u64, Arc<str>, i32)> {
+        let mut out: Vec<(u64, Arc<str>, i32)> = Vec::new();
+        for p in &self.written.placed {
+            if !p.batches.is_empty() && !out.iter().any(|(id, _, _)| *id == p.partition.id) {
+                out.push((p.partition.id, p.partition.topic.clone(), p.partition.index));
+            }
+        }
+        out
+    }
+
+    /// Durable: make it visible and answer its appends.
+    pub fn publish(self) {
+        self.publisher.publish(self.written);
+    }
+
+    /// Never to be acknowledged: answer its appends with `error`.
+    pub fn refuse(self, error: impl Fn() -> StorageError) {
+        self.publisher.refuse(self.written, error);
+    }
+}
+
+/// A group commit written locally, waiting to be published.
+struct Written {
+    base_position: u64,
+    data: Bytes,
+    placed: Vec<Placed>,
+    now: i64,
+}
+
+/// Publishes written group commits: high watermarks, the cache, the answers.
+pub(crate) struct Publisher {
+    files: Arc<JournalFiles>,
+    cache: Mutex<CacheBudget>,
+    durable: watch::Sender<u64>,
+    metrics: Arc<Metrics>,
 }
 
 /// Batches of one append placed in the group's buffer, waiting for the write.
 struct Placed {
     partition: Arc<PartitionLog>,
+    /// The partition's generation when placed: a log rebuilt since drops it.
+    generation: u64,
     /// Taken once the append is answered (with an error while its write is retried).
     reply: Option<oneshot::Sender<Result<Appended, StorageError>>>,
     outcome: Appended,
@@ -125,8 +202,7 @@ pub(crate) struct Writer {
     pub(crate) current: Arc<Mutex<Option<File>>>,
     pub(crate) file_start: u64,
     pub(crate) position: u64,
-    pub(crate) cache: CacheBudget,
-    pub(crate) durable: watch::Sender<u64>,
+    publisher: Arc<Publisher>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) health: Arc<WriterHealth>,
     unwritten: Option<Unwritten>,
@@ -149,7 +225,9 @@ impl Writer {
         metrics: Arc<Metrics>,
         health: Arc<WriterHealth>,
     ) -> Self {
-        Writer { settings, files, current, file_start, position, cache, durable, metrics, health, unwritten: None }
+        let publisher =
+            Arc::new(Publisher { files: files.clone(), cache: Mutex::new(cache), durable, metrics: metrics.clone() });
+        Writer { settings, files, current, file_start, position, publisher, metrics, health, unwritten: None }
     }
 
     /// Runs until every sender is gone, then syncs the file one last time.
@@ -240,7 +318,7 @@ impl Writer {
         match self.write(&unwritten.buf) {
             Ok(()) => {
                 tracing::info!(position = self.position, "journal write retried successfully");
-                self.publish(unwritten);
+                self.written(unwritten);
                 self.recovered();
                 true
             }
@@ -272,15 +350,45 @@ impl Writer {
         let mut buf = entry::aligned_buffer(bytes + group.len() * HEADER_LEN + BLOCK + HEADER_LEN);
         let now = crate::clock::now_ms();
         let mut placed = Vec::with_capacity(group.len());
+        let shipper = self.settings.shipper.as_ref().map(|s| s.get().cloned());
+        let refusal = match &shipper {
+            None => None,
+            Some(None) => Some(StorageError::NotLeader),
+            Some(Some(s)) => s.refusal(),
+        };
         for a in group {
             if a.partition.is_deleted() {
                 let _ = a.reply.send(Err(StorageError::UnknownPartition));
                 continue;
             }
+            if !a.recovered {
+                if a.partition.is_fenced() {
+                    let _ = a.reply.send(Err(StorageError::NotLeader));
+                    continue;
+                }
+                if let Some(e) = &refusal {
+                    let _ = a.reply.send(Err(match e {
+                        StorageError::NotLeader => StorageError::NotLeader,
+                        other => StorageError::JournalFailed(other.to_string()),
+                    }));
+                    continue;
+                }
+            }
             let mut st = a.partition.state.lock();
+            let generation = a.partition.generation();
             // Produce carries one batch per partition (v3+), the only kind an idempotent
             // producer sends; larger appends are never idempotent.
             let verdict = match a.batches.as_slice() {
+                _ if a.recovered => match a.batches.first() {
+                    Some((h, _)) if h.base_offset != st.next_offset => Err(StorageError::Corrupt {
+                        position: 0,
+                        reason: format!(
+                            "recovered batch at offset {} does not follow the log end {}",
+                            h.base_offset, st.next_offset
+                        ),
+                    }),
+                    _ => Ok(Verdict::Append),
+                },
                 [(header, _)] => st.check_producer(header),
                 _ => Ok(Verdict::Append),
             };
@@ -290,8 +398,10 @@ impl Writer {
                     drop(st);
                     // Answered with the original offsets once this group is durable,
                     // which also covers an original still in this group.
+                    a.partition.add_unpublished(1);
                     placed.push(Placed {
                         partition: a.partition,
+                        generation,
                         reply: Some(a.reply),
                         outcome: Appended { base_offset, last_offset, log_append_time: -1 },
                         batches: Vec::new(),
@@ -307,13 +417,15 @@ impl Writer {
             let mut batches = Vec::with_capacity(a.batches.len());
             let first_offset = st.next_offset;
             for (header, bytes) in &a.batches {
-                let base = st.next_offset;
+                let base = if a.recovered { header.base_offset } else { st.next_offset };
                 let range = entry::encode(&mut buf, KIND_BATCH, a.partition.id, bytes);
                 let payload = &mut buf[range.clone()];
-                batch::set_base_offset(payload, base);
-                batch::set_partition_leader_epoch(payload, 0);
+                if !a.recovered {
+                    batch::set_base_offset(payload, base);
+                    batch::set_partition_leader_epoch(payload, a.partition.leader_epoch());
+                }
                 let mut max_timestamp = header.max_timestamp;
-                if a.log_append_time {
+                if a.log_append_time && !a.recovered {
                     batch::set_log_append_time(payload, now);
                     max_timestamp = now;
                 }
@@ -332,8 +444,10 @@ impl Writer {
             }
             let last_offset = st.next_offset - 1;
             drop(st);
+            a.partition.add_unpublished(1);
             placed.push(Placed {
                 partition: a.partition,
+                generation,
                 reply: Some(a.reply),
                 outcome: Appended {
                     base_offset: first_offset,
@@ -343,9 +457,10 @@ impl Writer {
                 batches,
             });
         }
-        if buf.is_empty() {
+        if buf.is_empty() && shipper.is_none() {
             for p in placed {
                 if let Some(reply) = p.reply {
+                    p.partition.sub_unpublished(1);
                     let _ = reply.send(Ok(p.outcome));
                 }
             }
@@ -364,13 +479,19 @@ impl Writer {
     /// Writes a group commit and publishes it; on failure answers its appends
     /// (retriably) and keeps its bytes to be written again at this position.
     fn persist(&mut self, mut group: Unwritten) {
+        if group.buf.is_empty() {
+            // Only duplicates: nothing to write, answered in order with the rest.
+            self.written(group);
+            return;
+        }
         match self.write(&group.buf) {
-            Ok(()) => self.publish(group),
+            Ok(()) => self.written(group),
             Err(e) => {
                 let reason = format!("journal write at position {} failed: {e}", self.position);
                 self.failure(&e, reason.clone());
                 for p in &mut group.placed {
                     if let Some(reply) = p.reply.take() {
+                        p.partition.sub_unpublished(1);
                         let _ = reply.send(Err(StorageError::JournalFailed(reason.clone())));
                     }
                 }
@@ -379,46 +500,20 @@ impl Writer {
         }
     }
 
-    /// Makes a written group visible: positions, high watermarks, the cache, the
-    /// answers to its appends (those not answered already).
-    fn publish(&mut self, written: Unwritten) {
-        let Unwritten { buf, placed, now } = written;
+    /// A group is on the local disk: move the journal's end past it, then publish it
+    /// (single node) or ship it to the object store, which publishes it (cluster).
+    fn written(&mut self, group: Unwritten) {
+        let Unwritten { buf, placed, now } = group;
         let base_position = self.position;
         self.position += buf.len() as u64;
         self.files.set_end(self.position);
-        let data = buf.freeze();
-        self.metrics.journal_bytes.inc_by(data.len() as u64);
+        self.metrics.journal_bytes.inc_by(buf.len() as u64);
         self.metrics.journal_commits.inc();
-        // A cached batch that slices the group buffer keeps all of it alive. Share the
-        // buffer only with a partition that owns at least half of it, so memory pinned
-        // by the cache stays within twice what the cache budget counts; copy the
-        // batches of partitions that had a small part of the group.
-        let mut owned: HashMap<u64, usize> = HashMap::with_capacity(placed.len());
-        for p in &placed {
-            *owned.entry(p.partition.id).or_default() += p.batches.iter().map(|(_, r, _)| r.len()).sum::<usize>();
+        let written = Written { base_position, data: buf.freeze(), placed, now };
+        match self.settings.shipper.as_ref().and_then(|s| s.get()) {
+            Some(shipper) => shipper.ship(Shipment { written, publisher: self.publisher.clone() }),
+            None => self.publisher.publish(written),
         }
-        for p in placed {
-            let share = owned.get(&p.partition.id).is_some_and(|&n| n * 2 >= data.len());
-            let mut st = p.partition.state.lock();
-            for (mut location, range, mark) in p.batches {
-                location.position = base_position + range.start as u64;
-                st.high_watermark = location.last_offset + 1;
-                if let Some(mark) = mark {
-                    st.apply_txn(mark, location.base_offset, location.last_offset);
-                }
-                st.push_batch(location, now);
-                let cached = if share { data.slice(range) } else { Bytes::copy_from_slice(&data[range]) };
-                self.cache.admit(&p.partition, &mut st, cached);
-            }
-            drop(st);
-            self.metrics.journal_appends.inc();
-            if let Some(reply) = p.reply {
-                let _ = reply.send(Ok(p.outcome));
-            }
-        }
-        self.cache.enforce();
-        self.files.set_published(self.position);
-        self.durable.send_modify(|v| *v += 1);
         if self.position - self.file_start >= self.settings.file_bytes {
             if let Err(e) = self.roll() {
                 let reason = format!("cannot start a new journal file at position {}: {e}", self.position);
@@ -481,6 +576,67 @@ impl Writer {
         *current = Some(next);
         tracing::info!(ms = started.elapsed().as_millis() as u64, position = self.position, "journal file rolled");
         Ok(())
+    }
+}
+
+impl Publisher {
+    /// Makes a written group visible: high watermarks, the cache, the answers to its
+    /// appends (those not answered already). Groups are published in journal order.
+    fn publish(&self, written: Written) {
+        let Written { base_position, data, placed, now } = written;
+        // A cached batch that slices the group buffer keeps all of it alive. Share the
+        // buffer only with a partition that owns at least half of it, so memory pinned
+        // by the cache stays within twice what the cache budget counts; copy the
+        // batches of partitions that had a small part of the group.
+        let mut owned: HashMap<u64, usize> = HashMap::with_capacity(placed.len());
+        for p in &placed {
+            *owned.entry(p.partition.id).or_default() += p.batches.iter().map(|(_, r, _)| r.len()).sum::<usize>();
+        }
+        let mut cache = self.cache.lock();
+        for p in placed {
+            let share = owned.get(&p.partition.id).is_some_and(|&n| n * 2 >= data.len());
+            let mut st = p.partition.state.lock();
+            if p.generation != p.partition.generation() {
+                // The log was rebuilt after this was placed (cluster mode): not ours.
+                drop(st);
+                if let Some(reply) = p.reply {
+                    p.partition.sub_unpublished(1);
+                    let _ = reply.send(Err(StorageError::NotLeader));
+                }
+                continue;
+            }
+            for (mut location, range, mark) in p.batches {
+                location.position = base_position + range.start as u64;
+                st.high_watermark = location.last_offset + 1;
+                if let Some(mark) = mark {
+                    st.apply_txn(mark, location.base_offset, location.last_offset);
+                }
+                st.push_batch(location, now);
+                let cached = if share { data.slice(range) } else { Bytes::copy_from_slice(&data[range]) };
+                cache.admit(&p.partition, &mut st, cached);
+            }
+            drop(st);
+            self.metrics.journal_appends.inc();
+            if let Some(reply) = p.reply {
+                p.partition.sub_unpublished(1);
+                let _ = reply.send(Ok(p.outcome));
+            }
+        }
+        cache.enforce();
+        drop(cache);
+        self.files.set_published(base_position + data.len() as u64);
+        self.durable.send_modify(|v| *v += 1);
+    }
+
+    /// A written group that will never be acknowledged (cluster mode: this broker
+    /// lost its lease before the group was durable in the object store).
+    fn refuse(&self, written: Written, error: impl Fn() -> StorageError) {
+        for p in written.placed {
+            if let Some(reply) = p.reply {
+                p.partition.sub_unpublished(1);
+                let _ = reply.send(Err(error()));
+            }
+        }
     }
 }
 
