@@ -43,7 +43,7 @@ _admins = {}
 
 def admin_of(node):
     if node.address not in _admins:
-        _admins[node.address] = AdminClient({"bootstrap.servers": node.address})
+        _admins[node.address] = AdminClient({"bootstrap.servers": node.address, "socket.timeout.ms": 5000})
     return _admins[node.address]
 
 
@@ -73,7 +73,7 @@ def make_topic(cluster, topic):
 
 def served(bootstrap, topic):
     """Every partition answers ListOffsets (its owner has taken it over)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe"})
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe", "socket.timeout.ms": 5000})
     try:
         for p in range(PARTITIONS):
             c.get_watermark_offsets(TopicPartition(topic, p), timeout=2)
@@ -98,8 +98,11 @@ class Load:
         self.sent = [0] * producers
 
     def run(self, i, n, pace):
+        # A paused broker answers nothing: requests to it time out after 5 s (not the
+        # default 30-60 s), then go to the new owner.
         p = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True, "acks": "all",
                       "linger.ms": 2, "message.timeout.ms": 120000, "retry.backoff.ms": 50,
+                      "request.timeout.ms": 5000, "socket.timeout.ms": 5000,
                       "topic.metadata.refresh.interval.ms": 1000})
 
         def done(err, msg):
@@ -256,15 +259,14 @@ def test_a_paused_broker_acknowledges_nothing_after_its_partitions_are_taken_ove
         print(f"broker {victim.id} (the controller) SIGSTOPped; its partitions served elsewhere after {took:.2f}s")
         # Producers keep going on the new owners for a while before it wakes.
         target = load.progress() + 1000
-        wait_until(lambda: load.progress() >= target, timeout=60, what="more acks on the new owners")
+        wait_until(lambda: load.progress() >= target, timeout=90, what="more acks on the new owners")
     finally:
         victim.resume()
     resumed = time.monotonic()
     # It finds its lease gone, refuses what it had in flight, registers again and gets
     # partitions back by placement (taken over from the object store again).
-    wait_until(lambda: "not durable within the lease" in victim.log_tail(400)
-               or "etcd lease expired" in victim.log_tail(400), timeout=30,
-               what="the resumed broker to notice it lost its lease")
+    wait_until(lambda: "etcd lease lost" in victim.log_tail(400) or "etcd lease expired" in victim.log_tail(400),
+               timeout=30, what="the resumed broker to notice it lost its lease")
     everyone = {n.id for n in cluster.nodes}
     wait_until(lambda: set(leaders(survivors[0], topic).values()) == everyone
                and served(cluster.bootstrap, topic), timeout=60, what="the resumed broker to own partitions again")

@@ -112,6 +112,13 @@ pub async fn run(
                             lease.send_replace(Lease::NONE);
                             break;
                         }
+                        // Past the deadline the lease may be gone (etcd answers "lease
+                        // not found"): only a new one helps.
+                        Err(e) if Instant::now() >= until || e.to_string().contains("not found") => {
+                            tracing::warn!(node_id = info.id, lease = held.0, error = %e, "etcd lease lost; registering again");
+                            lease.send_replace(Lease::NONE);
+                            break;
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "etcd lease renewal failed; retrying");
                             next_renewal = Instant::now() + Duration::from_millis(250).min(ttl / 4);
