@@ -275,3 +275,47 @@ def test_a_paused_broker_acknowledges_nothing_after_its_partitions_are_taken_ove
     seen = read_all(cluster.bootstrap, topic)
     check(load, seen)
     print(f"{len(load.acked)} acknowledged, {len(seen)} read back, none missing or twice")
+
+
+def all_leaders(node):
+    md = admin_of(node).list_topics(timeout=10)
+    return {(t, p.id): p.leader for t, tm in md.topics.items() if tm.error is None
+            for p in tm.partitions.values() if p.error is None}
+
+
+def test_a_joining_broker_takes_a_fair_share_and_a_stopped_one_hands_over_without_loss(cluster):
+    topic = f"moves-{int(time.time() * 1000)}"
+    make_topic(cluster, topic)
+    before = all_leaders(cluster.nodes[0])
+    load = Load(cluster.bootstrap, topic, per_producer=6000)
+    load.start()
+    wait_until(lambda: load.progress() >= 1500, timeout=60, what="1500 acknowledged records before the join")
+
+    joined = cluster.add()
+    everyone = {n.id for n in cluster.nodes}
+
+    def settled():
+        now = all_leaders(cluster.nodes[0])
+        return now.keys() == before.keys() and set(now.values()) == everyone and served(cluster.bootstrap, topic) and now
+
+    after = wait_until(settled, timeout=60, interval=0.2, what="placement onto the new broker")
+    moved = sum(1 for k in before if before[k] != after[k])
+    total = len(before)
+    optimal = total / len(everyone)
+    counts = {b: list(after.values()).count(b) for b in everyone}
+    bound = -(-125 * total // (100 * len(everyone)))  # ceil(1.25 x total / N)
+    print(f"broker {joined.id} joined: {moved} of {total} partitions moved (optimal {optimal:.1f}); "
+          f"per broker {counts}, bound {bound}")
+    assert all(c <= bound for c in counts.values()), counts
+    assert moved <= 2 * optimal + 2, f"{moved} moved, optimal {optimal:.1f}"
+
+    leaving = cluster.nodes[1]
+    stopped = time.monotonic()
+    assert leaving.stop() == 0, "a clean shutdown"
+    took = takeover_time(cluster, leaving, topic, stopped)
+    print(f"broker {leaving.id} stopped with SIGTERM; its partitions served elsewhere after {took:.2f}s")
+    load.join()
+    live = ",".join(n.address for n in cluster.nodes if n is not leaving)
+    seen = read_all(live, topic)
+    check(load, seen)
+    print(f"{len(load.acked)} acknowledged, {len(seen)} read back, none missing or twice")
