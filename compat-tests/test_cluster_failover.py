@@ -65,10 +65,10 @@ def leaders(node, topic):
 
 def make_topic(cluster, topic):
     admin_of(cluster.nodes[0]).create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(timeout=15)
-    everyone = {n.id for n in cluster.nodes}
-    wait_until(lambda: set(leaders(cluster.nodes[0], topic).values()) == everyone
-               and len(leaders(cluster.nodes[0], topic)) == PARTITIONS,
-               timeout=30, what="leaders on every broker")
+    wait_until(lambda: len(leaders(cluster.nodes[0], topic)) == PARTITIONS and served(cluster.bootstrap, topic),
+               timeout=30, what="a served leader for every partition")
+    spread = list(leaders(cluster.nodes[0], topic).values())
+    print(f"{topic}: partitions per broker {dict((b, spread.count(b)) for b in sorted(set(spread)))}")
 
 
 def served(bootstrap, topic):
@@ -265,7 +265,7 @@ def test_a_paused_broker_acknowledges_nothing_after_its_partitions_are_taken_ove
     resumed = time.monotonic()
     # It finds its lease gone, refuses what it had in flight, registers again and gets
     # partitions back by placement (taken over from the object store again).
-    wait_until(lambda: "etcd lease lost" in victim.log_tail(400) or "etcd lease expired" in victim.log_tail(400),
+    wait_until(lambda: any(f"etcd lease {w}" in victim.log_tail(400) for w in ("lost", "expired", "deadline passed")),
                timeout=30, what="the resumed broker to notice it lost its lease")
     everyone = {n.id for n in cluster.nodes}
     wait_until(lambda: set(leaders(survivors[0], topic).values()) == everyone
@@ -317,5 +317,40 @@ def test_a_joining_broker_takes_a_fair_share_and_a_stopped_one_hands_over_withou
     load.join()
     live = ",".join(n.address for n in cluster.nodes if n is not leaving)
     seen = read_all(live, topic)
+    check(load, seen)
+    print(f"{len(load.acked)} acknowledged, {len(seen)} read back, none missing or twice")
+
+
+def test_etcd_and_the_object_store_unavailable_for_a_while_give_retriable_errors_and_lose_nothing(cluster):
+    topic = f"outage-{int(time.time() * 1000)}"
+    make_topic(cluster, topic)
+    load = Load(cluster.bootstrap, topic, per_producer=6000)
+    load.start()
+
+    # etcd gone for longer than the lease: every broker stops taking writes, then
+    # registers again and takes its partitions back from the object store.
+    wait_until(lambda: load.progress() >= 1500, timeout=60, what="1500 acknowledged records before etcd stops")
+    cluster.stop_etcd()
+    wait_until(lambda: all("etcd lease not renewed in time" in n.log_tail(200) for n in cluster.nodes),
+               timeout=30, what="every broker to stop taking writes without etcd")
+    acked_during = load.progress()
+    cluster.start_etcd()
+    back = time.monotonic()
+    wait_until(lambda: load.progress() >= acked_during + 1000, timeout=90, what="acks again once etcd is back")
+    print(f"etcd back: producing again after {time.monotonic() - back:.2f}s")
+
+    # The object store gone: journal objects cannot be written, appends are refused
+    # (KAFKA_STORAGE_ERROR, retriable) and those in flight retried until it is back.
+    cluster.stop_s3()
+    wait_until(lambda: any("journal object upload failed" in n.log_tail(300) for n in cluster.nodes),
+               timeout=30, what="a broker to see the object store gone")
+    acked_during = load.progress()
+    stalled = time.monotonic()
+    cluster.start_s3()
+    wait_until(lambda: load.progress() >= acked_during + 1000, timeout=90, what="acks again once S3 is back")
+    print(f"object store back: producing again after {time.monotonic() - stalled:.2f}s")
+
+    load.join()
+    seen = read_all(cluster.bootstrap, topic)
     check(load, seen)
     print(f"{len(load.acked)} acknowledged, {len(seen)} read back, none missing or twice")

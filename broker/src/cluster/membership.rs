@@ -101,6 +101,15 @@ pub async fn run(
                 }
                 _ = tokio::time::sleep_until(next_renewal) => {
                     let sent = Instant::now();
+                    if sent >= until {
+                        // Past the deadline this broker has acted as gone (refused
+                        // what it had in flight; others may have taken its partitions
+                        // over), even if etcd kept or restored the lease: a new one.
+                        tracing::warn!(node_id = info.id, lease = held.0, "etcd lease deadline passed; registering again under a new lease");
+                        lease.send_replace(Lease::NONE);
+                        let _ = etcd.revoke(held.0).await;
+                        break;
+                    }
                     match etcd.keep_alive_once(held.0).await {
                         Ok(left) if left > 0 => {
                             until = sent + Duration::from_secs(left as u64);
@@ -114,7 +123,7 @@ pub async fn run(
                         }
                         // Past the deadline the lease may be gone (etcd answers "lease
                         // not found"): only a new one helps.
-                        Err(e) if Instant::now() >= until || e.to_string().contains("not found") => {
+                        Err(e) if e.to_string().contains("not found") => {
                             tracing::warn!(node_id = info.id, lease = held.0, error = %e, "etcd lease lost; registering again");
                             lease.send_replace(Lease::NONE);
                             break;
