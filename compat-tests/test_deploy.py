@@ -21,10 +21,10 @@ import groups
 from conftest import unique
 
 DOCKER = pathlib.Path(__file__).resolve().parent.parent / "docker"
-COMPOSE_FILES = ["docker-compose.yml", "docker-compose.flink.yml"]
+COMPOSE_FILES = ["docker-compose.yml", "docker-compose.flink.yml", "docker-compose.cluster.yml"]
 
 
-@pytest.mark.parametrize("manifest", ["tributary.yaml", "flink.yaml"])
+@pytest.mark.parametrize("manifest", ["tributary.yaml", "tributary-cluster.yaml", "flink.yaml"])
 def test_kubernetes_manifests_validate_against_the_schemas(manifest):
     import kubernetes_validate
 
@@ -36,9 +36,9 @@ def test_kubernetes_manifests_validate_against_the_schemas(manifest):
         if doc["kind"] in ("Deployment", "StatefulSet"):
             assert doc["apiVersion"] == "apps/v1"
     kinds = {d["kind"] for d in docs}
-    if manifest == "tributary.yaml":
+    if manifest in ("tributary.yaml", "tributary-cluster.yaml"):
         assert kinds == {"ConfigMap", "Service", "StatefulSet"}
-        sts = next(d for d in docs if d["kind"] == "StatefulSet")
+        sts = next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "tributary")
         container = sts["spec"]["template"]["spec"]["containers"][0]
         assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
         assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
@@ -48,9 +48,51 @@ def test_kubernetes_manifests_validate_against_the_schemas(manifest):
         # The config the ConfigMap carries is one the broker accepts.
         toml = next(d for d in docs if d["kind"] == "ConfigMap")["data"]["tributary.toml"]
         import tomllib
-        tomllib.loads(toml)
+        parsed = tomllib.loads(toml)
+        env = {e["name"]: e.get("value", "from-a-secret") for e in container.get("env", [])}
+        env["TRIBUTARY_ADVERTISED_LISTENER"] = "tributary-0.tributary-headless:9092"
+        env.pop("POD_NAME", None)
+        assert_broker_accepts(toml, env)
+        if manifest == "tributary-cluster.yaml":
+            assert sts["spec"]["replicas"] >= 3, "several brokers"
+            assert parsed["cluster"]["etcd_endpoints"] and parsed["storage"]["backend"] == "s3"
+            assert parsed["node_id"] == -1, "node ids from etcd, so the StatefulSet can scale"
+            etcd = [d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "tributary-etcd"]
+            assert etcd, "etcd runs beside the brokers"
     else:
         assert {"ConfigMap", "Service", "Deployment"} <= kinds
+
+
+def assert_broker_accepts(toml_text, env):
+    """The broker's own configuration check accepts this file and environment."""
+    import os
+    import tempfile
+
+    from conftest import BINARY
+
+    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
+        f.write(toml_text)
+    try:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("TRIBUTARY_")}
+        r = subprocess.run([BINARY, "--config", f.name, "--check-config"], env={**clean, **env},
+                           capture_output=True, text=True, timeout=30)
+    finally:
+        os.unlink(f.name)
+    assert r.returncode == 0, f"the broker refuses this configuration: {r.stderr}"
+
+
+def test_the_cluster_compose_file_runs_brokers_that_find_each_other_through_etcd():
+    doc = yaml.safe_load((DOCKER / "docker-compose.cluster.yml").read_text())
+    services = doc["services"]
+    assert {"etcd", "s3", "broker"} <= set(services)
+    broker = services["broker"]
+    assert "ports" not in broker, "--scale broker=N needs no fixed host ports"
+    assert "volumes" not in broker, "the local disk is a cache: no volume shared by the replicas"
+    env = dict(broker["environment"])
+    assert env["TRIBUTARY_NODE_ID"] == "-1"
+    assert env["TRIBUTARY_CLUSTER_ETCD_ENDPOINTS"].startswith("http://etcd:")
+    env["TRIBUTARY_ADVERTISED_LISTENER"] = "172.18.0.5:9092"  # what the entrypoint sets
+    assert_broker_accepts("", env)
 
 
 def compose_available():

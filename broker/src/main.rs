@@ -28,6 +28,10 @@ struct Cli {
     /// HTTP listener for /metrics and /health, HOST:PORT [default: 127.0.0.1:9644].
     #[arg(long)]
     http_listen: Option<String>,
+    /// Check the configuration (file, environment, flags) and exit: 0 when it is
+    /// accepted, 2 with every problem named otherwise.
+    #[arg(long)]
+    check_config: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -58,6 +62,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if cli.check_config {
+        println!("configuration accepted");
+        return std::process::ExitCode::SUCCESS;
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();

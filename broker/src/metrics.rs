@@ -26,6 +26,8 @@ pub struct Metrics {
     pub wal_bytes: IntCounter,
     pub wal_put_errors: IntCounter,
     pub partitions_recovered: IntCounter,
+    pub partitions_handed_over: IntCounter,
+    pub partitions_led: IntGauge,
     pub recovery_seconds: Histogram,
     pub journal_write_seconds: Histogram,
     pub cache_bytes: IntGauge,
@@ -137,6 +139,14 @@ impl Metrics {
             partitions_recovered: counter(
                 "tributary_partitions_taken_over_total",
                 "Cluster mode: partitions this broker took over and rebuilt from the object store.",
+            ),
+            partitions_handed_over: counter(
+                "tributary_partitions_handed_over_total",
+                "Cluster mode: partitions this broker handed on cleanly (a move, a shutdown).",
+            ),
+            partitions_led: gauge(
+                "tributary_cluster_partitions_led",
+                "Cluster mode: partitions this broker has taken over and serves now.",
             ),
             recovery_seconds: reg(
                 &registry,

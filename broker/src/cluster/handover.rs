@@ -150,6 +150,7 @@ pub async fn run(
                 }
             }
         }
+        ctx.metrics.partitions_led.set(cluster.ready.len() as i64);
         seen.retain(|(topic, p, epoch), _| cluster.ready.get(&(topic.clone(), *p)).is_none_or(|r| r.0 != *epoch));
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -408,6 +409,7 @@ impl Ctx {
                 .and_then([TxnOp::put(key, serde_json::to_vec(&history).expect("history serialises"), None)]);
             match self.etcd().txn("close partition tenure", txn).await {
                 Ok(r) if r.succeeded() => {
+                    self.metrics.partitions_handed_over.inc();
                     tracing::info!(%topic, partition, epoch, end, "partition handed over");
                     return;
                 }
