@@ -27,6 +27,7 @@ pub struct Metrics {
     pub wal_put_errors: IntCounter,
     pub partitions_recovered: IntCounter,
     pub partitions_handed_over: IntCounter,
+    pub manifests_published: IntCounter,
     pub partitions_led: IntGauge,
     pub recovery_seconds: Histogram,
     pub journal_write_seconds: Histogram,
@@ -143,6 +144,10 @@ impl Metrics {
             partitions_handed_over: counter(
                 "tributary_partitions_handed_over_total",
                 "Cluster mode: partitions this broker handed on cleanly (a move, a shutdown).",
+            ),
+            manifests_published: counter(
+                "tributary_partition_manifests_published_total",
+                "Cluster mode: partition manifests written after seals and pointed at from etcd.",
             ),
             partitions_led: gauge(
                 "tributary_cluster_partitions_led",

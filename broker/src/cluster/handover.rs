@@ -65,6 +65,30 @@ pub struct Tenure {
 pub struct History {
     pub topic_id: Uuid,
     pub chain: Vec<Tenure>,
+    /// The partition's latest manifest (sealed segments and state), if it sealed any:
+    /// a takeover starts from it and reads journal objects only from `end` on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<SealedPointer>,
+}
+
+/// Where a partition's manifest is, and its sealed end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedPointer {
+    pub key: String,
+    pub end: i64,
+}
+
+impl History {
+    /// Drops the tenures that ended at or below `end` (the last one always stays).
+    pub fn prune_below(&mut self, end: i64) {
+        while self.chain.len() > 1 {
+            let first_end = self.chain[0].end.unwrap_or(self.chain[1].start);
+            if first_end > end {
+                break;
+            }
+            self.chain.remove(0);
+        }
+    }
 }
 
 /// A partition by topic name and index.
@@ -194,7 +218,7 @@ impl Ctx {
         };
         if history.topic_id != topic_id {
             // Absent, or left from a deleted topic of the same name.
-            return Ok((History { topic_id, chain: Vec::new() }, revision));
+            return Ok((History { topic_id, chain: Vec::new(), sealed: None }, revision));
         }
         Ok((history, revision))
     }
@@ -291,10 +315,22 @@ impl Ctx {
                 left += 1;
                 continue;
             }
+            let manifest = match &t.history.sealed {
+                None => None,
+                Some(p) => match read_manifest(&self.op, &p.key).await {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        tracing::warn!(topic = %t.topic, partition = t.partition, error = %e, "cannot read the partition's manifest; retrying");
+                        left += 1;
+                        continue;
+                    }
+                },
+            };
             let from_seq = self.shipper.next_seq(held.id);
-            self.storage.reset_partition(&t.log, 0);
+            self.storage.reset_partition(&t.log, manifest.as_ref());
+            let sealed_end = manifest.as_ref().map_or(0, |m| m.sealed_end());
             let entries = found.remove(&(t.history.topic_id, t.partition)).unwrap_or_default();
-            let batches = match rebuild(&t.history, &entries) {
+            let batches = match rebuild(&t.history, &entries, sealed_end) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(topic = %t.topic, partition = t.partition, error = %e, "cannot rebuild the partition from its journal objects");
@@ -343,7 +379,7 @@ impl Ctx {
             if let Some(first) = seen.get(&(t.topic.clone(), t.partition, t.epoch)) {
                 self.metrics.recovery_seconds.observe(first.elapsed().as_secs_f64());
             }
-            tracing::info!(topic = %t.topic, partition = t.partition, epoch = t.epoch, start, batches = count, "partition taken over");
+            tracing::info!(topic = %t.topic, partition = t.partition, epoch = t.epoch, sealed_end, start, batches = count, "partition taken over");
         }
         Ok(left)
     }
@@ -390,6 +426,9 @@ impl Ctx {
         if log.unpublished() > 0 || lease != held.id || !held.live(Instant::now()) {
             // Not cleanly: the successor waits for the lease to go instead.
             tracing::info!(%topic, partition, "partition left without a hand-over");
+            if log.unpublished() == 0 {
+                self.storage.reset_partition(&log, None);
+            }
             return;
         }
         let end = log.state.lock().next_offset;
@@ -411,6 +450,9 @@ impl Ctx {
                 Ok(r) if r.succeeded() => {
                     self.metrics.partitions_handed_over.inc();
                     tracing::info!(%topic, partition, epoch, end, "partition handed over");
+                    // The local copy is the successor's now: drop it, so the local
+                    // journal can be trimmed past it.
+                    self.storage.reset_partition(&log, None);
                     return;
                 }
                 _ => continue,
@@ -419,19 +461,28 @@ impl Ctx {
     }
 }
 
-/// The partition's batches, in offset order, from its tenures' entries (each with
+async fn read_manifest(op: &Operator, key: &str) -> Result<crate::storage::Manifest, String> {
+    let data = op.read(key).await.map_err(|e| format!("reading {key}: {e}"))?;
+    serde_json::from_slice(&data.to_bytes()).map_err(|e| format!("{key}: {e}"))
+}
+
+/// The partition's batches from `sealed_end` on, in offset order, from its tenures' entries (each with
 /// the stream and sequence it was found in).
-fn rebuild(history: &History, entries: &[StreamBatch]) -> Result<Vec<Bytes>, String> {
+fn rebuild(history: &History, entries: &[StreamBatch], sealed_end: i64) -> Result<Vec<Bytes>, String> {
     let mut out = Vec::new();
-    let mut expected = 0i64;
+    let mut expected = sealed_end;
     for (k, tenure) in history.chain.iter().enumerate() {
+        let end = tenure.end.or(history.chain.get(k + 1).map(|n| n.start));
+        if end.is_some_and(|e| e <= expected) {
+            // Wholly below the sealed end.
+            continue;
+        }
         if expected < tenure.start {
             return Err(format!(
                 "tenure of broker {} (epoch {}) starts at {} but the log before it ends at {expected}",
                 tenure.broker, tenure.epoch, tenure.start
             ));
         }
-        let end = tenure.end.or(history.chain.get(k + 1).map(|n| n.start));
         for (stream, seq, batch) in entries {
             if *stream != (tenure.broker, tenure.lease) || *seq < tenure.from_seq {
                 continue;
@@ -485,6 +536,7 @@ mod tests {
         let history = History {
             topic_id: Uuid::nil(),
             chain: vec![tenure(1, 10, 0, 0, Some(4)), tenure(2, 20, 4, 0, None), tenure(1, 10, 6, 5, None)],
+            sealed: None,
         };
         let entries = vec![
             ((1, 10), 0, batch(0, 2)),
@@ -497,19 +549,28 @@ mod tests {
             ((1, 10), 5, batch(0, 2)),
             ((1, 10), 6, batch(6, 1)),
         ];
-        let out = rebuild(&history, &entries).unwrap();
+        let out = rebuild(&history, &entries, 0).unwrap();
         let bases: Vec<i64> = out.iter().map(|b| BatchHeader::parse(b).unwrap().base_offset).collect();
         // Broker 2's batch at 6 was written after broker 1 took over at 6 (its
         // tenure ends at the next tenure's start), so it is not part of the log.
         assert_eq!(bases, vec![0, 2, 4, 6]);
+        // From a manifest sealed to 4: only what follows it.
+        let out = rebuild(&history, &entries, 4).unwrap();
+        let bases: Vec<i64> = out.iter().map(|b| BatchHeader::parse(b).unwrap().base_offset).collect();
+        assert_eq!(bases, vec![4, 6]);
+        let mut pruned = history.clone();
+        pruned.prune_below(4);
+        assert_eq!(pruned.chain.len(), 2, "the tenure that ended at 4 is no longer needed");
+        pruned.prune_below(100);
+        assert_eq!(pruned.chain.len(), 1, "the last tenure always stays");
     }
 
     #[test]
     fn a_missing_part_is_an_error_not_a_gap() {
-        let history = History { topic_id: Uuid::nil(), chain: vec![tenure(1, 10, 0, 0, Some(6))] };
+        let history = History { topic_id: Uuid::nil(), chain: vec![tenure(1, 10, 0, 0, Some(6))], sealed: None };
         let entries = vec![((1, 10), 0, batch(0, 2))];
-        assert!(rebuild(&history, &entries).is_err());
-        let history = History { topic_id: Uuid::nil(), chain: vec![tenure(1, 10, 3, 0, None)] };
-        assert!(rebuild(&history, &[]).is_err());
+        assert!(rebuild(&history, &entries, 0).is_err());
+        let history = History { topic_id: Uuid::nil(), chain: vec![tenure(1, 10, 3, 0, None)], sealed: None };
+        assert!(rebuild(&history, &[], 0).is_err());
     }
 }

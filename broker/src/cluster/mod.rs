@@ -25,6 +25,7 @@ pub mod catalog;
 pub mod controller;
 pub mod etcd;
 pub mod handover;
+pub mod manifests;
 pub mod membership;
 pub mod producer_ids;
 pub mod topology;
@@ -117,6 +118,10 @@ impl Cluster {
             wal::start(op.clone(), storage.clone(), node_id, cluster.lease.clone(), metrics.clone(), shutdown.clone());
         storage.set_shipper(shipper.clone());
         tasks.push(shipping);
+        let (sealed, manifests) =
+            manifests::start(cluster.clone(), storage.clone(), op.clone(), metrics.clone(), shutdown.clone());
+        storage.set_seal_hook(sealed);
+        tasks.push(manifests);
         tasks.push(tokio::spawn(handover::run(
             cluster.clone(),
             storage.clone(),

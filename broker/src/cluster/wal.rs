@@ -42,6 +42,8 @@ use crate::storage::{Shipment, Shipper, Storage, StorageError};
 const MAGIC: &[u8; 8] = b"TRBWAL01";
 /// Group commits uploading at once.
 const IN_FLIGHT: usize = 16;
+/// How long one upload attempt of a journal object may take.
+const ATTEMPT: Duration = Duration::from_secs(2);
 
 /// The prefix of one broker's objects under one lease.
 pub fn stream_prefix(broker: i32, lease: i64) -> String {
@@ -295,7 +297,13 @@ async fn upload(
     let mut backoff = Duration::from_millis(20);
     loop {
         let started = std::time::Instant::now();
-        match op.write(&key, body.clone()).await {
+        // One attempt is bounded (the operator's own retries can take many seconds):
+        // a store that does not answer is noticed, and new appends refused, quickly.
+        let attempt = match tokio::time::timeout(ATTEMPT, op.write(&key, body.clone())).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", ATTEMPT.as_millis())),
+        };
+        match attempt {
             Ok(_) => {
                 metrics.wal_put_seconds.observe(started.elapsed().as_secs_f64());
                 metrics.wal_bytes.inc_by(body.len() as u64);
@@ -310,7 +318,7 @@ async fn upload(
                 if f.is_none() {
                     tracing::warn!(key, error = %e, "journal object upload failed; retrying, new appends refused meanwhile");
                 }
-                *f = Some(e.to_string());
+                *f = Some(e);
             }
         }
         let held = *lease.borrow();

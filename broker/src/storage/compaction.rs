@@ -50,6 +50,9 @@ impl Storage {
                 continue;
             }
             for partition in &topic.partitions {
+                if partition.is_fenced() {
+                    continue;
+                }
                 let state = self.compaction.lock().get(&partition.id).copied().unwrap_or_default();
                 // Only segments whose every record is older than min.compaction.lag.ms
                 // may be rewritten.

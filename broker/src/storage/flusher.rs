@@ -168,6 +168,9 @@ impl Storage {
         for topic in self.topics() {
             let cfg = topic.config();
             for partition in &topic.partitions {
+                if partition.is_fenced() {
+                    continue;
+                }
                 let st = partition.state.lock();
                 let Some(front) = st.batches.front() else {
                     continue;
@@ -402,6 +405,9 @@ impl Storage {
             let freed = st.seal_front(p.count, sealed, now);
             drop(st);
             self.cache_total.fetch_sub(freed, Ordering::Relaxed);
+            if let Some(hook) = self.seal_hook.get() {
+                hook.sealed(&p.partition);
+            }
         }
         tracing::debug!(%key, bytes = len, "sealed");
         Ok(parts)
@@ -485,6 +491,10 @@ impl Storage {
         for topic in self.topics() {
             let cfg = topic.config();
             for partition in &topic.partitions {
+                // Cluster mode: a partition led elsewhere is that owner's to trim.
+                if partition.is_fenced() {
+                    continue;
+                }
                 let below = {
                     let st = partition.state.lock();
                     if st.sealed.is_empty() {

@@ -44,7 +44,7 @@ use journal::{files::JournalFiles, writer::WriterSettings, Append, Journal};
 pub use journal::{Appended, Shipment, Shipper};
 use metadata_log::{ManifestEntry, MetaRecord, MetadataLog, PartitionRecord, TopicRecord};
 use partition::{Chunk, Sealed};
-pub use partition::{PartitionLog, PartitionOffsets};
+pub use partition::{Manifest, PartitionLog, PartitionOffsets};
 pub use topic_config::TopicConfig;
 pub use txn_index::AbortedTxn;
 
@@ -118,6 +118,8 @@ pub struct Storage {
     compaction: Mutex<HashMap<u64, compaction::CleanState>>,
     /// Cluster mode: the slot of the journal-object shipper the writer uses.
     shipper: Option<Arc<std::sync::OnceLock<Arc<dyn Shipper>>>>,
+    /// Cluster mode: told of every seal.
+    pub(crate) seal_hook: std::sync::OnceLock<Arc<dyn SealHook>>,
     /// The data directory's lock, held for the life of the engine.
     _lock: std::fs::File,
 }
@@ -128,6 +130,11 @@ const PRODUCER_ID_BLOCK: i64 = 1000;
 /// A block of producer ids `[start, end)`, or why none could be reserved.
 pub type ProducerIdBlock<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(i64, i64), String>> + Send + 'a>>;
+
+/// Cluster mode: told after a partition sealed segments (its manifest changed).
+pub trait SealHook: Send + Sync + std::fmt::Debug {
+    fn sealed(&self, partition: &Arc<PartitionLog>);
+}
 
 /// Hands out blocks of producer ids no other broker will use.
 pub trait ProducerIdSource: Send + Sync + std::fmt::Debug {
@@ -260,6 +267,7 @@ impl Storage {
             metrics,
             compaction: Mutex::new(HashMap::new()),
             shipper,
+            seal_hook: std::sync::OnceLock::new(),
             _lock: lock,
         }))
     }
@@ -608,10 +616,15 @@ impl Storage {
         }
     }
 
+    /// Cluster mode: who is told of seals.
+    pub fn set_seal_hook(&self, hook: Arc<dyn SealHook>) {
+        let _ = self.seal_hook.set(hook);
+    }
+
     /// Cluster mode: empties a partition's log before it is rebuilt from the object
     /// store (its local contents are only a cache of what some owner wrote).
-    pub fn reset_partition(&self, partition: &PartitionLog, start: i64) {
-        let freed = partition.reset(start);
+    pub fn reset_partition(&self, partition: &PartitionLog, manifest: Option<&Manifest>) {
+        let freed = partition.reset(manifest);
         self.cache_total.fetch_sub(freed, Ordering::Relaxed);
         self.compaction.lock().remove(&partition.id);
     }

@@ -95,6 +95,9 @@ pub(crate) struct LogState {
     /// Transactions open or aborted here; absent until a transactional producer
     /// writes, so an idle partition pays one pointer.
     pub(crate) txns: Option<Box<TxnIndex>>,
+    /// Cluster mode, while a partition is rebuilt: recovered batches below this
+    /// offset are already in the restored producer and transaction state.
+    pub(crate) state_through: i64,
 }
 
 impl LogState {
@@ -327,15 +330,41 @@ impl PartitionLog {
         self.unpublished.fetch_sub(n, Ordering::AcqRel);
     }
 
-    /// Empties the log (cluster mode, before rebuilding it from the object store):
-    /// a new generation, nothing sealed, nothing cached, offsets from `start`.
+    /// Empties the log (cluster mode, before rebuilding it from the object store)
+    /// and puts `manifest` in place if there is one: a new generation, its sealed
+    /// segments and state, nothing cached, offsets from its sealed end (or 0).
     /// Returns the cache bytes freed.
-    pub(crate) fn reset(&self, start: i64) -> u64 {
+    pub(crate) fn reset(&self, manifest: Option<&Manifest>) -> u64 {
         let mut st = self.state.lock();
         self.generation.fetch_add(1, Ordering::AcqRel);
         let freed = st.cache_bytes;
-        *st = LogState { log_start_offset: start, next_offset: start, high_watermark: start, ..Default::default() };
+        *st = LogState::default();
+        if let Some(m) = manifest {
+            st.log_start_offset = m.log_start_offset;
+            st.sealed = m.segments.iter().map(ManifestSegment::sealed).collect();
+            let end = m.sealed_end();
+            st.next_offset = end.max(m.log_start_offset);
+            st.high_watermark = st.next_offset;
+            st.producers = m.producers.clone().map(Box::new);
+            st.txns = m.txns.clone().map(Box::new);
+            st.state_through = m.through;
+        }
         freed
+    }
+
+    /// Cluster mode: what another broker needs to take this partition over without
+    /// its journal objects below the sealed end: the sealed segments, the log start,
+    /// and the producer and transaction state as of the high watermark (`through`).
+    pub fn manifest(&self) -> Manifest {
+        let st = self.state.lock();
+        let through = st.high_watermark;
+        Manifest {
+            log_start_offset: st.log_start_offset,
+            segments: st.sealed.iter().map(ManifestSegment::of).collect(),
+            through,
+            producers: st.producers.as_ref().map(|p| p.durable_before(through)),
+            txns: st.txns.as_deref().cloned(),
+        }
     }
 
     /// Marks the partition deleted and drops its cached batches; returns the bytes freed.
@@ -442,6 +471,69 @@ impl PartitionLog {
         } else {
             let b = st.batches[i];
             Chunk::Journal { position: b.position, len: b.len }
+        }
+    }
+}
+
+/// A partition's sealed part as another broker rebuilds it (cluster mode; stored as
+/// an object, pointed at from the partition's history in etcd).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Manifest {
+    pub log_start_offset: i64,
+    pub segments: Vec<ManifestSegment>,
+    /// Producer and transaction state are as of this offset (the high watermark
+    /// when the manifest was taken): batches below it are not applied to them again.
+    pub through: i64,
+    producers: Option<Producers>,
+    txns: Option<TxnIndex>,
+}
+
+impl Manifest {
+    /// The first offset after the sealed segments (0 without any).
+    pub fn sealed_end(&self) -> i64 {
+        self.segments.last().map_or(self.log_start_offset, |s| s.last_offset + 1)
+    }
+}
+
+/// One sealed segment in a [`Manifest`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ManifestSegment {
+    pub key: String,
+    pub start: u64,
+    pub len: u64,
+    pub footer_len: u32,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    pub max_timestamp_batch: i64,
+}
+
+impl ManifestSegment {
+    fn of(s: &Sealed) -> Self {
+        ManifestSegment {
+            key: s.loc.key.to_string(),
+            start: s.loc.start,
+            len: s.loc.len,
+            footer_len: s.loc.footer_len,
+            base_offset: s.base_offset,
+            last_offset: s.last_offset,
+            max_timestamp: s.max_timestamp,
+            max_timestamp_batch: s.max_timestamp_batch,
+        }
+    }
+
+    fn sealed(&self) -> Sealed {
+        Sealed {
+            loc: SegmentLocation {
+                key: self.key.as_str().into(),
+                start: self.start,
+                len: self.len,
+                footer_len: self.footer_len,
+            },
+            base_offset: self.base_offset,
+            last_offset: self.last_offset,
+            max_timestamp: self.max_timestamp,
+            max_timestamp_batch: self.max_timestamp_batch,
         }
     }
 }

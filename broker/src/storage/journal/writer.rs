@@ -366,7 +366,19 @@ impl Writer {
                     let _ = a.reply.send(Err(StorageError::NotLeader));
                     continue;
                 }
-                if let Some(e) = &refusal {
+            }
+            let mut st = a.partition.state.lock();
+            let generation = a.partition.generation();
+            if let (Some(e), false) = (&refusal, a.recovered) {
+                // A retry of a batch already taken is still answered with its offsets
+                // once that is durable (never refused: the client would take it for
+                // not written); anything new is refused while the store fails.
+                let duplicate = match a.batches.as_slice() {
+                    [(header, _)] => matches!(st.check_producer(header), Ok(Verdict::Duplicate { .. })),
+                    _ => false,
+                };
+                if !duplicate {
+                    drop(st);
                     let _ = a.reply.send(Err(match e {
                         StorageError::NotLeader => StorageError::NotLeader,
                         other => StorageError::JournalFailed(other.to_string()),
@@ -374,8 +386,6 @@ impl Writer {
                     continue;
                 }
             }
-            let mut st = a.partition.state.lock();
-            let generation = a.partition.generation();
             // Produce carries one batch per partition (v3+), the only kind an idempotent
             // producer sends; larger appends are never idempotent.
             let verdict = match a.batches.as_slice() {
@@ -430,7 +440,9 @@ impl Writer {
                     max_timestamp = now;
                 }
                 entry::seal(&mut buf, range.start - HEADER_LEN);
-                st.record_producer(header, base);
+                if !(a.recovered && base < st.state_through) {
+                    st.record_producer(header, base);
+                }
                 let last = base + header.last_offset_delta as i64;
                 st.next_offset = last + 1;
                 let location = BatchLocation {
@@ -609,7 +621,9 @@ impl Publisher {
                 location.position = base_position + range.start as u64;
                 st.high_watermark = location.last_offset + 1;
                 if let Some(mark) = mark {
-                    st.apply_txn(mark, location.base_offset, location.last_offset);
+                    if location.base_offset >= st.state_through {
+                        st.apply_txn(mark, location.base_offset, location.last_offset);
+                    }
                 }
                 st.push_batch(location, now);
                 let cached = if share { data.slice(range) } else { Bytes::copy_from_slice(&data[range]) };
