@@ -361,11 +361,9 @@ impl Writer {
                 let _ = a.reply.send(Err(StorageError::UnknownPartition));
                 continue;
             }
-            if !a.recovered {
-                if a.partition.is_fenced() {
-                    let _ = a.reply.send(Err(StorageError::NotLeader));
-                    continue;
-                }
+            if !a.recovered && a.partition.is_fenced() {
+                let _ = a.reply.send(Err(StorageError::NotLeader));
+                continue;
             }
             let mut st = a.partition.state.lock();
             let generation = a.partition.generation();
