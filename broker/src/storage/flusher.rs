@@ -542,6 +542,12 @@ impl Storage {
 
     /// Deletes objects no manifest refers to any more.
     async fn collect_garbage(self: &Arc<Self>) -> Result<(), StorageError> {
+        if self.shipper.is_some() {
+            // Cluster mode: a partition manifest another broker may take over from
+            // can still name a segment this broker compacted or dropped, so objects
+            // are kept (deleting them once no manifest names them is still to come).
+            return Ok(());
+        }
         let garbage: Vec<String> = self.meta.lock().state.garbage.iter().take(1000).cloned().collect();
         if garbage.is_empty() {
             return Ok(());
