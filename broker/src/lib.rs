@@ -157,7 +157,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
 struct GroupHooks(Arc<coordinator::group::GroupCoordinator>);
 
 impl cluster::handover::Hooks for GroupHooks {
-    fn acquired<'a>(&'a self, topic: &'a str, partition: i32) -> cluster::handover::futures_lite::BoxedFuture<'a> {
+    fn acquired<'a>(&'a self, topic: &'a str, partition: i32) -> cluster::handover::BoxedFuture<'a> {
         Box::pin(async move {
             if topic == coordinator::group::OFFSETS_TOPIC {
                 let n = self.0.load_partition(partition).await.map_err(|e| e.to_string())?;

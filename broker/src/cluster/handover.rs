@@ -104,29 +104,19 @@ type StreamBatch = ((i32, i64), u64, Bytes);
 /// partitions of `__consumer_offsets`).
 pub trait Hooks: Send + Sync + std::fmt::Debug {
     /// The partition was rebuilt here; called before it is served.
-    fn acquired<'a>(&'a self, topic: &'a str, partition: i32) -> futures_lite::BoxedFuture<'a>;
+    fn acquired<'a>(&'a self, topic: &'a str, partition: i32) -> BoxedFuture<'a>;
     /// The partition is no longer served here.
     fn released(&self, topic: &str, partition: i32);
 }
 
-/// Tiny local alias so the trait needs no extra crate.
-pub mod futures_lite {
-    pub type BoxedFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
-}
+/// What [`Hooks::acquired`] returns: done, or why the state did not load.
+pub type BoxedFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
 
 /// Keeps what this broker serves equal to what it is assigned, until `shutdown`.
-pub async fn run(
-    cluster: Arc<Cluster>,
-    storage: Arc<Storage>,
-    op: Operator,
-    shipper: Arc<WalShipper>,
-    hooks: Arc<std::sync::OnceLock<Arc<dyn Hooks>>>,
-    metrics: Arc<crate::metrics::Metrics>,
-    shutdown: CancellationToken,
-) {
+pub async fn run(ctx: Ctx, shutdown: CancellationToken) {
+    let cluster = ctx.cluster.clone();
     let mut view = cluster.view.subscribe();
     let mut lease = cluster.lease.clone();
-    let ctx = Ctx { cluster: cluster.clone(), storage, op, shipper, hooks, metrics };
     // When each wanted partition was first seen (for the takeover time).
     let mut seen: HashMap<(Arc<str>, i32, i32), Instant> = HashMap::new();
     loop {
@@ -185,13 +175,15 @@ pub async fn run(
     }
 }
 
-struct Ctx {
-    cluster: Arc<Cluster>,
-    storage: Arc<Storage>,
-    op: Operator,
-    shipper: Arc<WalShipper>,
-    hooks: Arc<std::sync::OnceLock<Arc<dyn Hooks>>>,
-    metrics: Arc<crate::metrics::Metrics>,
+/// What the hand-over task works with.
+#[derive(Debug)]
+pub struct Ctx {
+    pub cluster: Arc<Cluster>,
+    pub storage: Arc<Storage>,
+    pub op: Operator,
+    pub shipper: Arc<WalShipper>,
+    pub hooks: Arc<std::sync::OnceLock<Arc<dyn Hooks>>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A partition ready to be rebuilt in this round.

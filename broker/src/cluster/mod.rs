@@ -123,12 +123,14 @@ impl Cluster {
         storage.set_seal_hook(sealed);
         tasks.push(manifests);
         tasks.push(tokio::spawn(handover::run(
-            cluster.clone(),
-            storage.clone(),
-            op,
-            shipper,
-            cluster.hooks.clone(),
-            metrics,
+            handover::Ctx {
+                cluster: cluster.clone(),
+                storage: storage.clone(),
+                op,
+                shipper,
+                hooks: cluster.hooks.clone(),
+                metrics,
+            },
             shutdown.clone(),
         )));
         tasks.push(tokio::spawn(catalog::follow(etcd.clone(), storage, applied_tx, shutdown.clone())));

@@ -215,9 +215,10 @@ async fn run(
                     }
                 }
                 let mut partitions = Vec::new();
+                let mut known = std::collections::HashSet::new();
                 for s in &shipments {
                     for (id, topic, index) in s.partitions() {
-                        if partitions.iter().any(|(known, _, _)| *known == id) {
+                        if !known.insert(id) {
                             continue;
                         }
                         if let Some(t) = storage.topic(&topic) {

@@ -107,8 +107,9 @@ impl Shipment {
     /// The partitions with entries in it: (journal id, topic, partition).
     pub fn partitions(&self) -> Vec<(u64, Arc<str>, i32)> {
         let mut out: Vec<(u64, Arc<str>, i32)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for p in &self.written.placed {
-            if !p.batches.is_empty() && !out.iter().any(|(id, _, _)| *id == p.partition.id) {
+            if !p.batches.is_empty() && seen.insert(p.partition.id) {
                 out.push((p.partition.id, p.partition.topic.clone(), p.partition.index));
             }
         }
