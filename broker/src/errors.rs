@@ -14,6 +14,7 @@ pub(crate) fn code(e: &StorageError) -> i16 {
         StorageError::OffsetOutOfRange { .. } => Error::OffsetOutOfRange,
         StorageError::OutOfOrderSequence { .. } => Error::OutOfOrderSequenceNumber,
         StorageError::InvalidProducerEpoch { .. } => Error::InvalidProducerEpoch,
+        StorageError::CoordinatorFenced { .. } => Error::TransactionCoordinatorFenced,
         // Retriable for producers and consumers alike: the journal drains once the
         // segment store takes uploads again.
         StorageError::JournalFailed(_)

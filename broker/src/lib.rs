@@ -117,9 +117,14 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         groups.set_owner(coordinator::Ownership(Arc::new(move |p| {
             c.topology().serves(coordinator::group::OFFSETS_TOPIC, p)
         })));
-        cluster.as_ref().expect("cluster").set_hooks(Arc::new(GroupHooks(groups.clone())));
     }
     let txns = coordinator::txn::TxnCoordinator::new(storage.clone(), groups.clone(), Arc::new(clock::SystemClock));
+    if let Some(c) = &cluster {
+        // A transactional id is coordinated where its __transaction_state partition
+        // is placed; markers for partitions led elsewhere go to their brokers.
+        txns.set_routes(Arc::new(cluster::peers::Peers::new(c.clone())));
+        c.set_hooks(Arc::new(CoordinatorHooks { groups: groups.clone(), txns: txns.clone() }));
+    }
     let broker =
         Arc::new(broker::Broker::new(config, storage.clone(), metrics, groups.clone(), txns.clone(), cluster.clone()));
     let server_task = tokio::spawn(server::serve(listener, broker, shutdown.clone()));
@@ -152,16 +157,23 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Cluster mode: the groups of a `__consumer_offsets` partition follow its owner.
+/// Cluster mode: the groups of a `__consumer_offsets` partition, and the
+/// transactional ids of a `__transaction_state` partition, follow its owner.
 #[derive(Debug)]
-struct GroupHooks(Arc<coordinator::group::GroupCoordinator>);
+struct CoordinatorHooks {
+    groups: Arc<coordinator::group::GroupCoordinator>,
+    txns: Arc<coordinator::txn::TxnCoordinator>,
+}
 
-impl cluster::handover::Hooks for GroupHooks {
+impl cluster::handover::Hooks for CoordinatorHooks {
     fn acquired<'a>(&'a self, topic: &'a str, partition: i32) -> cluster::handover::BoxedFuture<'a> {
         Box::pin(async move {
             if topic == coordinator::group::OFFSETS_TOPIC {
-                let n = self.0.load_partition(partition).await.map_err(|e| e.to_string())?;
+                let n = self.groups.load_partition(partition).await.map_err(|e| e.to_string())?;
                 tracing::info!(partition, offsets = n, "group offsets loaded");
+            } else if topic == coordinator::txn::TXN_TOPIC {
+                let n = self.txns.load_partition(partition).await.map_err(|e| e.to_string())?;
+                tracing::info!(partition, transactional_ids = n, "transaction state loaded");
             }
             Ok(())
         })
@@ -169,7 +181,9 @@ impl cluster::handover::Hooks for GroupHooks {
 
     fn released(&self, topic: &str, partition: i32) {
         if topic == coordinator::group::OFFSETS_TOPIC {
-            self.0.unload_partition(partition);
+            self.groups.unload_partition(partition);
+        } else if topic == coordinator::txn::TXN_TOPIC {
+            self.txns.unload_partition(partition);
         }
     }
 }

@@ -73,6 +73,45 @@ pub fn encode_response(
     Ok(buf.freeze())
 }
 
+/// Encodes a complete request frame: length prefix, request header, body (what a
+/// broker sends another broker).
+#[cfg(feature = "client")]
+pub fn encode_request(
+    version: i16,
+    correlation_id: i32,
+    client_id: &str,
+    request: &Request,
+) -> Result<Bytes, CodecError> {
+    let key = request.api_key();
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(kafka_protocol::protocol::StrBytes::from_string(client_id.to_string())))
+        .encode(&mut buf, key.request_header_version(version))
+        .map_err(|e| CodecError::Encode { what: "request header", version, reason: e.to_string() })?;
+    request.encode(version, &mut buf)?;
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf.freeze())
+}
+
+/// Decodes a response frame (without its length prefix) to a request sent at
+/// `version`: its correlation id and typed body.
+#[cfg(feature = "client")]
+pub fn decode_response(key: ApiKey, version: i16, mut frame: Bytes) -> Result<(i32, Response), CodecError> {
+    let header_version = if key == ApiKey::ApiVersions { 0 } else { key.response_header_version(version) };
+    let header = ResponseHeader::decode(&mut frame, header_version).map_err(|e| CodecError::Decode {
+        what: "response header",
+        api_key: key as i16,
+        version,
+        reason: e.to_string(),
+    })?;
+    Ok((header.correlation_id, Response::decode(key, version, &mut frame)?))
+}
+
 /// Reads a response frame's correlation id (for tests and tools that act as clients).
 pub fn response_correlation_id(frame: &[u8]) -> Option<i32> {
     let mut b = frame;

@@ -135,6 +135,7 @@ messages! {
     DescribeLogDirs => DescribeLogDirsRequest, DescribeLogDirsResponse;
     DescribeClientQuotas => DescribeClientQuotasRequest, DescribeClientQuotasResponse;
     AlterClientQuotas => AlterClientQuotasRequest, AlterClientQuotasResponse;
+    WriteTxnMarkers => WriteTxnMarkersRequest, WriteTxnMarkersResponse;
 }
 
 #[cfg(test)]

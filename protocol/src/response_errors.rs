@@ -70,6 +70,9 @@ impl Response {
                 v3.chain(v4).flat_map(|t| &t.results_by_partition).for_each(|p| e(p.partition_error_code));
             }
             Response::AddOffsetsToTxn(r) => e(r.error_code),
+            Response::WriteTxnMarkers(r) => {
+                r.markers.iter().flat_map(|m| &m.topics).flat_map(|t| &t.partitions).for_each(|p| e(p.error_code))
+            }
             Response::EndTxn(r) => e(r.error_code),
             Response::TxnOffsetCommit(r) => r.topics.iter().flat_map(|t| &t.partitions).for_each(|p| e(p.error_code)),
             Response::DescribeTransactions(r) => r.transaction_states.iter().for_each(|t| e(t.error_code)),

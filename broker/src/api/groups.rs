@@ -1,6 +1,8 @@
 //! FindCoordinator and the classic group APIs: JoinGroup, SyncGroup, Heartbeat,
-//! LeaveGroup, plus ListGroups, DescribeGroups and DeleteGroups. This broker
-//! coordinates every group; the state machine lives in `coordinator::group`.
+//! LeaveGroup, plus ListGroups, DescribeGroups and DeleteGroups. A group (a
+//! transactional id) is coordinated by the broker that owns its `__consumer_offsets`
+//! (`__transaction_state`) partition: on a single node, this one. The state machine
+//! lives in `coordinator::group`.
 
 use crate::cluster::{BrokerInfo, Topology};
 use tributary_protocol::kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
@@ -36,6 +38,13 @@ fn coordinator_of(ctx: &RequestCtx, view: &Topology, group: &str) -> Option<Brok
     view.broker(owner.broker).cloned()
 }
 
+/// The broker that owns `transactional_id`'s `__transaction_state` partition.
+fn txn_coordinator_of(ctx: &RequestCtx, view: &Topology, transactional_id: &str) -> Option<BrokerInfo> {
+    let index = ctx.broker.txns.partition_of(transactional_id);
+    let owner = view.owner(crate::coordinator::txn::TXN_TOPIC, index)?;
+    view.broker(owner.broker).cloned()
+}
+
 pub(crate) fn find_coordinator(ctx: &RequestCtx, request: FindCoordinatorRequest) -> FindCoordinatorResponse {
     let node = &ctx.broker.node;
     let view = ctx.broker.topology();
@@ -55,18 +64,22 @@ pub(crate) fn find_coordinator(ctx: &RequestCtx, request: FindCoordinatorRequest
                     .with_port(-1)
                     .with_error_code(of(Error::CoordinatorNotAvailable)),
             },
-            KEY_TXN if ctx.broker.cluster.is_some() => base
-                .with_node_id(BrokerId(-1))
-                .with_host(s(""))
-                .with_port(-1)
-                .with_error_code(of(Error::CoordinatorNotAvailable))
-                .with_error_message(Some(s("transactions are not served in cluster mode yet"))),
             KEY_TXN if !ctx.broker.txns.is_loaded() => base
                 .with_node_id(BrokerId(-1))
                 .with_host(s(""))
                 .with_port(-1)
                 .with_error_code(of(Error::CoordinatorLoadInProgress)),
-            KEY_TXN => base.with_node_id(BrokerId(node.id)).with_host(s(node.host.clone())).with_port(node.port),
+            KEY_TXN if ctx.broker.cluster.is_none() => {
+                base.with_node_id(BrokerId(node.id)).with_host(s(node.host.clone())).with_port(node.port)
+            }
+            KEY_TXN => match txn_coordinator_of(ctx, &view, key) {
+                Some(b) => base.with_node_id(BrokerId(b.id)).with_host(s(b.host.clone())).with_port(b.port),
+                None => base
+                    .with_node_id(BrokerId(-1))
+                    .with_host(s(""))
+                    .with_port(-1)
+                    .with_error_code(of(Error::CoordinatorNotAvailable)),
+            },
             other => base
                 .with_node_id(BrokerId(-1))
                 .with_host(s(""))

@@ -47,6 +47,7 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
     (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::WriteTxnMarkers, 1, 1),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::CreatePartitions, 0, 3),
@@ -131,6 +132,10 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: Request) -> Reply {
         Request::DescribeTransactions(r) => in_order(ctx, |c| async move { txn::describe(&c, r).await.into() }),
         Request::ListTransactions(r) => in_order(ctx, |c| async move { txn::list(&c, r).await.into() }),
         Request::DescribeProducers(r) => Reply::Now(txn::describe_producers(ctx, r).into()),
+        Request::WriteTxnMarkers(r) => Reply::Later({
+            let c = ctx.clone();
+            Box::pin(async move { txn::write_markers(&c, r).await.into() })
+        }),
         Request::AlterConfigs(r) => Reply::Now(admin::alter_configs(ctx, r).await.into()),
         Request::IncrementalAlterConfigs(r) => Reply::Now(admin::incremental_alter_configs(ctx, r).await.into()),
         Request::CreatePartitions(r) => Reply::Now(admin::create_partitions(ctx, r).await.into()),

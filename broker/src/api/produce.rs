@@ -180,12 +180,12 @@ async fn queue(
             }
         }
         if header.is_transactional() {
-            // Only into a partition the transaction holds (checked here, at the
+            // Only into a partition the transaction holds (checked at the
             // coordinator), so that no transaction is left hanging without markers.
             let verified = match transactional_id {
                 Some(id) => {
                     let name = topic.map(|t| t.name.to_string()).unwrap_or_default();
-                    ctx.broker.txns.verify(id, header.producer_id, header.producer_epoch, &name, index).await
+                    ctx.broker.txns.verify_write(id, header.producer_id, header.producer_epoch, &name, partition).await
                 }
                 None => Err(Error::InvalidTxnState),
             };

@@ -198,6 +198,10 @@ pub(crate) async fn describe(ctx: &RequestCtx, request: DescribeTransactionsRequ
             .map(|(id, meta)| {
                 let base =
                     TransactionState::default().with_transactional_id(TransactionalId(StrBytes::from_string(id)));
+                if let Err(e) = ctx.broker.txns.serves(&id_of(&base)) {
+                    // Coordinated by another broker (cluster mode), or loading.
+                    return base.with_error_code(of(e));
+                }
                 let Some(m) = meta else {
                     return base.with_error_code(of(Error::TransactionalIdNotFound));
                 };
@@ -223,6 +227,10 @@ pub(crate) async fn describe(ctx: &RequestCtx, request: DescribeTransactionsRequ
             .collect(),
     };
     DescribeTransactionsResponse::default().with_transaction_states(states)
+}
+
+fn id_of(state: &describe_transactions_response::TransactionState) -> String {
+    state.transactional_id.to_string()
 }
 
 pub(crate) async fn list(ctx: &RequestCtx, request: ListTransactionsRequest) -> ListTransactionsResponse {
@@ -294,4 +302,57 @@ pub(crate) fn describe_producers(ctx: &RequestCtx, request: DescribeProducersReq
         })
         .collect();
     DescribeProducersResponse::default().with_topics(topics)
+}
+
+/// WriteTxnMarkers: a transaction coordinator on another broker ends transactions
+/// in partitions this broker leads. Each marker is durable before it is answered;
+/// one from a coordinator that has lost its partition since is refused with
+/// TRANSACTION_COORDINATOR_FENCED.
+pub(crate) async fn write_markers(ctx: &RequestCtx, request: WriteTxnMarkersRequest) -> WriteTxnMarkersResponse {
+    use crate::coordinator::txn::Marker;
+    use write_txn_markers_response::{
+        WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+    };
+    let view = ctx.broker.topology();
+    let mut markers = Vec::with_capacity(request.markers.len());
+    for m in request.markers {
+        let marker = Marker {
+            producer_id: m.producer_id.0,
+            producer_epoch: m.producer_epoch,
+            commit: m.transaction_result,
+            coordinator_epoch: m.coordinator_epoch,
+        };
+        // Only partitions led here; the others are answered with the reason.
+        let mut led = Vec::new();
+        let mut codes: Vec<(String, i32, Option<i16>)> = Vec::new();
+        for t in &m.topics {
+            for &p in &t.partition_indexes {
+                let name = t.name.to_string();
+                let known = ctx.broker.storage.topic(&name).is_some_and(|topic| topic.partition(p).is_some());
+                let code = if !known {
+                    Some(of(Error::UnknownTopicOrPartition))
+                } else {
+                    super::route::lead(&view, &name, p, -1).err()
+                };
+                if code.is_none() {
+                    led.push((name.clone(), p));
+                }
+                codes.push((name, p, code));
+            }
+        }
+        let mut written = ctx.broker.txns.write_local_markers(marker, &led).await.into_iter();
+        let mut topics: Vec<WritableTxnMarkerTopicResult> = Vec::new();
+        for (name, p, code) in codes {
+            let code = code.unwrap_or_else(|| written.next().and_then(|r| r.err()).map(of).unwrap_or(0));
+            let r = WritableTxnMarkerPartitionResult::default().with_partition_index(p).with_error_code(code);
+            match topics.iter_mut().find(|t| t.name.as_str() == name) {
+                Some(t) => t.partitions.push(r),
+                None => topics.push(
+                    WritableTxnMarkerTopicResult::default().with_name(TopicName(name.into())).with_partitions(vec![r]),
+                ),
+            }
+        }
+        markers.push(WritableTxnMarkerResult::default().with_producer_id(m.producer_id).with_topics(topics));
+    }
+    WriteTxnMarkersResponse::default().with_markers(markers)
 }

@@ -14,6 +14,8 @@
 //! - [`catalog`]: topics in etcd (`topics/<name>`), followed by every broker into
 //!   its own storage.
 //! - [`producer_ids`]: blocks of producer ids reserved in etcd.
+//! - [`peers`]: requests to other brokers (transaction markers, write
+//!   verification), over the Kafka protocol.
 //! - [`topology`]: the view handlers read: live brokers, the controller, partition
 //!   owners and epochs, whether this broker is live.
 //! - Placement itself is the pure crate `tributary_placement`.
@@ -27,6 +29,7 @@ pub mod etcd;
 pub mod handover;
 pub mod manifests;
 pub mod membership;
+pub mod peers;
 pub mod producer_ids;
 pub mod topology;
 pub mod wal;

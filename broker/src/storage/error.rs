@@ -16,6 +16,8 @@ pub enum StorageError {
     OutOfOrderSequence { producer_id: i64, expected: i32, got: i32 },
     #[error("producer {producer_id}: epoch {got} is older than the current epoch {current}")]
     InvalidProducerEpoch { producer_id: i64, current: i16, got: i16 },
+    #[error("producer {producer_id}: marker from coordinator epoch {got}, older than {current}")]
+    CoordinatorFenced { producer_id: i64, current: i32, got: i32 },
     #[error("journal failed, no appends accepted: {0}")]
     JournalFailed(String),
     #[error("broker is shutting down")]

@@ -19,7 +19,7 @@ use tributary_protocol::batch::BatchHeader;
 use tributary_tiering::store::SegmentLocation;
 
 use super::producer_state::{Producers, Verdict};
-use super::txn_index::{AbortedTxn, TxnIndex, TxnMark};
+use super::txn_index::{coordinator_epoch_of, AbortedTxn, TxnIndex, TxnMark};
 use super::StorageError;
 
 /// Where one durable batch lives in the journal.
@@ -130,17 +130,19 @@ impl LogState {
     }
 
     /// Decides whether a batch may be appended (idempotence).
-    pub(crate) fn check_producer(&self, h: &BatchHeader) -> Result<Verdict, StorageError> {
+    pub(crate) fn check_producer(&self, h: &BatchHeader, batch: &Bytes) -> Result<Verdict, StorageError> {
+        let coordinator_epoch = coordinator_epoch_of(h, batch);
         match &self.producers {
-            Some(p) => p.check(h),
-            None => Producers::default().check(h),
+            Some(p) => p.check(h, coordinator_epoch),
+            None => Producers::default().check(h, coordinator_epoch),
         }
     }
 
-    /// Remembers an appended batch of an idempotent producer.
-    pub(crate) fn record_producer(&mut self, h: &BatchHeader, base_offset: i64) {
+    /// Remembers an appended batch of an idempotent producer (or a marker).
+    pub(crate) fn record_producer(&mut self, h: &BatchHeader, batch: &Bytes, base_offset: i64) {
         if h.producer_id >= 0 {
-            self.producers.get_or_insert_with(Default::default).record(h, base_offset);
+            let coordinator_epoch = coordinator_epoch_of(h, batch);
+            self.producers.get_or_insert_with(Default::default).record(h, base_offset, coordinator_epoch);
         }
     }
 
@@ -285,6 +287,14 @@ impl PartitionLog {
             .into_iter()
             .map(|(pid, epoch, seq)| (pid, epoch, seq, open.get(&pid).copied().unwrap_or(-1)))
             .collect()
+    }
+
+    /// Whether `producer_id` has a transaction open here at `epoch` (durable data,
+    /// no marker yet): its coordinator holds this partition and will end it here.
+    pub fn has_open_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        let st = self.state.lock();
+        st.txns.as_ref().is_some_and(|t| t.ongoing().any(|(pid, _)| pid == producer_id))
+            && st.producers.as_ref().is_some_and(|p| p.epoch_of(producer_id) == Some(epoch))
     }
 
     /// Producers with an open transaction here, with its first offset.

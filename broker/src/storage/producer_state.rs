@@ -30,6 +30,11 @@ struct BatchSeq {
 struct Entry {
     epoch: i16,
     batches: VecDeque<BatchSeq>,
+    /// The coordinator epoch of the last transaction marker (the leader epoch of the
+    /// coordinator's `__transaction_state` partition): a marker from an older
+    /// coordinator, one that lost its partition, is fenced.
+    #[serde(default)]
+    coordinator_epoch: i32,
 }
 
 /// What to do with a batch.
@@ -58,8 +63,8 @@ fn next_seq(seq: i32) -> i32 {
 }
 
 impl Producers {
-    /// Decides whether `h` may be appended.
-    pub(crate) fn check(&self, h: &BatchHeader) -> Result<Verdict, StorageError> {
+    /// Decides whether `h` may be appended; `coordinator_epoch` is a marker's.
+    pub(crate) fn check(&self, h: &BatchHeader, coordinator_epoch: Option<i32>) -> Result<Verdict, StorageError> {
         if h.producer_id < 0 {
             return Ok(Verdict::Append);
         }
@@ -72,11 +77,16 @@ impl Producers {
         if h.is_control() || (h.is_transactional() && h.base_sequence < 0) {
             // A transaction marker, or transactional offsets, written by a
             // coordinator: no sequence, only fencing.
-            return match entry {
-                Some(e) if h.producer_epoch < e.epoch => Err(StorageError::InvalidProducerEpoch {
+            return match (entry, coordinator_epoch) {
+                (Some(e), _) if h.producer_epoch < e.epoch => Err(StorageError::InvalidProducerEpoch {
                     producer_id: h.producer_id,
                     current: e.epoch,
                     got: h.producer_epoch,
+                }),
+                (Some(e), Some(c)) if c < e.coordinator_epoch => Err(StorageError::CoordinatorFenced {
+                    producer_id: h.producer_id,
+                    current: e.coordinator_epoch,
+                    got: c,
                 }),
                 _ => Ok(Verdict::Append),
             };
@@ -107,6 +117,11 @@ impl Producers {
         }
     }
 
+    /// The current epoch of `producer_id` here, if it wrote here.
+    pub(crate) fn epoch_of(&self, producer_id: i64) -> Option<i16> {
+        self.map.get(&producer_id).map(|e| e.epoch)
+    }
+
     /// (producer id, epoch, last sequence) of every producer known here.
     pub(crate) fn snapshot(&self) -> Vec<(i64, i16, i32)> {
         let mut out: Vec<_> =
@@ -125,8 +140,8 @@ impl Producers {
         out
     }
 
-    /// Remembers a batch appended at `base_offset`.
-    pub(crate) fn record(&mut self, h: &BatchHeader, base_offset: i64) {
+    /// Remembers a batch appended at `base_offset` (`coordinator_epoch`: a marker's).
+    pub(crate) fn record(&mut self, h: &BatchHeader, base_offset: i64, coordinator_epoch: Option<i32>) {
         if h.producer_id < 0 {
             return;
         }
@@ -135,6 +150,9 @@ impl Producers {
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
             entry.batches.clear();
+        }
+        if let Some(c) = coordinator_epoch.filter(|_| h.is_control()) {
+            entry.coordinator_epoch = entry.coordinator_epoch.max(c);
         }
         if h.is_control() || h.base_sequence < 0 {
             // Markers and coordinator writes carry no sequence; the producer's
@@ -179,39 +197,57 @@ mod tests {
     fn in_order_batches_append_and_retries_are_duplicates_with_original_offsets() {
         let mut p = Producers::default();
         let b0 = batch(7, 0, 0, 3);
-        assert_eq!(p.check(&b0).unwrap(), Verdict::Append);
-        p.record(&b0, 100);
+        assert_eq!(p.check(&b0, None).unwrap(), Verdict::Append);
+        p.record(&b0, 100, None);
         let b1 = batch(7, 0, 3, 2);
-        assert_eq!(p.check(&b1).unwrap(), Verdict::Append);
-        p.record(&b1, 103);
-        assert_eq!(p.check(&b0).unwrap(), Verdict::Duplicate { base_offset: 100, last_offset: 102 });
-        assert_eq!(p.check(&b1).unwrap(), Verdict::Duplicate { base_offset: 103, last_offset: 104 });
+        assert_eq!(p.check(&b1, None).unwrap(), Verdict::Append);
+        p.record(&b1, 103, None);
+        assert_eq!(p.check(&b0, None).unwrap(), Verdict::Duplicate { base_offset: 100, last_offset: 102 });
+        assert_eq!(p.check(&b1, None).unwrap(), Verdict::Duplicate { base_offset: 103, last_offset: 104 });
     }
 
     #[test]
     fn gaps_are_out_of_order_and_old_epochs_are_fenced() {
         let mut p = Producers::default();
-        assert!(matches!(p.check(&batch(7, 0, 5, 1)), Err(StorageError::OutOfOrderSequence { expected: 0, .. })));
-        p.record(&batch(7, 1, 0, 1), 0);
-        assert!(matches!(p.check(&batch(7, 1, 2, 1)), Err(StorageError::OutOfOrderSequence { expected: 1, .. })));
-        assert!(matches!(p.check(&batch(7, 0, 1, 1)), Err(StorageError::InvalidProducerEpoch { current: 1, .. })));
+        assert!(matches!(p.check(&batch(7, 0, 5, 1), None), Err(StorageError::OutOfOrderSequence { expected: 0, .. })));
+        p.record(&batch(7, 1, 0, 1), 0, None);
+        assert!(matches!(p.check(&batch(7, 1, 2, 1), None), Err(StorageError::OutOfOrderSequence { expected: 1, .. })));
+        assert!(matches!(
+            p.check(&batch(7, 0, 1, 1), None),
+            Err(StorageError::InvalidProducerEpoch { current: 1, .. })
+        ));
         // a bumped epoch starts again at sequence 0
-        assert_eq!(p.check(&batch(7, 2, 0, 1)).unwrap(), Verdict::Append);
-        assert!(p.check(&batch(7, 2, 1, 1)).is_err());
+        assert_eq!(p.check(&batch(7, 2, 0, 1), None).unwrap(), Verdict::Append);
+        assert!(p.check(&batch(7, 2, 1, 1), None).is_err());
         // non-idempotent batches are never checked
-        assert_eq!(p.check(&batch(-1, -1, -1, 4)).unwrap(), Verdict::Append);
+        assert_eq!(p.check(&batch(-1, -1, -1, 4), None).unwrap(), Verdict::Append);
     }
 
     #[test]
     fn only_the_last_five_batches_are_remembered_and_sequences_wrap() {
         let mut p = Producers::default();
         for i in 0..6 {
-            p.record(&batch(1, 0, i, 1), i as i64);
+            p.record(&batch(1, 0, i, 1), i as i64, None);
         }
-        assert!(p.check(&batch(1, 0, 0, 1)).is_err(), "the sixth-last batch is forgotten");
-        assert_eq!(p.check(&batch(1, 0, 1, 1)).unwrap(), Verdict::Duplicate { base_offset: 1, last_offset: 1 });
+        assert!(p.check(&batch(1, 0, 0, 1), None).is_err(), "the sixth-last batch is forgotten");
+        assert_eq!(p.check(&batch(1, 0, 1, 1), None).unwrap(), Verdict::Duplicate { base_offset: 1, last_offset: 1 });
         let mut p = Producers::default();
-        p.record(&batch(2, 0, i32::MAX - 1, 2), 0);
-        assert_eq!(p.check(&batch(2, 0, 0, 1)).unwrap(), Verdict::Append);
+        p.record(&batch(2, 0, i32::MAX - 1, 2), 0, None);
+        assert_eq!(p.check(&batch(2, 0, 0, 1), None).unwrap(), Verdict::Append);
+    }
+
+    #[test]
+    fn a_marker_from_an_older_coordinator_is_fenced() {
+        let mut p = Producers::default();
+        let mut data = batch(9, 0, 0, 1);
+        data.attributes = 1 << 4; // transactional
+        p.record(&data, 0, None);
+        let mut marker = batch(9, 0, -1, 1);
+        marker.attributes = (1 << 4) | (1 << 5); // transactional control
+        assert_eq!(p.check(&marker, Some(3)).unwrap(), Verdict::Append);
+        p.record(&marker, 1, Some(3));
+        assert_eq!(p.check(&marker, Some(3)).unwrap(), Verdict::Append, "the same coordinator again");
+        assert!(matches!(p.check(&marker, Some(2)), Err(StorageError::CoordinatorFenced { current: 3, got: 2, .. })));
+        assert_eq!(p.check(&marker, Some(4)).unwrap(), Verdict::Append);
     }
 }

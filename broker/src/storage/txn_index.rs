@@ -66,6 +66,16 @@ pub(crate) fn mark_of(header: &BatchHeader, batch: &Bytes) -> Option<TxnMark> {
     }
 }
 
+/// The coordinator epoch a marker (control batch) carries in its value: (i16
+/// version, i32 coordinator epoch).
+pub(crate) fn coordinator_epoch_of(header: &BatchHeader, batch: &Bytes) -> Option<i32> {
+    if !header.is_control() {
+        return None;
+    }
+    let value = records::read(header, batch).ok()?.into_iter().next()?.value?;
+    (value.len() >= 6).then(|| i32::from_be_bytes([value[2], value[3], value[4], value[5]]))
+}
+
 /// The key and value of a marker record (control record v0).
 pub(crate) fn marker_record(commit: bool, coordinator_epoch: i32) -> (Bytes, Bytes) {
     let kind = if commit { COMMIT } else { ABORT };

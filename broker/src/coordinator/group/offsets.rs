@@ -48,11 +48,13 @@ impl GroupCoordinator {
         Ok(self.offsets_partition(group)?.index)
     }
 
-    /// Ends the transactional offsets of `producer_id` in `group` (its marker is
-    /// durable in the group's offsets partition).
-    pub(crate) fn end_transaction(&self, group: &str, producer_id: i64, commit: bool) {
-        if let Some(g) = self.group(group) {
-            g.lock().end_transaction(producer_id, commit);
+    /// Ends the transactional offsets of `producer_id` in every group of
+    /// `__consumer_offsets` partition `index` (its marker is durable there).
+    pub(crate) fn end_transaction_in_partition(&self, index: i32, producer_id: i64, commit: bool) {
+        for g in self.groups.iter() {
+            if self.offsets_partition_index(g.key()).is_ok_and(|i| i == index) {
+                g.value().lock().end_transaction(producer_id, commit);
+            }
         }
     }
 
@@ -164,11 +166,7 @@ impl GroupCoordinator {
             .replay_records(partition, |header, batch, record| match mark_of(header, batch) {
                 // A marker's (only) record ends the producer's pending offsets.
                 Some(TxnMark::End { producer_id, commit }) => {
-                    for g in self.groups.iter() {
-                        if self.offsets_partition_index(g.key()).is_ok_and(|i| i == index) {
-                            g.value().lock().end_transaction(producer_id, commit);
-                        }
-                    }
+                    self.end_transaction_in_partition(index, producer_id, commit)
                 }
                 Some(TxnMark::Data { producer_id }) => {
                     self.replay_pending(producer_id, record.offset, record.key, record.value)

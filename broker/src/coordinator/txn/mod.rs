@@ -15,6 +15,7 @@
 //! producer instance), is aborted with a bumped epoch, which fences the old producer
 //! in every partition it wrote to.
 
+mod markers;
 mod state;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,11 +30,12 @@ use tokio_util::sync::CancellationToken;
 use tributary_protocol::batch::BatchHeader;
 use tributary_protocol::build::{build, BatchSpec};
 
+pub use markers::{BoxedFuture, Marker, Routes};
+
 use crate::clock::Clock;
 use crate::coordinator::group::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::errors::{self, Error};
-use crate::storage::txn_index::marker_record;
-use crate::storage::Storage;
+use crate::storage::{PartitionLog, Storage};
 pub(crate) use state::{TxnMeta, TxnState};
 
 /// Name of the internal topic holding transaction state.
@@ -43,6 +45,12 @@ pub const TXN_PARTITIONS: i32 = 8;
 /// Longest transaction timeout a producer may ask for (transaction.max.timeout.ms).
 const MAX_TIMEOUT_MS: i32 = 15 * 60 * 1000;
 
+/// The `__transaction_state` partition holding transactional id `id` (the topic
+/// always has [`TXN_PARTITIONS`]).
+pub fn partition_index(id: &str) -> i32 {
+    (crc32c::crc32c(id.as_bytes()) % TXN_PARTITIONS as u32) as i32
+}
+
 /// The coordinator.
 #[derive(Debug)]
 pub struct TxnCoordinator {
@@ -51,11 +59,48 @@ pub struct TxnCoordinator {
     txns: DashMap<String, Arc<Mutex<Option<TxnMeta>>>>,
     clock: Arc<dyn Clock>,
     loaded: AtomicBool,
+    /// Cluster mode: where partitions are led and the other brokers.
+    routes: markers::RoutesCell,
+    /// Cluster mode: `__transaction_state` partitions whose ids are loaded here.
+    partitions_loaded: DashMap<i32, ()>,
 }
 
 impl TxnCoordinator {
     pub fn new(storage: Arc<Storage>, groups: Arc<GroupCoordinator>, clock: Arc<dyn Clock>) -> Arc<Self> {
-        Arc::new(TxnCoordinator { storage, groups, txns: DashMap::new(), clock, loaded: AtomicBool::new(false) })
+        Arc::new(TxnCoordinator {
+            storage,
+            groups,
+            txns: DashMap::new(),
+            clock,
+            loaded: AtomicBool::new(false),
+            routes: Default::default(),
+            partitions_loaded: DashMap::new(),
+        })
+    }
+
+    /// Cluster mode: a transactional id is coordinated where its
+    /// `__transaction_state` partition is led, and markers go to other brokers.
+    pub fn set_routes(&self, routes: Arc<dyn Routes>) {
+        let _ = self.routes.set(routes);
+    }
+
+    /// The `__transaction_state` partition holding `id`.
+    pub(crate) fn partition_of(&self, id: &str) -> i32 {
+        partition_index(id)
+    }
+
+    /// Loaded, and the coordinator of `id`: its coordinator epoch (the leader epoch
+    /// of its `__transaction_state` partition; 0 on a single node). Otherwise
+    /// NOT_COORDINATOR (ask FindCoordinator again) or COORDINATOR_LOAD_IN_PROGRESS.
+    pub(crate) fn serves(&self, id: &str) -> Result<i32, Error> {
+        self.ready()?;
+        let Some(routes) = self.routes.get() else { return Ok(0) };
+        let partition = self.partition_of(id);
+        match routes.coordinates(partition) {
+            Some(epoch) if self.partitions_loaded.contains_key(&partition) => Ok(epoch),
+            Some(_) => Err(Error::CoordinatorLoadInProgress),
+            None => Err(Error::NotCoordinator),
+        }
     }
 
     pub fn is_loaded(&self) -> bool {
@@ -75,49 +120,87 @@ impl TxnCoordinator {
     }
 
     /// Replays `__transaction_state` (creating it on first start) and completes
-    /// transactions that were ending when the broker stopped.
+    /// transactions that were ending when the broker stopped. (Cluster mode: the
+    /// local copy starts empty; each partition is loaded as it is taken over.)
     pub async fn load(&self) -> anyhow::Result<()> {
         let topic = self.storage.internal_topic(TXN_TOPIC, TXN_PARTITIONS).await?;
-        let mut latest: BTreeMap<String, Option<TxnMeta>> = BTreeMap::new();
+        let mut latest = BTreeMap::new();
         for partition in &topic.partitions {
-            self.storage
-                .replay_records(partition, |_, _, r| {
-                    if let Some(id) = r.key.and_then(state::decode_key) {
-                        latest.insert(id, r.value.and_then(state::decode_value));
-                    }
-                })
-                .await?;
+            self.replay_into(partition, &mut latest).await?;
         }
-        let mut ending = Vec::new();
         for (id, meta) in latest {
-            if let Some(m) = &meta {
-                if matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
-                    ending.push(id.clone());
-                }
-            }
             self.txns.insert(id, Arc::new(Mutex::new(meta)));
         }
         self.loaded.store(true, Ordering::Release);
-        for id in ending {
-            let entry = self.entry(&id);
-            let mut guard = entry.lock().await;
-            if let Some(meta) = guard.as_mut() {
-                let commit = meta.state == TxnState::PrepareCommit;
-                tracing::info!(transactional_id = %id, commit, "completing a transaction that was ending");
-                if let Err(e) = self.complete(&id, meta, commit).await {
-                    tracing::warn!(transactional_id = %id, error = ?e, "cannot complete transaction yet");
-                }
-            }
-        }
+        self.finish_ending().await;
         tracing::info!(transactions = self.txns.len(), "transaction coordinator loaded");
         Ok(())
+    }
+
+    /// The latest state of every transactional id in one partition.
+    async fn replay_into(
+        &self,
+        partition: &Arc<PartitionLog>,
+        latest: &mut BTreeMap<String, Option<TxnMeta>>,
+    ) -> anyhow::Result<()> {
+        self.storage
+            .replay_records(partition, |_, _, r| {
+                if let Some(id) = r.key.and_then(state::decode_key) {
+                    latest.insert(id, r.value.and_then(state::decode_value));
+                }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Cluster mode: this broker now owns `__transaction_state` partition `index`
+    /// (rebuilt from the object store): its transactional ids are coordinated here.
+    /// Transactions found ending are finished by the timer. Returns the ids loaded.
+    pub async fn load_partition(&self, index: i32) -> anyhow::Result<usize> {
+        self.unload_partition(index);
+        let topic = self.storage.topic(TXN_TOPIC).ok_or_else(|| anyhow::anyhow!("{TXN_TOPIC} missing"))?;
+        let partition = topic.partition(index).ok_or_else(|| anyhow::anyhow!("{TXN_TOPIC}-{index} missing"))?;
+        let mut latest = BTreeMap::new();
+        self.replay_into(partition, &mut latest).await?;
+        let n = latest.len();
+        for (id, meta) in latest {
+            self.txns.insert(id, Arc::new(Mutex::new(meta)));
+        }
+        self.partitions_loaded.insert(index, ());
+        Ok(n)
+    }
+
+    /// Cluster mode: `__transaction_state` partition `index` went to another broker.
+    pub fn unload_partition(&self, index: i32) {
+        self.partitions_loaded.remove(&index);
+        self.txns.retain(|id, _| self.partition_of(id) != index);
+    }
+
+    /// Completes transactions left in a Prepare state (found at load or takeover,
+    /// or whose markers at other brokers took longer than EndTxn waits), skipping
+    /// those a request is working on.
+    async fn finish_ending(&self) {
+        let ids: Vec<String> = self.txns.iter().map(|e| e.key().clone()).collect();
+        for id in ids {
+            let Ok(coordinator_epoch) = self.serves(&id) else { continue };
+            let Some(entry) = self.txns.get(&id).map(|e| e.clone()) else { continue };
+            let Ok(mut guard) = entry.try_lock() else { continue };
+            let Some(meta) = guard.as_mut() else { continue };
+            if !matches!(meta.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
+                continue;
+            }
+            let commit = meta.state == TxnState::PrepareCommit;
+            tracing::info!(transactional_id = %id, commit, "completing a transaction that was ending");
+            if let Err(e) = self.complete(&id, meta, commit, coordinator_epoch).await {
+                tracing::warn!(transactional_id = %id, error = ?e, "cannot complete transaction yet");
+            }
+        }
     }
 
     /// Writes one state record for `id` and waits until it is durable.
     async fn persist(&self, id: &str, meta: &TxnMeta) -> Result<(), Error> {
         let topic = self.storage.topic(TXN_TOPIC).ok_or(Error::CoordinatorNotAvailable)?;
-        let index = (crc32c::crc32c(id.as_bytes()) % topic.partitions.len().max(1) as u32) as i32;
-        let partition = topic.partition(index).ok_or(Error::CoordinatorNotAvailable)?;
+        let partition = topic.partition(self.partition_of(id)).ok_or(Error::CoordinatorNotAvailable)?;
         let record = (Some(state::encode_key(id)), Some(state::encode_value(meta)));
         self.append_batch(partition, &BatchSpec::plain(self.clock.now_ms()), &[record]).await
     }
@@ -146,10 +229,10 @@ impl TxnCoordinator {
         timeout_ms: i32,
         expected: Option<(i64, i16)>,
     ) -> Result<(i64, i16), Error> {
-        self.ready()?;
         if id.is_empty() {
             return Err(Error::InvalidRequest);
         }
+        let coordinator_epoch = self.serves(id)?;
         if timeout_ms <= 0 || timeout_ms > MAX_TIMEOUT_MS {
             return Err(Error::InvalidTransactionTimeout);
         }
@@ -170,6 +253,12 @@ impl TxnCoordinator {
                 return Err(Error::ProducerFenced);
             }
         }
+        if matches!(meta.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
+            // Markers of the last transaction are still being written (Kafka answers
+            // the same); the client retries.
+            *guard = Some(meta);
+            return Err(Error::ConcurrentTransactions);
+        }
         if meta.state == TxnState::Ongoing {
             // A new instance of this transactional.id: abort what the old one left
             // open, with a bumped epoch that fences it.
@@ -179,10 +268,14 @@ impl TxnCoordinator {
                 *guard = Some(meta);
                 return Err(e);
             }
-            if let Err(e) = self.complete(id, &mut meta, false).await {
-                *guard = Some(meta);
-                return Err(e);
+            let completed = self.complete(id, &mut meta, false, coordinator_epoch).await;
+            let still_ending = meta.state == TxnState::PrepareAbort;
+            *guard = Some(meta);
+            completed?;
+            if still_ending {
+                return Err(Error::ConcurrentTransactions);
             }
+            meta = guard.take().expect("just put back");
         }
         meta.bump_epoch(self.storage.allocate_producer_id().await.map_err(|e| errors::coordinator(&e))?);
         meta.timeout_ms = timeout_ms;
@@ -214,7 +307,7 @@ impl TxnCoordinator {
         partitions: Vec<(String, i32)>,
     ) -> Vec<((String, i32), Result<(), Error>)> {
         let all = |e: Error, ps: Vec<(String, i32)>| ps.into_iter().map(|p| (p, Err(e))).collect();
-        if let Err(e) = self.ready() {
+        if let Err(e) = self.serves(id) {
             return all(e, partitions);
         }
         let unknown: Vec<bool> = partitions
@@ -236,7 +329,7 @@ impl TxnCoordinator {
 
     /// AddOffsetsToTxn: the group's offsets partition joins the transaction.
     pub(crate) async fn add_offsets(&self, id: &str, producer_id: i64, epoch: i16, group: &str) -> Result<(), Error> {
-        self.ready()?;
+        self.serves(id)?;
         let partition = self.groups.offsets_partition_index(group)?;
         self.add(id, producer_id, epoch, vec![(OFFSETS_TOPIC.to_string(), partition)], Some(group.to_string())).await
     }
@@ -288,7 +381,15 @@ impl TxnCoordinator {
         epoch: i16,
         group: &str,
     ) -> Result<(), Error> {
-        self.ready()?;
+        match (self.serves(id), self.routes.get()) {
+            (Err(Error::NotCoordinator), Some(routes)) => {
+                // Coordinated elsewhere: its open transaction must hold the group's
+                // offsets partition (what AddOffsetsToTxn added).
+                let partition = (OFFSETS_TOPIC.to_string(), self.groups.offsets_partition_index(group)?);
+                return routes.verify(id.to_string(), producer_id, epoch, vec![partition]).await;
+            }
+            (r, _) => r?,
+        };
         let entry = self.txns.get(id).map(|e| e.clone()).ok_or(Error::InvalidProducerIdMapping)?;
         let guard = entry.lock().await;
         let meta = guard.as_ref().ok_or(Error::InvalidProducerIdMapping)?;
@@ -297,6 +398,41 @@ impl TxnCoordinator {
             return Err(Error::InvalidTxnState);
         }
         Ok(())
+    }
+
+    /// Whether a transactional batch may be written into `partition` (the Produce
+    /// check): asked of this coordinator, or (cluster mode) of the broker that
+    /// coordinates `id`, unless the producer already has a transaction open in the
+    /// partition at this epoch, which its coordinator will end there.
+    pub(crate) async fn verify_write(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        topic: &str,
+        partition: &PartitionLog,
+    ) -> Result<(), Error> {
+        let index = partition.index;
+        match (self.serves(id), self.routes.get()) {
+            (Err(Error::NotCoordinator), Some(routes)) => {
+                if partition.has_open_transaction(producer_id, epoch) {
+                    return Ok(());
+                }
+                match routes.verify(id.to_string(), producer_id, epoch, vec![(topic.to_string(), index)]).await {
+                    // What a producer retries a Produce on, as Kafka answers when the
+                    // coordinator cannot verify the write now.
+                    Err(
+                        Error::NotCoordinator
+                        | Error::CoordinatorNotAvailable
+                        | Error::CoordinatorLoadInProgress
+                        | Error::ConcurrentTransactions,
+                    ) => Err(Error::NotEnoughReplicas),
+                    other => other,
+                }
+            }
+            (Err(e), _) => Err(e),
+            (Ok(_), _) => self.verify(id, producer_id, epoch, topic, index).await,
+        }
     }
 
     /// Whether a transactional batch of `producer_id`/`epoch` may go to a partition:
@@ -321,7 +457,7 @@ impl TxnCoordinator {
 
     /// EndTxn: commit or abort, answered once every marker is durable.
     pub(crate) async fn end(&self, id: &str, producer_id: i64, epoch: i16, commit: bool) -> Result<(), Error> {
-        self.ready()?;
+        let coordinator_epoch = self.serves(id)?;
         let entry = self.txns.get(id).map(|e| e.clone()).ok_or(Error::InvalidProducerIdMapping)?;
         let mut guard = entry.lock().await;
         let meta = guard.as_mut().ok_or(Error::InvalidProducerIdMapping)?;
@@ -338,41 +474,18 @@ impl TxnCoordinator {
         next.updated_at = self.clock.now_ms();
         self.persist(id, &next).await?;
         *meta = next;
-        self.complete(id, meta, commit).await
+        self.complete(id, meta, commit, coordinator_epoch).await
     }
 
     /// Writes the markers of a transaction in a Prepare state, then completes it.
-    async fn complete(&self, id: &str, meta: &mut TxnMeta, commit: bool) -> Result<(), Error> {
-        let (key, value) = marker_record(commit, 0);
-        let spec = BatchSpec {
-            producer_id: meta.producer_id,
-            producer_epoch: meta.producer_epoch,
-            base_sequence: -1,
-            transactional: true,
-            control: true,
-            timestamp: self.clock.now_ms(),
-        };
-        let batch = build(&spec, &[(Some(key), Some(value))]).map_err(|_| Error::UnknownServerError)?;
-        let header = BatchHeader::parse(&batch).map_err(|_| Error::UnknownServerError)?;
-        // Queue every marker first, then wait: one group commit makes them all durable.
-        let mut pending = Vec::with_capacity(meta.partitions.len());
-        for (t, p) in &meta.partitions {
-            let Some(partition) = self.storage.topic(t).and_then(|topic| topic.partition(*p).cloned()) else {
-                tracing::warn!(transactional_id = %id, topic = %t, partition = p, "partition gone; no marker");
-                continue;
-            };
-            let queued = self
-                .storage
-                .submit(&partition, vec![(header, batch.clone())], false)
-                .await
-                .map_err(|e| errors::coordinator(&e))?;
-            pending.push(queued);
-        }
-        for queued in pending {
-            queued.await.map_err(|_| Error::CoordinatorNotAvailable)?.map_err(|e| errors::coordinator(&e))?;
-        }
-        for group in &meta.groups {
-            self.groups.end_transaction(group, meta.producer_id, commit);
+    /// Cluster mode: when markers at other brokers take longer than a moment, the
+    /// transaction stays in its Prepare state (its outcome durable) and the timer
+    /// finishes it.
+    async fn complete(&self, id: &str, meta: &mut TxnMeta, commit: bool, coordinator_epoch: i32) -> Result<(), Error> {
+        let marker =
+            Marker { producer_id: meta.producer_id, producer_epoch: meta.producer_epoch, commit, coordinator_epoch };
+        if !self.write_markers(marker, &meta.partitions).await? {
+            return Ok(());
         }
         let mut next = meta.clone();
         next.state = if commit { TxnState::CompleteCommit } else { TxnState::CompleteAbort };
@@ -409,6 +522,7 @@ impl TxnCoordinator {
         let now = self.clock.now_ms();
         let ids: Vec<String> = self.txns.iter().map(|e| e.key().clone()).collect();
         for id in ids {
+            let Ok(coordinator_epoch) = self.serves(&id) else { continue };
             let Some(entry) = self.txns.get(&id).map(|e| e.clone()) else { continue };
             let mut guard = entry.lock().await;
             let Some(meta) = guard.as_mut() else { continue };
@@ -429,13 +543,14 @@ impl TxnCoordinator {
                 continue;
             }
             *meta = next;
-            if let Err(e) = self.complete(&id, meta, false).await {
+            if let Err(e) = self.complete(&id, meta, false, coordinator_epoch).await {
                 tracing::warn!(transactional_id = %id, error = ?e, "cannot complete timed-out abort yet");
             }
         }
     }
 
-    /// Aborts timed-out transactions every `period` until shutdown.
+    /// Aborts timed-out transactions and finishes ending ones every `period` until
+    /// shutdown.
     pub async fn run_timers(self: Arc<Self>, period: Duration, shutdown: CancellationToken) {
         let mut ticker = tokio::time::interval(period);
         loop {
@@ -445,6 +560,7 @@ impl TxnCoordinator {
             }
             if self.is_loaded() {
                 self.abort_expired().await;
+                self.finish_ending().await;
             }
         }
     }

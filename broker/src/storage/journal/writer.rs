@@ -373,7 +373,7 @@ impl Writer {
                 // once that is durable (never refused: the client would take it for
                 // not written); anything new is refused while the store fails.
                 let duplicate = match a.batches.as_slice() {
-                    [(header, _)] => matches!(st.check_producer(header), Ok(Verdict::Duplicate { .. })),
+                    [(header, bytes)] => matches!(st.check_producer(header, bytes), Ok(Verdict::Duplicate { .. })),
                     _ => false,
                 };
                 if !duplicate {
@@ -398,7 +398,7 @@ impl Writer {
                     }),
                     _ => Ok(Verdict::Append),
                 },
-                [(header, _)] => st.check_producer(header),
+                [(header, bytes)] => st.check_producer(header, bytes),
                 _ => Ok(Verdict::Append),
             };
             match verdict {
@@ -440,7 +440,7 @@ impl Writer {
                 }
                 entry::seal(&mut buf, range.start - HEADER_LEN);
                 if !(a.recovered && base < st.state_through) {
-                    st.record_producer(header, base);
+                    st.record_producer(header, bytes, base);
                 }
                 let last = base + header.last_offset_delta as i64;
                 st.next_offset = last + 1;
