@@ -110,6 +110,44 @@ class Conn:
         message = r.string()
         return error, base, record_errors, message
 
+    def offset_for_leader_epoch(self, topic, partition, leader_epoch, current_leader_epoch=-1):
+        """OffsetForLeaderEpoch v2 for one partition; returns (error_code,
+        leader_epoch, end_offset)."""
+        body = struct.pack(">i", 1) + s16(topic) + struct.pack(">iiii", 1, partition, current_leader_epoch,
+                                                               leader_epoch)
+        r = Reader(self.request(23, 2, body))
+        r.i32()  # throttle
+        assert r.i32() == 1
+        r.string()
+        assert r.i32() == 1
+        error = r.i16()
+        r.i32()  # partition
+        return error, r.i32(), r.i64()
+
+    def alter_client_quotas(self, client_id, key, value):
+        """AlterClientQuotas v0 of one client-id quota (value None removes it);
+        returns (error_code, error_message)."""
+        entity = struct.pack(">i", 1) + s16("client-id") + s16(client_id)
+        op = s16(key) + struct.pack(">d?", value or 0.0, value is None)
+        body = struct.pack(">i", 1) + entity + struct.pack(">i", 1) + op + b"\x00"
+        r = Reader(self.request(49, 0, body))
+        r.i32()  # throttle
+        assert r.i32() == 1
+        return r.i16(), r.string()
+
+    def describe_client_quotas(self):
+        """DescribeClientQuotas v0 of every entity; returns {((type, name), ...):
+        {key: value}}."""
+        r = Reader(self.request(48, 0, struct.pack(">i", 0) + b"\x00"))
+        r.i32()  # throttle
+        error, message = r.i16(), r.string()
+        assert error == 0, (error, message)
+        out = {}
+        for _ in range(max(r.i32(), 0)):
+            entity = tuple((r.string(), r.string()) for _ in range(r.i32()))
+            out[entity] = {r.string(): r.f64() for _ in range(r.i32())}
+        return out
+
 
 class Reader:
     def __init__(self, b):
@@ -129,6 +167,9 @@ class Reader:
 
     def i64(self):
         return self._take(">q")
+
+    def f64(self):
+        return self._take(">d")
 
     def string(self):
         n = self.i16()

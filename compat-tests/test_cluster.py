@@ -12,6 +12,7 @@ import time
 import pytest
 from confluent_kafka.admin import AdminClient
 
+import rawkafka
 from conftest import ROOT, wait_until
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -210,3 +211,107 @@ def test_clients_produce_and_consume_across_partitions_spread_over_every_broker(
             per_partition.setdefault(part, []).append(off)
         assert all(offs == sorted(offs) == list(range(len(offs))) for offs in per_partition.values())
         assert sum(tp.offset for tp in committed) == n, f"{protocol}: committed offsets {committed}"
+
+
+def test_client_quotas_altered_on_one_broker_apply_on_every_broker(cluster):
+    """Client quotas live in etcd: set on one broker, every broker describes (and so
+    enforces) them within a second; removed on another, gone everywhere."""
+    a, b, c = cluster.nodes
+    client = f"quota-{int(time.time() * 1000)}"
+    entity = (("client-id", client),)
+    conns = {n.id: rawkafka.Conn(n.port) for n in cluster.nodes}
+    try:
+        assert conns[a.id].alter_client_quotas(client, "producer_byte_rate", 4096.0) == (0, None)
+        started = time.monotonic()
+        for node in (b, c):
+            wait_until(lambda: conns[node.id].describe_client_quotas().get(entity) == {"producer_byte_rate": 4096.0},
+                       timeout=5, what=f"broker {node.id} to see the quota set on broker {a.id}")
+        print(f"a quota set on broker {a.id} was seen everywhere after {time.monotonic() - started:.2f}s")
+        assert time.monotonic() - started < 2
+        # Operations on one entity from two brokers both land (each is guarded by the
+        # entity's revision in etcd).
+        assert conns[b.id].alter_client_quotas(client, "consumer_byte_rate", 8192.0) == (0, None)
+        both = {"producer_byte_rate": 4096.0, "consumer_byte_rate": 8192.0}
+        wait_until(lambda: all(x.describe_client_quotas().get(entity) == both for x in conns.values()), timeout=5,
+                   what="every broker to see both quotas")
+        error, message = conns[c.id].alter_client_quotas(client, "request_percentage", 50.0)
+        assert error == 42 and "not enforced" in message, (error, message)  # INVALID_REQUEST
+        assert conns[c.id].alter_client_quotas(client, "producer_byte_rate", None) == (0, None)
+        assert conns[c.id].alter_client_quotas(client, "consumer_byte_rate", None) == (0, None)
+        for node in cluster.nodes:
+            wait_until(lambda: entity not in conns[node.id].describe_client_quotas(), timeout=5,
+                       what=f"broker {node.id} to drop the removed quotas")
+    finally:
+        for conn in conns.values():
+            conn.close()
+
+
+def test_offset_for_leader_epoch_answers_where_each_epoch_ended_after_a_move(cluster):
+    """A partition moved by a failover leads in a new epoch; OffsetForLeaderEpoch
+    answers the end of the old epoch (where the new owner started) and the log end
+    for the current one, as clients validating their position after a move need."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import NewTopic
+
+    topic = f"epochs-{int(time.time() * 1000)}"
+    admin_of(cluster.nodes[0]).create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=15)
+    wait_until(lambda: 0 in (partitions_seen(cluster.nodes[0], topic) or {}), timeout=20, what="a leader")
+
+    def produce(count, tag):
+        p = Producer({"bootstrap.servers": cluster.bootstrap, "enable.idempotence": True})
+        failed = []
+        for i in range(count):
+            p.produce(topic, value=f"{tag}{i}".encode(), on_delivery=lambda e, m: e and failed.append(e))
+        assert p.flush(60) == 0 and not failed, failed
+
+    def epochs():
+        c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": f"g-{topic}", "enable.auto.commit": False})
+        c.assign([TopicPartition(topic, 0, 0)])
+        seen = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None:
+                if seen:
+                    break
+                continue
+            if not m.error():
+                seen.append((m.offset(), m.leader_epoch()))
+        c.close()
+        return seen
+
+    produce(10, "a")
+    first = epochs()
+    assert [o for o, _ in first] == list(range(10))
+    old_epoch = first[0][1]
+    old_leader = next(n for n in cluster.nodes if n.id == partitions_seen(cluster.nodes[0], topic)[0])
+    old_leader.kill()
+    rest = [n for n in cluster.nodes if n is not old_leader]
+    wait_until(lambda: (partitions_seen(rest[0], topic) or {}).get(0) in {n.id for n in rest}, timeout=30,
+               what="the partition to move")
+    produce(5, "b")
+    after = epochs()
+    assert [o for o, _ in after] == list(range(15))
+    new_epoch = after[-1][1]
+    assert new_epoch > old_epoch, (old_epoch, new_epoch)
+    assert all(e == old_epoch for o, e in after[:10]) and all(e == new_epoch for o, e in after[10:]), after
+
+    leader = next(n for n in rest if n.id == partitions_seen(rest[0], topic)[0])
+    conn = rawkafka.Conn(leader.port)
+    try:
+        assert conn.offset_for_leader_epoch(topic, 0, old_epoch) == (0, old_epoch, 10)
+        assert conn.offset_for_leader_epoch(topic, 0, new_epoch) == (0, new_epoch, 15)
+        # An epoch between the two that no owner led ends where the next one began.
+        if new_epoch - old_epoch > 1:
+            assert conn.offset_for_leader_epoch(topic, 0, new_epoch - 1) == (0, old_epoch, 10)
+        assert conn.offset_for_leader_epoch(topic, 0, new_epoch + 1) == (0, -1, -1)
+        # With the client's current epoch: a stale one is fenced.
+        assert conn.offset_for_leader_epoch(topic, 0, old_epoch, current_leader_epoch=old_epoch)[0] == 74
+    finally:
+        conn.close()
+    other = next(n for n in rest if n is not leader)
+    conn = rawkafka.Conn(other.port)
+    try:
+        assert conn.offset_for_leader_epoch(topic, 0, old_epoch)[0] == 6  # NOT_LEADER_OR_FOLLOWER
+    finally:
+        conn.close()

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use tributary_config::Config;
 
+use crate::cluster::quotas::QuotaChangeError;
 use crate::cluster::{BrokerInfo, CatalogError, Cluster, Topology};
 use crate::coordinator::group::GroupCoordinator;
 use crate::coordinator::txn::TxnCoordinator;
 use crate::metrics::Metrics;
-use crate::quotas::Quotas;
+use crate::quotas::{QuotaEntity, Quotas};
 use crate::storage::{Storage, StorageError, Topic};
 
 /// This broker as clients see it in Metadata.
@@ -29,7 +30,7 @@ pub struct Broker {
     pub metrics: Arc<Metrics>,
     pub groups: Arc<GroupCoordinator>,
     pub txns: Arc<TxnCoordinator>,
-    pub quotas: Quotas,
+    pub quotas: Arc<Quotas>,
     pub node: Node,
     /// Cluster mode: the membership, election and view kept current from etcd.
     pub cluster: Option<Arc<Cluster>>,
@@ -49,7 +50,7 @@ impl Broker {
         let info = advertised_info(&config);
         let node = Node { id: info.id, host: info.host.clone(), port: info.port };
         let single = Arc::new(Topology::single(info, storage.cluster_id()));
-        let quotas = Quotas::new(&config.quotas, storage.client_quotas());
+        let quotas = Arc::new(Quotas::new(&config.quotas, storage.client_quotas()));
         Broker { config, storage, metrics, groups, txns, quotas, node, cluster, single }
     }
 
@@ -131,6 +132,35 @@ impl Broker {
         match &self.cluster {
             None => Ok(self.storage.set_topic_configs(topic, configs).await?),
             Some(c) => Ok(c.catalog.set_configs(&topic.name, configs).await?),
+        }
+    }
+}
+
+/// Client quota changes go to the metadata log on a single node and to etcd in
+/// cluster mode (every broker follows them; this one answers once it applied it).
+impl Broker {
+    /// Replaces an entity's quotas by `f` of its current ones; nothing is written
+    /// with `validate_only` or when `f` refuses.
+    pub async fn alter_client_quotas(
+        &self,
+        entity: &QuotaEntity,
+        validate_only: bool,
+        f: impl Fn(BTreeMap<String, f64>) -> Result<BTreeMap<String, f64>, String>,
+    ) -> Result<(), QuotaChangeError> {
+        match &self.cluster {
+            Some(c) => c.quotas.alter(entity, validate_only, f).await,
+            None => {
+                let values = f(self.quotas.get(entity)).map_err(QuotaChangeError::Invalid)?;
+                if validate_only {
+                    return Ok(());
+                }
+                self.storage
+                    .set_client_quotas(entity.clone(), values.clone())
+                    .await
+                    .map_err(|e| QuotaChangeError::Storage(crate::errors::code(&e), e.to_string()))?;
+                self.quotas.set(entity.clone(), values);
+                Ok(())
+            }
         }
     }
 }

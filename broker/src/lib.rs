@@ -127,6 +127,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     }
     let broker =
         Arc::new(broker::Broker::new(config, storage.clone(), metrics, groups.clone(), txns.clone(), cluster.clone()));
+    if let Some(c) = &cluster {
+        c.follow_quotas(broker.quotas.clone(), shutdown.clone());
+    }
     let server_task = tokio::spawn(server::serve(listener, broker, shutdown.clone()));
     // Group APIs answer COORDINATOR_LOAD_IN_PROGRESS until the offsets are loaded;
     // the broker is ready once they are.

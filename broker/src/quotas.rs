@@ -189,6 +189,14 @@ impl Quotas {
         self.rates.clear();
     }
 
+    /// Replaces every entity's quotas (cluster mode: what etcd holds).
+    pub fn replace_all(&self, all: Vec<(QuotaEntity, BTreeMap<String, f64>)>) {
+        let mut configs = self.configs.write();
+        *configs = all.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+        self.any.store(!configs.is_empty(), Ordering::Release);
+        self.rates.clear();
+    }
+
     /// An entity's quotas.
     pub fn get(&self, entity: &QuotaEntity) -> BTreeMap<String, f64> {
         self.configs.read().get(entity).cloned().unwrap_or_default()

@@ -308,13 +308,13 @@ pub(crate) fn offset_for_leader_epoch(
                         Ok(epoch) => epoch,
                         Err(code) => return base.with_error_code(code),
                     };
-                    // The log keeps no epoch history yet: every record this broker
-                    // holds was written in the current epoch, so an asked epoch up to
-                    // it ends at the high watermark.
                     if p.leader_epoch > current {
                         return base;
                     }
-                    base.with_leader_epoch(current).with_end_offset(log.offsets().high_watermark)
+                    match log.end_offset_for_epoch(p.leader_epoch, log.offsets().high_watermark) {
+                        Some((epoch, end)) => base.with_leader_epoch(epoch).with_end_offset(end),
+                        None => base,
+                    }
                 })
                 .collect();
             OffsetForLeaderTopicResult::default().with_topic(t.topic).with_partitions(partitions)

@@ -18,7 +18,8 @@ use tributary_protocol::kafka_protocol::messages::{
 use tributary_protocol::kafka_protocol::protocol::StrBytes;
 
 use super::RequestCtx;
-use crate::errors::{self, of, Error};
+use crate::cluster::quotas::QuotaChangeError;
+use crate::errors::{of, Error};
 use crate::quotas::{self, EntityName, QuotaEntity};
 
 const USER: &str = "user";
@@ -73,7 +74,8 @@ pub(crate) async fn alter(ctx: &RequestCtx, request: AlterClientQuotasRequest) -
     let broker = &ctx.broker;
     let mut entries = Vec::with_capacity(request.entries.len());
     for entry in request.entries {
-        let mut answer = AlteredEntry::default().with_entity(
+        // No message on success, as Kafka answers.
+        let mut answer = AlteredEntry::default().with_error_message(None).with_entity(
             entry
                 .entity
                 .iter()
@@ -86,26 +88,29 @@ pub(crate) async fn alter(ctx: &RequestCtx, request: AlterClientQuotasRequest) -
         );
         let result = async {
             let e = entity(&entry.entity).map_err(|m| (of(Error::InvalidRequest), m))?;
-            let mut values: BTreeMap<String, f64> = broker.quotas.get(&e);
-            for op in &entry.ops {
-                let key = op.key.to_string();
-                if op.remove {
-                    values.remove(&key);
-                } else {
-                    quotas::validate(&e, &key, op.value).map_err(|m| (of(Error::InvalidRequest), m))?;
-                    values.insert(key, op.value);
+            let apply = |mut values: BTreeMap<String, f64>| {
+                for op in &entry.ops {
+                    let key = op.key.to_string();
+                    if op.remove {
+                        values.remove(&key);
+                    } else {
+                        quotas::validate(&e, &key, op.value)?;
+                        values.insert(key, op.value);
+                    }
                 }
+                Ok(values)
+            };
+            broker.alter_client_quotas(&e, request.validate_only, apply).await.map_err(|err| {
+                let code = match &err {
+                    QuotaChangeError::Invalid(_) => of(Error::InvalidRequest),
+                    QuotaChangeError::Storage(code, _) => *code,
+                    QuotaChangeError::Etcd(_) | QuotaChangeError::NotApplied(_) => of(Error::RequestTimedOut),
+                };
+                (code, err.to_string())
+            })?;
+            if !request.validate_only {
+                tracing::info!(entity = ?e, "client quotas changed");
             }
-            if request.validate_only {
-                return Ok(());
-            }
-            broker
-                .storage
-                .set_client_quotas(e.clone(), values.clone())
-                .await
-                .map_err(|err| (errors::code(&err), err.to_string()))?;
-            tracing::info!(entity = ?e, quotas = ?values, "client quotas changed");
-            broker.quotas.set(e, values);
             Ok(())
         }
         .await;

@@ -70,11 +70,9 @@ impl Catalog {
     /// Waits until this broker applied the catalog up to `revision`.
     async fn applied(&self, revision: i64) -> Result<(), CatalogError> {
         let limit = Duration::from_secs(10);
-        let mut applied = self.applied.clone();
-        let waited = tokio::time::timeout(limit, async { applied.wait_for(|&r| r >= revision).await.is_ok() }).await;
-        match waited {
-            Ok(true) => Ok(()),
-            _ => Err(CatalogError::NotApplied(limit)),
+        match super::etcd::caught_up(&self.applied, revision, limit).await {
+            true => Ok(()),
+            false => Err(CatalogError::NotApplied(limit)),
         }
     }
 

@@ -160,3 +160,10 @@ impl Etcd {
         self.timed("lease revoke", client.lease_revoke(lease)).await.map(|_| ())
     }
 }
+
+/// Waits until `applied` (the etcd revision a follower applied) reaches `revision`;
+/// false when it did not within `limit`.
+pub async fn caught_up(applied: &tokio::sync::watch::Receiver<i64>, revision: i64, limit: Duration) -> bool {
+    let mut applied = applied.clone();
+    tokio::time::timeout(limit, async { applied.wait_for(|&r| r >= revision).await.is_ok() }).await.unwrap_or(false)
+}

@@ -357,7 +357,7 @@ impl Ctx {
                 left += 1;
                 continue;
             }
-            t.log.set_leader_epoch(t.epoch);
+            t.log.set_leader_epochs(history.chain.iter().map(|x| (x.epoch, x.start)).collect());
             if let Some(h) = self.hooks.get() {
                 if let Err(e) = h.acquired(&t.topic, t.partition).await {
                     tracing::warn!(topic = %t.topic, partition = t.partition, error = %e, "taken over but its state did not load; retrying");

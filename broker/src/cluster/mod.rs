@@ -14,6 +14,8 @@
 //! - [`catalog`]: topics in etcd (`topics/<name>`), followed by every broker into
 //!   its own storage.
 //! - [`producer_ids`]: blocks of producer ids reserved in etcd.
+//! - [`quotas`]: client quotas in etcd (`quotas/<entity>`), followed by every
+//!   broker.
 //! - [`peers`]: requests to other brokers (transaction markers, write
 //!   verification), over the Kafka protocol.
 //! - [`topology`]: the view handlers read: live brokers, the controller, partition
@@ -31,6 +33,7 @@ pub mod manifests;
 pub mod membership;
 pub mod peers;
 pub mod producer_ids;
+pub mod quotas;
 pub mod topology;
 pub mod wal;
 
@@ -63,6 +66,8 @@ pub struct Cluster {
     /// What must follow partition ownership besides the data (the group coordinator).
     hooks: Arc<std::sync::OnceLock<Arc<dyn handover::Hooks>>>,
     pub catalog: Catalog,
+    pub quotas: quotas::ClientQuotas,
+    quotas_applied: parking_lot::Mutex<Option<watch::Sender<i64>>>,
     tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -91,6 +96,7 @@ impl Cluster {
         let (view, _) = watch::channel(Arc::new(initial));
         let node_id = info.id;
         let (applied_tx, applied) = watch::channel(0i64);
+        let (quotas_tx, quotas_applied) = watch::channel(0i64);
         let cluster = Arc::new(Cluster {
             etcd: etcd.clone(),
             node_id,
@@ -100,6 +106,8 @@ impl Cluster {
             ready,
             hooks: Arc::new(std::sync::OnceLock::new()),
             catalog: Catalog::new(etcd.clone(), applied.clone()),
+            quotas: quotas::ClientQuotas::new(etcd.clone(), quotas_applied),
+            quotas_applied: parking_lot::Mutex::new(Some(quotas_tx)),
             tasks: parking_lot::Mutex::new(Vec::new()),
         });
         let internal = vec![
@@ -166,6 +174,15 @@ impl Cluster {
             if view.changed().await.is_err() {
                 return;
             }
+        }
+    }
+
+    /// Keeps `quotas` equal to the client quotas in etcd until `shutdown` (started
+    /// once the broker's quotas exist).
+    pub fn follow_quotas(&self, quotas: Arc<crate::quotas::Quotas>, shutdown: CancellationToken) {
+        if let Some(applied) = self.quotas_applied.lock().take() {
+            let task = tokio::spawn(quotas::follow(self.etcd.clone(), quotas, applied, shutdown));
+            self.tasks.lock().push(task);
         }
     }
 

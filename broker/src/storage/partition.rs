@@ -62,6 +62,9 @@ pub struct PartitionLog {
     fenced: AtomicBool,
     /// Cluster mode: the leader epoch written into new batches.
     leader_epoch: AtomicI32,
+    /// Cluster mode: the epochs this partition's owners led it in, oldest first,
+    /// with the first offset each wrote (from its history in etcd, at takeover).
+    epochs: Mutex<Arc<[(i32, i64)]>>,
     /// Bumped when the log is rebuilt (cluster mode, on taking the partition over):
     /// work planned on the log before (a flush, a group commit) is dropped.
     generation: AtomicU64,
@@ -221,6 +224,7 @@ impl PartitionLog {
             deleted: AtomicBool::new(false),
             fenced: AtomicBool::new(false),
             leader_epoch: AtomicI32::new(0),
+            epochs: Mutex::new(Arc::from(Vec::new())),
             generation: AtomicU64::new(0),
             unpublished: AtomicUsize::new(0),
             state: Mutex::new(LogState {
@@ -319,8 +323,22 @@ impl PartitionLog {
         self.leader_epoch.load(Ordering::Acquire)
     }
 
-    pub fn set_leader_epoch(&self, epoch: i32) {
-        self.leader_epoch.store(epoch, Ordering::Release);
+    /// Leads from now on in the last of `epochs` ((epoch, first offset written in
+    /// it), oldest first), which are what OffsetForLeaderEpoch answers from.
+    pub fn set_leader_epochs(&self, epochs: Vec<(i32, i64)>) {
+        let current = epochs.last().map_or(0, |e| e.0);
+        *self.epochs.lock() = Arc::from(epochs);
+        self.leader_epoch.store(current, Ordering::Release);
+    }
+
+    /// The largest epoch at most `requested` and the offset where it ended (the
+    /// first offset of the next epoch, or `end` for the current one), as Kafka's
+    /// leader epoch cache answers OffsetForLeaderEpoch; `None` for an epoch newer
+    /// than the current one. A log without an epoch history (single node) was all
+    /// written in its current epoch.
+    pub fn end_offset_for_epoch(&self, requested: i32, end: i64) -> Option<(i32, i64)> {
+        let epochs = self.epochs.lock().clone();
+        end_offset_for_epoch(&epochs, self.leader_epoch(), requested, end)
     }
 
     pub(crate) fn generation(&self) -> u64 {
@@ -545,5 +563,49 @@ impl ManifestSegment {
             max_timestamp: self.max_timestamp,
             max_timestamp_batch: self.max_timestamp_batch,
         }
+    }
+}
+
+/// See [`PartitionLog::end_offset_for_epoch`].
+fn end_offset_for_epoch(epochs: &[(i32, i64)], current: i32, requested: i32, end: i64) -> Option<(i32, i64)> {
+    if requested > current || requested < 0 {
+        return None;
+    }
+    if requested == current {
+        return Some((current, end));
+    }
+    match epochs.iter().position(|&(e, _)| e > requested) {
+        // Every epoch kept is at most the requested one: it ran to the end.
+        None => Some((requested.min(current), end)),
+        Some(0) => Some((requested, epochs[0].1)),
+        Some(i) => Some((epochs[i - 1].0, epochs[i].1)),
+    }
+}
+
+#[cfg(test)]
+mod epoch_tests {
+    use super::end_offset_for_epoch;
+
+    #[test]
+    fn an_epoch_ends_where_the_next_one_starts() {
+        let epochs = [(2, 0), (5, 40), (6, 40), (9, 100)];
+        let at = |r| end_offset_for_epoch(&epochs, 9, r, 130);
+        assert_eq!(at(9), Some((9, 130)));
+        assert_eq!(at(6), Some((6, 100)));
+        assert_eq!(at(5), Some((5, 40)));
+        // An epoch no owner led answers the last one before it.
+        assert_eq!(at(7), Some((6, 100)));
+        assert_eq!(at(3), Some((2, 40)));
+        // Older than every epoch kept: it ended where the oldest kept began.
+        assert_eq!(at(1), Some((1, 0)));
+        assert_eq!(at(10), None);
+        assert_eq!(at(-1), None);
+    }
+
+    #[test]
+    fn without_a_history_the_log_is_all_in_its_current_epoch() {
+        assert_eq!(end_offset_for_epoch(&[], 0, 0, 17), Some((0, 17)));
+        assert_eq!(end_offset_for_epoch(&[], 3, 1, 17), Some((1, 17)));
+        assert_eq!(end_offset_for_epoch(&[], 3, 4, 17), None);
     }
 }
