@@ -98,6 +98,8 @@ class Load:
         self.threads = [threading.Thread(target=self.run, args=(i, per_producer, pace), daemon=True)
                         for i in range(producers)]
         self.sent = [0] * producers
+        # When each acknowledgement arrived, by partition (for the stall figures).
+        self.ack_times = {}
 
     def run(self, i, n, pace):
         # A paused broker answers nothing: requests to it time out after 5 s (not the
@@ -113,6 +115,7 @@ class Load:
                     self.errors.append(str(err))
                 else:
                     self.acked[msg.value()] = (msg.partition(), msg.offset())
+                    self.ack_times.setdefault(msg.partition(), []).append(time.monotonic())
 
         deadline = time.monotonic() + 150
         for k in range(n):
@@ -134,6 +137,18 @@ class Load:
     def progress(self):
         with self.lock:
             return len(self.acked)
+
+    def stalls(self, start, end):
+        """The longest wait between two acknowledgements of each partition in
+        [start, end] (only partitions acknowledged on both sides of a wait count)."""
+        with self.lock:
+            times = {p: sorted(ts) for p, ts in self.ack_times.items()}
+        out = {}
+        for p, ts in times.items():
+            gaps = [b - a for a, b in zip(ts, ts[1:]) if b >= start and a <= end]
+            if gaps:
+                out[p] = max(gaps)
+        return out
 
     def join(self):
         for t in self.threads:
@@ -341,6 +356,10 @@ def test_a_joining_broker_takes_a_fair_share_and_a_stopped_one_hands_over_withou
     assert leaving.stop() == 0, "a clean shutdown"
     took = takeover_time(cluster, leaving, topic, stopped)
     print(f"broker {leaving.id} stopped with SIGTERM; its partitions served elsewhere after {took:.2f}s")
+    handed = [p for p, b in after.items() if b == leaving.id and p[0] == topic]
+    stalls = load.stalls(stopped, stopped + took)
+    worst = {p: round(stalls.get(p, 0.0), 3) for _, p in handed}
+    print(f"producer stall on the {len(handed)} partitions handed over (longest wait between two acks): {worst}")
     load.join()
     live = ",".join(n.address for n in cluster.nodes if n is not leaving)
     seen = read_all(live, topic)

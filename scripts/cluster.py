@@ -94,8 +94,7 @@ def stop_pid(pid, timeout=30.0):
     """SIGTERM, then SIGKILL after `timeout`; waits until the process is gone."""
     if not alive(pid):
         return
-    os.kill(pid, signal.SIGCONT)  # a paused process cannot act on SIGTERM
-    os.kill(pid, signal.SIGTERM)
+    signal_stop(pid)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and alive(pid):
         _reap(pid)
@@ -106,6 +105,13 @@ def stop_pid(pid, timeout=30.0):
             _reap(pid)
             time.sleep(0.05)
     _reap(pid)
+
+
+def signal_stop(pid):
+    """Asks a process to stop (SIGTERM, after SIGCONT in case it is paused)."""
+    if pid is not None and alive(pid):
+        os.kill(pid, signal.SIGCONT)
+        os.kill(pid, signal.SIGTERM)
 
 
 def kill(proc):
@@ -311,6 +317,10 @@ class LocalCluster:
     def down(self):
         """Stops everything, each part even when another fails to stop."""
         errors = []
+        # Every broker at once: a broker stopping alone hands its partitions to the
+        # others first, which a whole cluster going down need not wait for.
+        for n in self.nodes:
+            signal_stop(n.pid)
         for stop in [n.stop for n in self.nodes] + [self.stop_s3, self.stop_etcd]:
             try:
                 stop()
@@ -323,6 +333,8 @@ class LocalCluster:
 def down(directory):
     state_file = pathlib.Path(directory) / "cluster.json"
     state = json.loads(state_file.read_text())
+    for b in state["brokers"]:
+        signal_stop(b["pid"])
     for b in state["brokers"]:
         stop_pid(b["pid"])
     for part in ("s3", "etcd"):

@@ -76,6 +76,7 @@ pub fn advertised_info(config: &Config) -> BrokerInfo {
         rack: (!rack.is_empty()).then(|| rack.clone()),
         weight: config.cluster.weight,
         incarnation: uuid::Uuid::new_v4().simple().to_string(),
+        draining: false,
     }
 }
 

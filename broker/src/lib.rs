@@ -145,6 +145,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
 
     wait_for_signal().await;
     tracing::info!("shutting down");
+    if let Some(c) = &cluster {
+        // Hand the partitions on while still serving, so producers move over at once.
+        c.drain(DRAIN_LIMIT).await;
+    }
     ready.store(false, Ordering::Release);
     shutdown.cancel();
     let _ = server_task.await;
@@ -159,6 +163,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     tracing::info!("stopped");
     Ok(())
 }
+
+/// How long a clean shutdown in cluster mode waits for its partitions to be handed
+/// on before it leaves anyway (the successors then wait for the revoked lease).
+const DRAIN_LIMIT: Duration = Duration::from_secs(15);
 
 /// Cluster mode: the groups of a `__consumer_offsets` partition, and the
 /// transactional ids of a `__transaction_state` partition, follow its owner.

@@ -119,10 +119,13 @@ async fn place_once(
     internal: &[(String, i32)],
     balance_factor: f64,
 ) -> Result<usize, ClusterError> {
-    if lease == 0 || view.brokers.is_empty() {
+    // A draining broker (shutting down cleanly) gets nothing; with every broker
+    // draining the assignments stay as they are.
+    let brokers: Vec<Member> =
+        view.brokers.iter().filter(|b| !b.draining).map(|b| Member { id: b.id, weight: b.weight.max(1) }).collect();
+    if lease == 0 || brokers.is_empty() {
         return Ok(0);
     }
-    let brokers: Vec<Member> = view.brokers.iter().map(|b| Member { id: b.id, weight: b.weight.max(1) }).collect();
     let (catalog, _) = Catalog::list(etcd).await?;
     let mut topics: BTreeMap<String, i32> = catalog.into_iter().map(|(n, e)| (n, e.partitions)).collect();
     for (name, count) in internal {

@@ -59,6 +59,10 @@ pub struct Tenure {
     /// Where it stopped, when it handed the partition on cleanly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<i64>,
+    /// The sequence past its last object that can hold the partition's entries,
+    /// when it handed the partition on cleanly (a takeover reads no further).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_seq: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -274,19 +278,25 @@ impl Ctx {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         tracing::debug!(partitions = ready_now.len(), "taking partitions over: drained");
-        let mut streams: HashMap<(i32, i64), u64> = HashMap::new();
+        // Per stream: from the first object any tenure needs, up to the last (to the
+        // stream's end where a tenure is open).
+        let mut streams: HashMap<(i32, i64), (u64, Option<u64>)> = HashMap::new();
         for t in &ready_now {
             for tenure in &t.history.chain {
-                let from = streams.entry((tenure.broker, tenure.lease)).or_insert(tenure.from_seq);
-                *from = (*from).min(tenure.from_seq);
+                let range = streams.entry((tenure.broker, tenure.lease)).or_insert((tenure.from_seq, tenure.end_seq));
+                range.0 = range.0.min(tenure.from_seq);
+                range.1 = range.1.zip(tenure.end_seq).map(|(a, b)| a.max(b));
             }
         }
+        let reading = Instant::now();
+        let mut objects_read = 0;
         let mut found: HashMap<(Uuid, i32), Vec<StreamBatch>> = HashMap::new();
         let wanted_ids: HashSet<(Uuid, i32)> = ready_now.iter().map(|t| (t.history.topic_id, t.partition)).collect();
-        for ((broker, lease), from) in &streams {
-            let objects = wal::read_stream(&self.op, *broker, *lease, *from)
+        for ((broker, lease), (from, until)) in &streams {
+            let objects = wal::read_stream(&self.op, *broker, *lease, *from, *until)
                 .await
                 .map_err(|e| ClusterError::Etcd { op: "read journal objects", message: e })?;
+            objects_read += objects.len();
             for (header, batches) in objects {
                 for b in batches {
                     if wanted_ids.contains(&(b.topic, b.partition)) {
@@ -298,7 +308,9 @@ impl Ctx {
         tracing::info!(
             partitions = ready_now.len(),
             streams = streams.len(),
+            objects = objects_read,
             batches = found.values().map(Vec::len).sum::<usize>(),
+            ms = reading.elapsed().as_millis() as u64,
             "journal objects read for the takeover"
         );
         for t in ready_now {
@@ -343,7 +355,15 @@ impl Ctx {
             if let Some(last) = history.chain.last_mut() {
                 last.end.get_or_insert(start);
             }
-            history.chain.push(Tenure { epoch: t.epoch, broker: me, lease: held.id, start, from_seq, end: None });
+            history.chain.push(Tenure {
+                epoch: t.epoch,
+                broker: me,
+                lease: held.id,
+                start,
+                from_seq,
+                end: None,
+                end_seq: None,
+            });
             let key = self.etcd().full(&history_key(&t.topic, t.partition));
             let guard = if t.revision == 0 {
                 Compare::create_revision(key.clone(), CompareOp::Equal, 0)
@@ -434,6 +454,14 @@ impl Ctx {
                 return;
             }
             last.end = Some(end);
+            // Every object with this partition's entries is numbered below the next
+            // (nothing of it is unanswered, and an object is numbered before any of
+            // its appends is answered), and none before the first holding a batch
+            // past both the tenure's start and the sealed end pointed at.
+            let next = self.shipper.next_seq(lease);
+            let needed = history.sealed.as_ref().map_or(last.start, |p| p.end.max(last.start));
+            last.from_seq = last.from_seq.max(log.first_object_from(lease, needed, next));
+            last.end_seq = Some(next);
             let key = self.etcd().full(&history_key(topic, partition));
             let txn = Txn::new()
                 .when([Compare::mod_revision(key.clone(), CompareOp::Equal, revision)])
@@ -517,7 +545,7 @@ mod tests {
     }
 
     fn tenure(broker: i32, lease: i64, start: i64, from_seq: u64, end: Option<i64>) -> Tenure {
-        Tenure { epoch: broker, broker, lease, start, from_seq, end }
+        Tenure { epoch: broker, broker, lease, start, from_seq, end, end_seq: None }
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! as an object `manifests/<topic id>/<partition>/<lease>-<n>` and points the
 //! partition's history at it, dropping the tenures that ended below the sealed end.
 //! A takeover then starts from the manifest and reads journal objects only from the
-//! sealed end on, so its cost follows the unsealed tail, not the partition's size.
+//! sealed end on, so its cost follows the unsealed tail, not the partition's size:
+//! the owner's tenure moves its first object up to the first that holds a batch
+//! past the sealed end (tracked per partition as objects are shipped).
 //!
 //! The pointer is written only by the owner whose tenure is the history's last, in
 //! an etcd transaction guarded by the history's revision and the owner's lease; a
@@ -20,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::handover::{history_key, History, SealedPointer};
 use super::membership::broker_key;
+use super::wal::WalShipper;
 use super::Cluster;
 use crate::storage::{PartitionLog, SealHook, Storage};
 
@@ -38,18 +41,20 @@ impl SealHook for Sealed {
 pub fn start(
     cluster: Arc<Cluster>,
     storage: Arc<Storage>,
+    shipper: Arc<WalShipper>,
     op: Operator,
     metrics: Arc<crate::metrics::Metrics>,
     shutdown: CancellationToken,
 ) -> (Arc<Sealed>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(cluster, storage, op, rx, metrics, shutdown));
+    let task = tokio::spawn(run(cluster, storage, shipper, op, rx, metrics, shutdown));
     (Arc::new(Sealed { tx }), task)
 }
 
 async fn run(
     cluster: Arc<Cluster>,
     storage: Arc<Storage>,
+    shipper: Arc<WalShipper>,
     op: Operator,
     mut rx: mpsc::UnboundedReceiver<(Arc<str>, i32)>,
     metrics: Arc<crate::metrics::Metrics>,
@@ -67,7 +72,7 @@ async fn run(
             due.insert(next);
         }
         for (topic, partition) in due {
-            match publish(&cluster, &storage, &op, &topic, partition, &counter).await {
+            match publish(&cluster, &storage, &shipper, &op, &topic, partition, &counter).await {
                 Ok(true) => metrics.manifests_published.inc(),
                 Ok(false) => {}
                 Err(e) => {
@@ -81,6 +86,7 @@ async fn run(
 async fn publish(
     cluster: &Cluster,
     storage: &Storage,
+    shipper: &WalShipper,
     op: &Operator,
     topic: &Arc<str>,
     partition: i32,
@@ -100,6 +106,10 @@ async fn publish(
     if manifest.segments.is_empty() {
         return Ok(false);
     }
+    // The first of this owner's objects a takeover still needs (read the shipper's
+    // next sequence first: see PartitionLog::first_object_from).
+    let next = shipper.next_seq(lease);
+    let from_seq = log.first_object_from(lease, end, next);
     let key = format!(
         "manifests/{}/{partition}/{lease:016x}-{:020}",
         local.id.simple(),
@@ -123,6 +133,9 @@ async fn publish(
     }
     let previous = history.sealed.replace(SealedPointer { key: key.clone(), end }).map(|p| p.key);
     history.prune_below(end);
+    if let Some(last) = history.chain.last_mut() {
+        last.from_seq = last.from_seq.max(from_seq);
+    }
     let full = etcd.full(&hkey);
     let txn = Txn::new()
         .when([
@@ -135,6 +148,7 @@ async fn publish(
         let _ = op.delete(&key).await;
         return Ok(false);
     }
+    log.forget_shipped_below(lease, end);
     if let Some(old) = previous {
         let _ = op.delete(&old).await;
     }

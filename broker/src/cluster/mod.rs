@@ -129,8 +129,14 @@ impl Cluster {
             wal::start(op.clone(), storage.clone(), node_id, cluster.lease.clone(), metrics.clone(), shutdown.clone());
         storage.set_shipper(shipper.clone());
         tasks.push(shipping);
-        let (sealed, manifests) =
-            manifests::start(cluster.clone(), storage.clone(), op.clone(), metrics.clone(), shutdown.clone());
+        let (sealed, manifests) = manifests::start(
+            cluster.clone(),
+            storage.clone(),
+            shipper.clone(),
+            op.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
         storage.set_seal_hook(sealed);
         tasks.push(manifests);
         tasks.push(tokio::spawn(handover::run(
@@ -184,6 +190,53 @@ impl Cluster {
             let task = tokio::spawn(quotas::follow(self.etcd.clone(), quotas, applied, shutdown));
             self.tasks.lock().push(task);
         }
+    }
+
+    /// The first step of a clean shutdown: marks this broker draining in its etcd key,
+    /// so the controller places its partitions elsewhere and the hand-over task hands
+    /// each on (closing its tenure, so the successor starts at once rather than after
+    /// the lease is gone). Returns once nothing is served here, or after `limit`;
+    /// at once when no other broker could take the partitions.
+    pub async fn drain(&self, limit: Duration) {
+        let t = self.topology();
+        let held = *self.lease.borrow();
+        let others = t.brokers.iter().any(|b| b.id != self.node_id && !b.draining);
+        let Some(mut info) = t.broker(self.node_id).cloned().filter(|_| t.live && others) else {
+            return;
+        };
+        info.draining = true;
+        let key = self.etcd.full(&membership::broker_key(self.node_id));
+        let value = serde_json::to_vec(&info).expect("broker info serialises");
+        let txn = etcd_client::Txn::new()
+            .when([etcd_client::Compare::lease(key.clone(), etcd_client::CompareOp::Equal, held.id)])
+            .and_then([etcd_client::TxnOp::put(key, value, Some(etcd_client::PutOptions::new().with_lease(held.id)))]);
+        match self.etcd.txn("mark the broker draining", txn).await {
+            Ok(r) if r.succeeded() => {}
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot mark this broker draining; leaving without a hand-over");
+                return;
+            }
+        }
+        let started = Instant::now();
+        let before = self.ready.len();
+        tracing::info!(partitions = before, "draining: handing partitions on before shutting down");
+        // Until nothing is left here, or nobody is left to take it (every broker
+        // stopping at once).
+        let takers = |t: &Topology| t.brokers.iter().any(|b| b.id != self.node_id && !b.draining);
+        while !self.ready.is_empty()
+            && started.elapsed() < limit
+            && self.lease.borrow().live(Instant::now())
+            && takers(&self.topology())
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::info!(
+            handed_on = before.saturating_sub(self.ready.len()),
+            left = self.ready.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "drained"
+        );
     }
 
     /// Sets what must follow partition ownership besides the data (once).

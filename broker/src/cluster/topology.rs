@@ -20,6 +20,10 @@ pub struct BrokerInfo {
     /// A new value at every start of the process: tells a restarted broker from the
     /// one before it.
     pub incarnation: String,
+    /// Shutting down cleanly: the controller places nothing here, so the broker can
+    /// hand its partitions on before it leaves.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 /// The owner of one partition and its leader epoch.
@@ -104,7 +108,15 @@ mod tests {
     use super::*;
 
     fn info(id: i32) -> BrokerInfo {
-        BrokerInfo { id, host: "127.0.0.1".into(), port: 9092 + id, rack: None, weight: 1, incarnation: "x".into() }
+        BrokerInfo {
+            id,
+            host: "127.0.0.1".into(),
+            port: 9092 + id,
+            rack: None,
+            weight: 1,
+            incarnation: "x".into(),
+            draining: false,
+        }
     }
 
     #[test]

@@ -234,6 +234,12 @@ async fn run(
                 }
                 let header = Header { broker, lease: held.id, seq: stream.1, partitions };
                 let key = object_key(broker, held.id, stream.1);
+                // Before the next sequence is published (see PartitionLog::first_object_from).
+                for s in &shipments {
+                    for (log, last) in s.partition_ends() {
+                        log.note_shipped(held.id, stream.1, last);
+                    }
+                }
                 stream.1 += 1;
                 *next.lock() = stream;
                 let body = encode(&header, &data);
@@ -331,23 +337,32 @@ async fn upload(
     }
 }
 
-/// The objects of one stream from `from_seq` up to the first missing one, decoded,
-/// in order. (A gap is where this broker stopped acknowledging: nothing after it was
+/// The objects of one stream from `from_seq` up to the first missing one (or up to
+/// `until`, excluded), decoded, in order. (A gap is where this broker stopped acknowledging: nothing after it was
 /// acknowledged, see the module documentation.)
 pub async fn read_stream(
     op: &Operator,
     broker: i32,
     lease: i64,
     from_seq: u64,
+    until: Option<u64>,
 ) -> Result<Vec<(Header, Vec<Found>)>, String> {
+    if until.is_some_and(|u| u <= from_seq) {
+        return Ok(Vec::new());
+    }
     let prefix = stream_prefix(broker, lease);
-    let mut keys: Vec<(u64, String)> = op
-        .list(&prefix)
+    // Keys sort by sequence: list only from the first wanted one where the store can.
+    let mut listing = op.list_with(&prefix);
+    let after = from_seq.checked_sub(1).map(|s| object_key(broker, lease, s));
+    if let Some(after) = after.as_deref().filter(|_| op.info().full_capability().list_with_start_after) {
+        listing = listing.start_after(after);
+    }
+    let mut keys: Vec<(u64, String)> = listing
         .await
         .map_err(|e| format!("listing {prefix}: {e}"))?
         .into_iter()
         .filter_map(|e| e.name().parse::<u64>().ok().map(|seq| (seq, e.path().to_string())))
-        .filter(|(seq, _)| *seq >= from_seq)
+        .filter(|(seq, _)| *seq >= from_seq && until.is_none_or(|u| *seq < u))
         .collect();
     keys.sort();
     let mut contiguous = Vec::new();

@@ -65,6 +65,10 @@ pub struct PartitionLog {
     /// Cluster mode: the epochs this partition's owners led it in, oldest first,
     /// with the first offset each wrote (from its history in etcd, at takeover).
     epochs: Mutex<Arc<[(i32, i64)]>>,
+    /// Cluster mode: the journal objects holding this partition's batches, as
+    /// (lease, first sequence, last offset in them), oldest first and coarsened to a
+    /// bounded number; tells from which object a takeover must read past a seal.
+    shipped: Mutex<std::collections::VecDeque<(i64, u64, i64)>>,
     /// Bumped when the log is rebuilt (cluster mode, on taking the partition over):
     /// work planned on the log before (a flush, a group commit) is dropped.
     generation: AtomicU64,
@@ -225,6 +229,7 @@ impl PartitionLog {
             fenced: AtomicBool::new(false),
             leader_epoch: AtomicI32::new(0),
             epochs: Mutex::new(Arc::from(Vec::new())),
+            shipped: Mutex::new(std::collections::VecDeque::new()),
             generation: AtomicU64::new(0),
             unpublished: AtomicUsize::new(0),
             state: Mutex::new(LogState {
@@ -331,6 +336,46 @@ impl PartitionLog {
         self.leader_epoch.store(current, Ordering::Release);
     }
 
+    /// Cluster mode: journal object `seq` of `lease` holds batches of this partition
+    /// up to `last_offset`. Called in sequence order, before the shipper publishes
+    /// `seq + 1` as its next sequence.
+    pub fn note_shipped(&self, lease: i64, seq: u64, last_offset: i64) {
+        let mut shipped = self.shipped.lock();
+        match shipped.back_mut() {
+            Some(b) if b.0 != lease => shipped.clear(),
+            Some(b) if b.1 == seq => {
+                b.2 = b.2.max(last_offset);
+                return;
+            }
+            _ => {}
+        }
+        shipped.push_back((lease, seq, last_offset));
+        if shipped.len() > SHIPPED_KEPT {
+            // Merge neighbours: each entry then starts at its first object and ends at
+            // its second's last offset, which only ever makes a takeover read more.
+            let merged: std::collections::VecDeque<_> =
+                shipped.make_contiguous().chunks(2).map(|c| (c[0].0, c[0].1, c[c.len() - 1].2)).collect();
+            *shipped = merged;
+        }
+    }
+
+    /// Cluster mode: the first object of `lease` that may hold a batch of this
+    /// partition at or past `offset` (`next_seq`, the shipper's next sequence read
+    /// before this call, when none shipped yet does).
+    pub fn first_object_from(&self, lease: i64, offset: i64, next_seq: u64) -> u64 {
+        let shipped = self.shipped.lock();
+        shipped.iter().find(|&&(l, _, last)| l == lease && last >= offset).map_or(next_seq, |&(_, seq, _)| seq)
+    }
+
+    /// Cluster mode: forgets the objects a takeover no longer reads (all below
+    /// `offset`, now sealed and pointed at).
+    pub fn forget_shipped_below(&self, lease: i64, offset: i64) {
+        let mut shipped = self.shipped.lock();
+        while shipped.front().is_some_and(|&(l, _, last)| l != lease || last < offset) {
+            shipped.pop_front();
+        }
+    }
+
     /// The largest epoch at most `requested` and the offset where it ended (the
     /// first offset of the next epoch, or `end` for the current one), as Kafka's
     /// leader epoch cache answers OffsetForLeaderEpoch; `None` for an epoch newer
@@ -363,6 +408,7 @@ impl PartitionLog {
     /// segments and state, nothing cached, offsets from its sealed end (or 0).
     /// Returns the cache bytes freed.
     pub(crate) fn reset(&self, manifest: Option<&Manifest>) -> u64 {
+        self.shipped.lock().clear();
         let mut st = self.state.lock();
         self.generation.fetch_add(1, Ordering::AcqRel);
         let freed = st.cache_bytes;
@@ -566,6 +612,9 @@ impl ManifestSegment {
     }
 }
 
+/// Entries kept by [`PartitionLog::note_shipped`] before neighbours are merged.
+const SHIPPED_KEPT: usize = 64;
+
 /// See [`PartitionLog::end_offset_for_epoch`].
 fn end_offset_for_epoch(epochs: &[(i32, i64)], current: i32, requested: i32, end: i64) -> Option<(i32, i64)> {
     if requested > current || requested < 0 {
@@ -600,6 +649,37 @@ mod epoch_tests {
         assert_eq!(at(1), Some((1, 0)));
         assert_eq!(at(10), None);
         assert_eq!(at(-1), None);
+    }
+
+    #[test]
+    fn the_first_object_past_a_seal_is_never_later_than_the_true_one() {
+        let log = super::PartitionLog::new(1, "t".into(), 0, 0);
+        // Object n holds offsets up to 10 n + 9 (two shipments in object 3).
+        for seq in 0..500u64 {
+            log.note_shipped(7, seq, seq as i64 * 10 + 9);
+            if seq == 3 {
+                log.note_shipped(7, seq, 35);
+            }
+        }
+        assert!(log.shipped.lock().len() <= super::SHIPPED_KEPT);
+        let mut last = 0;
+        for offset in [0i64, 39, 40, 41, 1234, 4999] {
+            let from = log.first_object_from(7, offset, 500);
+            let exact = (offset / 10) as u64;
+            assert!(from <= exact, "offset {offset}: from {from}, holder {exact}");
+            assert!(from >= last, "sealed ends only grow, so does the answer");
+            // Forgetting below a published seal changes no later answer.
+            log.forget_shipped_below(7, offset);
+            assert_eq!(log.first_object_from(7, offset, 500), from);
+            last = from;
+        }
+        // Past everything shipped: the next object. Another lease starts afresh.
+        assert_eq!(log.first_object_from(7, 5000, 500), 500);
+        log.note_shipped(8, 0, 9);
+        assert_eq!(log.first_object_from(8, 0, 1), 0);
+        assert_eq!(log.first_object_from(7, 0, 3), 3);
+        log.forget_shipped_below(7, 0);
+        assert!(log.shipped.lock().is_empty());
     }
 
     #[test]

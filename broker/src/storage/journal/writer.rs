@@ -116,6 +116,18 @@ impl Shipment {
         out
     }
 
+    /// Each partition with entries in it and the last offset they reach.
+    pub fn partition_ends(&self) -> Vec<(Arc<PartitionLog>, i64)> {
+        let mut out: Vec<(Arc<PartitionLog>, i64)> = Vec::new();
+        for p in self.written.placed.iter().filter(|p| !p.batches.is_empty()) {
+            match out.iter_mut().find(|(log, _)| log.id == p.partition.id) {
+                Some((_, last)) => *last = (*last).max(p.outcome.last_offset),
+                None => out.push((p.partition.clone(), p.outcome.last_offset)),
+            }
+        }
+        out
+    }
+
     /// Durable: make it visible and answer its appends.
     pub fn publish(self) {
         self.publisher.publish(self.written);
