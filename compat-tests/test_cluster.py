@@ -6,36 +6,21 @@ controller; a SIGKILLed broker leaves the list once its lease expires and the
 controller is elected again; a restarted broker rejoins; a broker cut off from etcd
 stops taking writes and comes back with etcd."""
 
-import sys
 import time
 
 import pytest
 from confluent_kafka.admin import AdminClient
 
 import rawkafka
-from conftest import ROOT, wait_until
-
-sys.path.insert(0, str(ROOT / "scripts"))
-from cluster import LocalCluster  # noqa: E402
-
-LEASE_TTL = 2
+from clusterkit import LEASE_TTL, admin_of, knows, leaders, running_cluster
+from conftest import wait_until
 
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = LocalCluster(tmp_path / "cluster", lease_ttl=LEASE_TTL, extra_top="[topics]\nauto_create = false\n")
-    try:
-        c.up(3)
-        expected = {n.id: n.address for n in c.nodes}
-        # Ready means registered; the others' registrations reach each view soon after.
-        wait_until(lambda: all(metadata(n)[0] == expected for n in c.nodes), timeout=20,
-                   what="every broker to list all three")
-        yield c
-    finally:
-        logs = {n.id: n.log_tail(15) for n in c.nodes}
-        c.down()
-        for node_id, tail in logs.items():
-            print(f"--- broker {node_id}\n{tail}")
+    yield from running_cluster(tmp_path / "cluster", extra_top="[topics]\nauto_create = false\n", tail=15)
+
+
 
 
 def metadata(node):
@@ -99,25 +84,6 @@ def test_a_second_process_with_a_taken_node_id_waits_rather_than_joins(cluster, 
         twin.kill()
 
 
-_admins = {}
-
-
-def admin_of(node):
-    """One Admin client per broker address, kept alive: a future of a collected
-    client fails with _DESTROY."""
-    if node.address not in _admins:
-        _admins[node.address] = AdminClient({"bootstrap.servers": node.address})
-    return _admins[node.address]
-
-
-def partitions_seen(node, topic):
-    md = admin_of(node).list_topics(topic, timeout=10)
-    t = md.topics.get(topic)
-    if t is None or t.error is not None:
-        return None
-    return {p.id: p.leader for p in t.partitions.values() if p.error is None}
-
-
 def test_topic_changes_made_on_one_broker_are_seen_by_every_broker(cluster):
     from confluent_kafka.admin import ConfigResource, NewPartitions, NewTopic
 
@@ -126,13 +92,13 @@ def test_topic_changes_made_on_one_broker_are_seen_by_every_broker(cluster):
     admin_of(a).create_topics([NewTopic(topic, 6, 1)])[topic].result(timeout=15)
     started = time.monotonic()
     for node in (b, c):
-        wait_until(lambda: (partitions_seen(node, topic) or {}).keys() == set(range(6)), timeout=5,
+        wait_until(lambda: leaders(node, topic).keys() == set(range(6)), timeout=5,
                    what=f"broker {node.id} to see the new topic with leaders")
     print(f"a topic created on broker {a.id} was seen with leaders everywhere after {time.monotonic() - started:.2f}s")
     assert time.monotonic() - started < 5
 
     admin_of(b).create_partitions([NewPartitions(topic, 9)])[topic].result(timeout=15)
-    wait_until(lambda: len(partitions_seen(c, topic) or {}) == 9 and len(partitions_seen(a, topic) or {}) == 9,
+    wait_until(lambda: len(leaders(c, topic)) == 9 and len(leaders(a, topic)) == 9,
                timeout=5, what="every broker to see 9 partitions")
 
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic, set_config={"retention.ms": "3600000"})
@@ -147,7 +113,7 @@ def test_topic_changes_made_on_one_broker_are_seen_by_every_broker(cluster):
 
     admin_of(a).delete_topics([topic])[topic].result(timeout=15)
     for node in cluster.nodes:
-        wait_until(lambda: partitions_seen(node, topic) is None, timeout=5, what=f"broker {node.id} to drop the topic")
+        wait_until(lambda: not knows(node, topic), timeout=5, what=f"broker {node.id} to drop the topic")
 
 
 def test_clients_produce_and_consume_across_partitions_spread_over_every_broker(cluster):
@@ -159,16 +125,16 @@ def test_clients_produce_and_consume_across_partitions_spread_over_every_broker(
     everyone = {n.id for n in cluster.nodes}
 
     def placed_everywhere():
-        seen = [partitions_seen(n, topic) or {} for n in cluster.nodes]
+        seen = [leaders(n, topic) or {} for n in cluster.nodes]
         return len(seen[0]) == 12 and set(seen[0].values()) == everyone and seen[0] == seen[1] == seen[2]
 
     # The controller places as brokers register: poll until every broker agrees on
     # leaders spread over all three.
     wait_until(placed_everywhere, timeout=30, what="leaders on every broker, the same from every broker")
-    leaders = partitions_seen(cluster.nodes[1], topic)
+    placed = leaders(cluster.nodes[1], topic)
     # Bounded loads: no broker above ceil(1.25 x 12 / 3) = 5 of this topic's partitions
     # (the bound holds over all partitions; per topic it is what one expects to see).
-    counts = {n.id: list(leaders.values()).count(n.id) for n in cluster.nodes}
+    counts = {n.id: list(placed.values()).count(n.id) for n in cluster.nodes}
     print(f"partitions per broker: {counts}")
 
 
@@ -255,7 +221,7 @@ def test_offset_for_leader_epoch_answers_where_each_epoch_ended_after_a_move(clu
 
     topic = f"epochs-{int(time.time() * 1000)}"
     admin_of(cluster.nodes[0]).create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=15)
-    wait_until(lambda: 0 in (partitions_seen(cluster.nodes[0], topic) or {}), timeout=20, what="a leader")
+    wait_until(lambda: 0 in leaders(cluster.nodes[0], topic), timeout=20, what="a leader")
 
     def produce(count, tag):
         p = Producer({"bootstrap.servers": cluster.bootstrap, "enable.idempotence": True})
@@ -284,10 +250,10 @@ def test_offset_for_leader_epoch_answers_where_each_epoch_ended_after_a_move(clu
     first = epochs()
     assert [o for o, _ in first] == list(range(10))
     old_epoch = first[0][1]
-    old_leader = next(n for n in cluster.nodes if n.id == partitions_seen(cluster.nodes[0], topic)[0])
+    old_leader = next(n for n in cluster.nodes if n.id == leaders(cluster.nodes[0], topic)[0])
     old_leader.kill()
     rest = [n for n in cluster.nodes if n is not old_leader]
-    wait_until(lambda: (partitions_seen(rest[0], topic) or {}).get(0) in {n.id for n in rest}, timeout=30,
+    wait_until(lambda: leaders(rest[0], topic).get(0) in {n.id for n in rest}, timeout=30,
                what="the partition to move")
     produce(5, "b")
     after = epochs()
@@ -296,7 +262,7 @@ def test_offset_for_leader_epoch_answers_where_each_epoch_ended_after_a_move(clu
     assert new_epoch > old_epoch, (old_epoch, new_epoch)
     assert all(e == old_epoch for o, e in after[:10]) and all(e == new_epoch for o, e in after[10:]), after
 
-    leader = next(n for n in rest if n.id == partitions_seen(rest[0], topic)[0])
+    leader = next(n for n in rest if n.id == leaders(rest[0], topic)[0])
     conn = rawkafka.Conn(leader.port)
     try:
         assert conn.offset_for_leader_epoch(topic, 0, old_epoch) == (0, old_epoch, 10)

@@ -5,64 +5,24 @@ was acknowledged, from whichever broker now owns its partition; group offsets
 committed before the failure survive it; the paused broker, once resumed,
 acknowledges nothing it wrote after its partitions were taken over."""
 
-import sys
 import threading
 import time
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
-from conftest import ROOT, wait_until
+from clusterkit import LEASE_TTL, admin_of, leaders, running_cluster
+from conftest import wait_until
 
-sys.path.insert(0, str(ROOT / "scripts"))
-from cluster import LocalCluster  # noqa: E402
-
-LEASE_TTL = 2
 PARTITIONS = 12
 
 
 @pytest.fixture
 def cluster(tmp_path):
-    # Segments seal after a second, so takeovers start from partition manifests.
-    c = LocalCluster(tmp_path / "cluster", lease_ttl=LEASE_TTL,
-                     extra_top="[topics]\nauto_create = false\nsegment_ms = 1000\n")
-    try:
-        c.up(3)
-        expected = {n.id: n.address for n in c.nodes}
-        wait_until(lambda: all(brokers_of(n) == expected for n in c.nodes), timeout=20,
-                   what="every broker to list all three")
-        yield c
-    finally:
-        logs = {n.id: n.log_tail(25) for n in c.nodes}
-        c.down()
-        for node_id, tail in logs.items():
-            print(f"--- broker {node_id}\n{tail}")
+    yield from running_cluster(tmp_path / "cluster")
 
 
-_admins = {}
-
-
-def admin_of(node):
-    if node.address not in _admins:
-        _admins[node.address] = AdminClient({"bootstrap.servers": node.address, "socket.timeout.ms": 5000})
-    return _admins[node.address]
-
-
-def brokers_of(node):
-    md = admin_of(node).list_topics(timeout=10)
-    return {b.id: f"{b.host}:{b.port}" for b in md.brokers.values()}
-
-
-def leaders(node, topic):
-    try:
-        md = admin_of(node).list_topics(topic, timeout=5)
-    except Exception:
-        return {}
-    t = md.topics.get(topic)
-    if t is None or t.error is not None:
-        return {}
-    return {p.id: p.leader for p in t.partitions.values() if p.error is None}
 
 
 def make_topic(cluster, topic):

@@ -15,65 +15,26 @@ elsewhere is verified with the coordinator (AddPartitionsToTxn verify_only).
 
 import struct
 import subprocess
-import sys
 import time
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
-from conftest import ROOT, unique, wait_until
+from clusterkit import admin_of, leaders, running_cluster
+from conftest import unique, wait_until
 from rawkafka import Conn, Reader, s16
 from test_java_client import java_build  # noqa: F401  (the compiled Java programs)
+from test_transactions import read_all
 
-sys.path.insert(0, str(ROOT / "scripts"))
-from cluster import LocalCluster  # noqa: E402
-
-LEASE_TTL = 2
 PARTITIONS = 12
 
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = LocalCluster(tmp_path / "cluster", lease_ttl=LEASE_TTL,
-                     extra_top="[topics]\nauto_create = false\nsegment_ms = 1000\n")
-    try:
-        c.up(3)
-        expected = {n.id: n.address for n in c.nodes}
-        wait_until(lambda: all(brokers_of(n) == expected for n in c.nodes), timeout=20,
-                   what="every broker to list all three")
-        yield c
-    finally:
-        logs = {n.id: n.log_tail(25) for n in c.nodes}
-        c.down()
-        for node_id, tail in logs.items():
-            print(f"--- broker {node_id}\n{tail}")
+    yield from running_cluster(tmp_path / "cluster")
 
 
-_admins = {}
-
-
-def admin_of(node):
-    # Kept: a client destroyed while a request of it is pending fails that request.
-    if node.address not in _admins:
-        _admins[node.address] = AdminClient({"bootstrap.servers": node.address, "socket.timeout.ms": 5000})
-    return _admins[node.address]
-
-
-def brokers_of(node):
-    md = admin_of(node).list_topics(timeout=10)
-    return {b.id: f"{b.host}:{b.port}" for b in md.brokers.values()}
-
-
-def leaders(node, topic):
-    try:
-        md = admin_of(node).list_topics(topic, timeout=5)
-    except Exception:
-        return {}
-    t = md.topics.get(topic)
-    if t is None or t.error is not None:
-        return {}
-    return {p.id: p.leader for p in t.partitions.values() if p.error is None}
 
 
 def make_topic(cluster, topic, partitions=PARTITIONS):
@@ -94,29 +55,6 @@ def txn_coordinator(node, txn_id):
         return error, r.i32()
     finally:
         conn.close()
-
-
-def read_all(bootstrap, topic, partitions, isolation, timeout=60):
-    """Every record up to the end a consumer can see, as (partition, offset, value)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("reader"), "isolation.level": isolation,
-                  "enable.partition.eof": True, "enable.auto.commit": False,
-                  "topic.metadata.refresh.interval.ms": 1000})
-    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    got, eof = [], set()
-    deadline = time.monotonic() + timeout
-    while len(eof) < partitions and time.monotonic() < deadline:
-        m = c.poll(0.2)
-        if m is None:
-            continue
-        if m.error():
-            if m.error().code() == -191:  # _PARTITION_EOF
-                eof.add(m.partition())
-            continue
-        eof.discard(m.partition())
-        got.append((m.partition(), m.offset(), m.value()))
-    c.close()
-    assert len(eof) == partitions, f"did not reach the end of {topic} ({isolation}): {sorted(eof)}"
-    return got
 
 
 def in_order_once(records):
@@ -166,12 +104,12 @@ def test_transactions_over_partitions_on_every_broker_commit_and_abort(cluster):
             p.commit_transaction(60)
             committed += batch
 
-    seen = in_order_once(read_all(cluster.bootstrap, topic, PARTITIONS, "read_committed"))
+    seen = in_order_once(read_all(cluster.bootstrap, topic, PARTITIONS, "read_committed", timeout=60, tolerate=True))
     assert sorted(v for vs in seen.values() for v in vs) == sorted(committed)
     for part, vs in seen.items():
         expected = [v for i, v in enumerate(committed) if (i % 48) % PARTITIONS == part]
         assert vs == expected, f"partition {part}: committed records in the order written"
-    everything = read_all(cluster.bootstrap, topic, PARTITIONS, "read_uncommitted")
+    everything = read_all(cluster.bootstrap, topic, PARTITIONS, "read_uncommitted", timeout=60, tolerate=True)
     assert sorted(v for _, _, v in everything) == sorted(committed + aborted)
 
     # Offsets in a transaction: a real group's metadata, a first step aborted, a
@@ -254,7 +192,7 @@ def test_an_open_transaction_survives_a_sigkill_of_its_coordinator(cluster):
     error, now = txn_coordinator(next(n for n in cluster.nodes if n is not victim), txn_id)
     assert error == 0 and now != coordinator, "another broker coordinates the transactional id"
 
-    seen = in_order_once(read_all(cluster.bootstrap, topic, PARTITIONS, "read_committed", timeout=90))
+    seen = in_order_once(read_all(cluster.bootstrap, topic, PARTITIONS, "read_committed", timeout=90, tolerate=True))
     assert sorted(v for vs in seen.values() for v in vs) == sorted(first + second), \
         "every record of the transaction, once"
 
@@ -262,4 +200,4 @@ def test_an_open_transaction_survives_a_sigkill_of_its_coordinator(cluster):
     p.begin_transaction()
     p.produce(topic, value=b"next", partition=0)
     p.commit_transaction(60)
-    assert b"next" in [v for _, _, v in read_all(cluster.bootstrap, topic, PARTITIONS, "read_committed", timeout=90)]
+    assert b"next" in [v for _, _, v in read_all(cluster.bootstrap, topic, PARTITIONS, "read_committed", timeout=90, tolerate=True)]

@@ -30,14 +30,18 @@ def txn_producer(broker, txn_id, **extra):
     return p
 
 
-def read_all(broker, topic, partitions, isolation, timeout=20):
-    """Every record up to the end the consumer can see, as (partition, offset, value)."""
+def read_all(target, topic, partitions, isolation, timeout=20, tolerate=False):
+    """Every record up to the end a consumer can see, as (partition, offset, value),
+    from a broker or a bootstrap list. With `tolerate`, errors other than the end of
+    a partition are waited out (a cluster moving partitions) rather than failing
+    the read."""
     c = Consumer({
-        "bootstrap.servers": broker.bootstrap,
+        "bootstrap.servers": getattr(target, "bootstrap", target),
         "group.id": unique("reader"),
         "isolation.level": isolation,
         "enable.partition.eof": True,
         "enable.auto.commit": False,
+        "topic.metadata.refresh.interval.ms": 1000,
     })
     c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     got, eof = [], set()
@@ -47,13 +51,15 @@ def read_all(broker, topic, partitions, isolation, timeout=20):
         if m is None:
             continue
         if m.error():
-            assert m.error().code() == -191, m.error()  # _PARTITION_EOF
-            eof.add(m.partition())
+            if m.error().code() == -191:  # _PARTITION_EOF
+                eof.add(m.partition())
+            else:
+                assert tolerate, m.error()
             continue
         eof.discard(m.partition())
         got.append((m.partition(), m.offset(), m.value()))
     c.close()
-    assert len(eof) == partitions, f"did not reach the end of {topic} ({isolation})"
+    assert len(eof) == partitions, f"did not reach the end of {topic} ({isolation}): {sorted(eof)}"
     return got
 
 

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, EventType, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -158,19 +158,26 @@ impl Catalog {
 /// (creating, growing, reconfiguring, and deleting what etcd no longer has), then
 /// follows every change. Publishes the revision applied.
 pub async fn follow(etcd: Etcd, storage: Arc<Storage>, applied: watch::Sender<i64>, shutdown: CancellationToken) {
-    loop {
-        let listed = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            listed = Catalog::list(&etcd) => listed,
-        };
-        let (topics, revision) = match listed {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the topic catalog; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
+    super::etcd::follow(&etcd, TOPICS, Topics { storage }, applied, shutdown).await
+}
+
+/// The catalog as this broker's storage holds it.
+struct Topics {
+    storage: Arc<Storage>,
+}
+
+impl super::etcd::Follower for Topics {
+    const WHAT: &'static str = "topic catalog";
+
+    async fn listed(&mut self, entries: Vec<Entry>) -> bool {
+        let storage = &self.storage;
+        let mut topics = Vec::new();
+        for e in entries {
+            match parse(&e) {
+                Ok(t) => topics.push((e.key[TOPICS.len()..].to_string(), t)),
+                Err(err) => tracing::warn!(error = %err, "ignoring a topic entry"),
             }
-        };
+        }
         let mut ok = true;
         for t in storage.topics() {
             if !crate::coordinator::is_internal_topic(&t.name)
@@ -180,51 +187,25 @@ pub async fn follow(etcd: Etcd, storage: Arc<Storage>, applied: watch::Sender<i6
             }
         }
         for (name, entry) in &topics {
-            ok &= report(apply(&storage, name, entry).await, name);
+            ok &= report(apply(storage, name, entry).await, name);
         }
-        if !ok {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            continue;
-        }
-        applied.send_replace(revision);
-        let Ok(mut stream) = etcd.watch(TOPICS, revision + 1).await else {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            continue;
-        };
-        loop {
-            let message = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                m = stream.message() => m,
-            };
-            let Ok(Some(message)) = message else { break };
-            if message.canceled() {
-                break;
-            }
-            let mut ok = true;
-            let mut last = 0;
-            for event in message.events() {
-                let Some(kv) = event.kv() else { continue };
-                last = last.max(kv.mod_revision());
-                let key = String::from_utf8_lossy(kv.key()).to_string();
-                let Some(name) = key.strip_prefix(&etcd.full(TOPICS)) else { continue };
-                match event.event_type() {
-                    EventType::Put => match serde_json::from_slice::<TopicEntry>(kv.value()) {
-                        Ok(entry) => ok &= report(apply(&storage, name, &entry).await, name),
-                        Err(e) => tracing::warn!(topic = name, error = %e, "ignoring a topic entry"),
-                    },
-                    EventType::Delete => {
-                        if let Some(t) = storage.topic(name) {
-                            ok &= report(storage.delete_topic(t.id).await.map(|_| ()), name);
-                        }
-                    }
+        ok
+    }
+
+    async fn changed(&mut self, key: &str, value: Option<&[u8]>) -> bool {
+        let Some(name) = key.strip_prefix(TOPICS) else { return true };
+        match value {
+            Some(v) => match serde_json::from_slice::<TopicEntry>(v) {
+                Ok(entry) => report(apply(&self.storage, name, &entry).await, name),
+                Err(e) => {
+                    tracing::warn!(topic = name, error = %e, "ignoring a topic entry");
+                    true
                 }
-            }
-            if !ok {
-                // List again from scratch: the next round repairs what failed.
-                break;
-            }
-            let header = message.header().map(|h| h.revision()).unwrap_or(last);
-            applied.send_replace(header.max(last));
+            },
+            None => match self.storage.topic(name) {
+                Some(t) => report(self.storage.delete_topic(t.id).await.map(|_| ()), name),
+                None => true,
+            },
         }
     }
 }

@@ -167,3 +167,80 @@ pub async fn caught_up(applied: &tokio::sync::watch::Receiver<i64>, revision: i6
     let mut applied = applied.clone();
     tokio::time::timeout(limit, async { applied.wait_for(|&r| r >= revision).await.is_ok() }).await.unwrap_or(false)
 }
+
+/// What [`follow`] keeps current from one prefix of etcd.
+pub trait Follower: Send {
+    /// What the prefix is called in the logs.
+    const WHAT: &'static str;
+    /// Applies every entry under the prefix (keys below the cluster prefix); false
+    /// when something failed and the prefix must be read again.
+    fn listed(&mut self, entries: Vec<Entry>) -> impl std::future::Future<Output = bool> + Send;
+    /// Applies one change of `key` (below the cluster prefix): its new value, or
+    /// `None` when it was deleted; false to read the prefix again.
+    fn changed(&mut self, key: &str, value: Option<&[u8]>) -> impl std::future::Future<Output = bool> + Send;
+}
+
+/// Keeps `f` equal to what etcd holds under `prefix` until `shutdown`: reads the
+/// prefix whole, then applies each change from the watch; after a failure, or when
+/// the watch breaks, reads it whole again. Publishes the revision applied.
+pub async fn follow<F: Follower>(
+    etcd: &Etcd,
+    prefix: &str,
+    mut f: F,
+    applied: tokio::sync::watch::Sender<i64>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let retry = Duration::from_millis(500);
+    loop {
+        let listed = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            listed = etcd.list(prefix) => listed,
+        };
+        let (entries, revision) = match listed {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the {}; retrying", F::WHAT);
+                tokio::time::sleep(retry).await;
+                continue;
+            }
+        };
+        if !f.listed(entries).await {
+            tokio::time::sleep(retry).await;
+            continue;
+        }
+        applied.send_replace(revision);
+        let Ok(mut stream) = etcd.watch(prefix, revision + 1).await else {
+            tokio::time::sleep(retry).await;
+            continue;
+        };
+        loop {
+            let message = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                m = stream.message() => m,
+            };
+            let Ok(Some(message)) = message else { break };
+            if message.canceled() {
+                break;
+            }
+            let mut ok = true;
+            let mut last = 0;
+            for event in message.events() {
+                let Some(kv) = event.kv() else { continue };
+                last = last.max(kv.mod_revision());
+                let key = String::from_utf8_lossy(kv.key());
+                let Some(key) = key.strip_prefix(&etcd.prefix) else { continue };
+                let value = match event.event_type() {
+                    etcd_client::EventType::Put => Some(kv.value()),
+                    etcd_client::EventType::Delete => None,
+                };
+                ok &= f.changed(key, value).await;
+            }
+            if !ok {
+                // Read the prefix again: the next round repairs what failed.
+                break;
+            }
+            let header = message.header().map(|h| h.revision()).unwrap_or(last);
+            applied.send_replace(header.max(last));
+        }
+    }
+}

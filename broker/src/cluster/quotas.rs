@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, EventType, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -109,56 +109,33 @@ impl ClientQuotas {
 /// Keeps `quotas` equal to what etcd holds: reads `quotas/` whole, then follows its
 /// changes; publishes the revision applied.
 pub async fn follow(etcd: Etcd, quotas: Arc<Quotas>, applied: watch::Sender<i64>, shutdown: CancellationToken) {
-    loop {
-        let listed = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            listed = etcd.list(QUOTAS) => listed,
-        };
-        let (entries, revision) = match listed {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the client quotas; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        quotas.replace_all(entries.iter().filter_map(|e: &Entry| report(parse(&e.key, &e.value))).collect());
-        applied.send_replace(revision);
-        let Ok(mut stream) = etcd.watch(QUOTAS, revision + 1).await else {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            continue;
-        };
-        loop {
-            let message = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                m = stream.message() => m,
-            };
-            let Ok(Some(message)) = message else { break };
-            if message.canceled() {
-                break;
-            }
-            let mut last = 0;
-            for event in message.events() {
-                let Some(kv) = event.kv() else { continue };
-                last = last.max(kv.mod_revision());
-                let key = String::from_utf8_lossy(kv.key()).to_string();
-                let Some(key) = key.strip_prefix(&etcd.full("")) else { continue };
-                match event.event_type() {
-                    EventType::Put => {
-                        if let Some((entity, values)) = report(parse(key, kv.value())) {
-                            quotas.set(entity, values);
-                        }
-                    }
-                    EventType::Delete => {
-                        if let Ok(entity) = serde_json::from_str(&key[QUOTAS.len().min(key.len())..]) {
-                            quotas.set(entity, Values::new());
-                        }
-                    }
+    super::etcd::follow(&etcd, QUOTAS, Following(quotas), applied, shutdown).await
+}
+
+struct Following(Arc<Quotas>);
+
+impl super::etcd::Follower for Following {
+    const WHAT: &'static str = "client quotas";
+
+    async fn listed(&mut self, entries: Vec<Entry>) -> bool {
+        self.0.replace_all(entries.iter().filter_map(|e| report(parse(&e.key, &e.value))).collect());
+        true
+    }
+
+    async fn changed(&mut self, key: &str, value: Option<&[u8]>) -> bool {
+        match value {
+            Some(v) => {
+                if let Some((entity, values)) = report(parse(key, v)) {
+                    self.0.set(entity, values);
                 }
             }
-            let header = message.header().map(|h| h.revision()).unwrap_or(last);
-            applied.send_replace(header.max(last));
+            None => {
+                if let Ok(entity) = serde_json::from_str(key.strip_prefix(QUOTAS).unwrap_or(key)) {
+                    self.0.set(entity, Values::new());
+                }
+            }
         }
+        true
     }
 }
 
