@@ -29,20 +29,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "scripts"))
 import run  # noqa: E402  (bench/run.py: loadgen, the single broker)
-from cluster import LocalCluster  # noqa: E402
+from cluster import LocalCluster, wait_until  # noqa: E402
 
 PARTITIONS = 12
 SIZE = 1024
-
-
-def wait_until(predicate, timeout, what, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = predicate()
-        if v:
-            return v
-        time.sleep(interval)
-    sys.exit(f"timed out waiting for {what}")
 
 
 def served(bootstrap, topic, partitions):

@@ -159,7 +159,10 @@ def check(load, seen):
     assert not load.errors, f"producers saw non-retriable errors: {load.errors[:5]}"
     missing = [v for v in load.acked if v not in seen]
     assert not missing, f"{len(missing)} acknowledged records missing, e.g. {missing[:5]}"
-    moved = [v for v, at in load.acked.items() if seen[v] != at]
+    # librdkafka acknowledges a batch whose own answer was lost but a later batch
+    # of the same producer succeeded "implicitly", without an offset: those records
+    # must be there, in their partition, at whatever offset.
+    moved = [v for v, (p, off) in load.acked.items() if seen[v] != (p, off) and not (off is None and seen[v][0] == p)]
     assert not moved, (f"{len(moved)} records not where they were acknowledged, e.g. "
                        f"{[(v, load.acked[v], seen[v]) for v in moved[:3]]}")
     # Each producer's records of one key are in the order they were sent.
