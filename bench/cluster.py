@@ -48,14 +48,28 @@ def served(bootstrap, topic, partitions):
         c.close()
 
 
+_admins = {}
+
+
+def admin(bootstrap):
+    """One Admin client per bootstrap list, kept: a client destroyed while a request
+    of it is pending fails that request."""
+    if bootstrap not in _admins:
+        _admins[bootstrap] = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000})
+    return _admins[bootstrap]
+
+
 def leaders(bootstrap, topic):
-    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+    try:
+        md = admin(bootstrap).list_topics(topic, timeout=10)
+    except Exception:  # noqa: BLE001 - a broker going away answers nothing
+        return {}
     t = md.topics.get(topic)
     return {} if t is None or t.error else {p.id: p.leader for p in t.partitions.values()}
 
 
 def create(bootstrap, topic, partitions):
-    AdminClient({"bootstrap.servers": bootstrap}).create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
+    admin(bootstrap).create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
     wait_until(lambda: served(bootstrap, topic, partitions), 60, f"{topic} served")
 
 

@@ -75,7 +75,13 @@ def main():
     c = LocalCluster(base, lease_ttl=10, name="size", extra_top="[topics]\nauto_create = false\n")
     try:
         c.up(args.brokers)
-        internal = led(c.nodes)
+        # The internal topics' partitions first: until their count holds still.
+        internal, steady = -1, 0
+        while steady < 20:
+            now = led(c.nodes)
+            steady = steady + 1 if now == internal and now > 0 else 0
+            internal = now
+            time.sleep(0.1)
         admin = AdminClient({"bootstrap.servers": c.bootstrap})
         topics = [f"t{i:05d}" for i in range(args.partitions // args.per_topic)]
         started = time.monotonic()
