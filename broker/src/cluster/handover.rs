@@ -280,11 +280,29 @@ impl Ctx {
         tracing::debug!(partitions = ready_now.len(), "taking partitions over: drained");
         // Per stream: from the first object any tenure needs, up to the last (to the
         // stream's end where a tenure is open).
+        // An open tenure of another stream (its owner died or was cut off holding
+        // the partition) needs nothing below that stream's floor.
+        let mut floors: HashMap<(i32, i64), u64> = HashMap::new();
+        for t in &ready_now {
+            for tenure in t.history.chain.iter().filter(|x| x.end.is_none() && (x.broker, x.lease) != (me, held.id)) {
+                if let std::collections::hash_map::Entry::Vacant(v) = floors.entry((tenure.broker, tenure.lease)) {
+                    let floor = wal::read_floor(&self.op, tenure.broker, tenure.lease)
+                        .await
+                        .map_err(|e| ClusterError::Etcd { op: "read a journal stream's floor", message: e })?;
+                    v.insert(floor);
+                }
+            }
+        }
         let mut streams: HashMap<(i32, i64), (u64, Option<u64>)> = HashMap::new();
         for t in &ready_now {
             for tenure in &t.history.chain {
-                let range = streams.entry((tenure.broker, tenure.lease)).or_insert((tenure.from_seq, tenure.end_seq));
-                range.0 = range.0.min(tenure.from_seq);
+                let stream = (tenure.broker, tenure.lease);
+                let from = match (tenure.end, floors.get(&stream)) {
+                    (None, Some(&floor)) => tenure.from_seq.max(floor),
+                    _ => tenure.from_seq,
+                };
+                let range = streams.entry(stream).or_insert((from, tenure.end_seq));
+                range.0 = range.0.min(from);
                 range.1 = range.1.zip(tenure.end_seq).map(|(a, b)| a.max(b));
             }
         }

@@ -129,6 +129,14 @@ impl Cluster {
             wal::start(op.clone(), storage.clone(), node_id, cluster.lease.clone(), metrics.clone(), shutdown.clone());
         storage.set_shipper(shipper.clone());
         tasks.push(shipping);
+        tasks.push(tokio::spawn(wal::keep_floor(
+            op.clone(),
+            storage.clone(),
+            shipper.clone(),
+            node_id,
+            cluster.lease.clone(),
+            shutdown.clone(),
+        )));
         let (sealed, manifests) = manifests::start(
             cluster.clone(),
             storage.clone(),

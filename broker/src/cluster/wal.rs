@@ -337,6 +337,67 @@ async fn upload(
     }
 }
 
+/// The key of a stream's floor: the first of its objects any partition led under
+/// it may still need (an object named so no sequence is ever taken for it).
+fn floor_key(broker: i32, lease: i64) -> String {
+    format!("{}floor", stream_prefix(broker, lease))
+}
+
+/// Keeps the floor of this broker's current stream up to date (every two seconds,
+/// while the lease is live): the lowest first needed object over every local
+/// partition, or the next sequence where none needs any. It only grows: a
+/// partition taken over later needs nothing below the next sequence of then. A
+/// takeover of a partition whose owner died holding it reads that owner's stream
+/// from the floor on, so an idle partition, whose tenure's first object never moves
+/// up, does not make it read the stream from the start.
+pub async fn keep_floor(
+    op: Operator,
+    storage: Arc<Storage>,
+    shipper: Arc<WalShipper>,
+    broker: i32,
+    lease: watch::Receiver<Lease>,
+    shutdown: CancellationToken,
+) {
+    let mut written: (i64, u64) = (0, 0);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+        let held = *lease.borrow();
+        if !held.live(Instant::now()) {
+            continue;
+        }
+        // The next sequence first (see PartitionLog::first_object_from).
+        let next = shipper.next_seq(held.id);
+        let floor = storage
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions.iter().filter_map(|p| p.first_needed_object(held.id)))
+            .fold(next, u64::min);
+        if written.0 == held.id && floor <= written.1 {
+            continue;
+        }
+        if !lease.borrow().live(Instant::now()) {
+            continue;
+        }
+        match op.write(&floor_key(broker, held.id), floor.to_string()).await {
+            Ok(_) => written = (held.id, floor),
+            Err(e) => tracing::debug!(error = %e, "cannot write the journal stream's floor; retrying"),
+        }
+    }
+}
+
+/// The floor of a stream, as its broker last wrote it (0 when it wrote none).
+pub async fn read_floor(op: &Operator, broker: i32, lease: i64) -> Result<u64, String> {
+    let key = floor_key(broker, lease);
+    match op.read(&key).await {
+        Ok(data) => String::from_utf8_lossy(&data.to_bytes()).trim().parse().map_err(|e| format!("{key}: {e}")),
+        Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(format!("reading {key}: {e}")),
+    }
+}
+
 /// The objects of one stream from `from_seq` up to the first missing one (or up to
 /// `until`, excluded), decoded, in order. (A gap is where this broker stopped acknowledging: nothing after it was
 /// acknowledged, see the module documentation.)

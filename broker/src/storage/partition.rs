@@ -367,6 +367,12 @@ impl PartitionLog {
         shipped.iter().find(|&&(l, _, last)| l == lease && last >= offset).map_or(next_seq, |&(_, seq, _)| seq)
     }
 
+    /// Cluster mode: the first object of `lease` a takeover of this partition
+    /// would still read (its oldest entry not yet forgotten), if it has any.
+    pub fn first_needed_object(&self, lease: i64) -> Option<u64> {
+        self.shipped.lock().iter().find(|e| e.0 == lease).map(|e| e.1)
+    }
+
     /// Cluster mode: forgets the objects a takeover no longer reads (all below
     /// `offset`, now sealed and pointed at).
     pub fn forget_shipped_below(&self, lease: i64, offset: i64) {
