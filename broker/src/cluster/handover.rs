@@ -42,6 +42,10 @@ use crate::storage::{PartitionLog, Storage};
 
 pub const HISTORY: &str = "history/";
 
+/// At most this many journal objects to read makes a takeover quick (done before
+/// the others of its round).
+const QUICK_OBJECTS: u64 = 256;
+
 pub fn history_key(topic: &str, partition: i32) -> String {
     format!("{HISTORY}{topic}/{partition:010}")
 }
@@ -269,6 +273,32 @@ impl Ctx {
         if ready_now.is_empty() {
             return Ok(left);
         }
+        // Partitions handed over cleanly with few objects to read go first, so a
+        // quick hand-over never waits for a long replay from a dead owner's stream.
+        let (quick, slow): (Vec<Takeover>, Vec<Takeover>) = ready_now.into_iter().partition(|t| {
+            t.history
+                .chain
+                .iter()
+                .all(|x| x.end.is_some() && x.end_seq.is_some_and(|e| e.saturating_sub(x.from_seq) <= QUICK_OBJECTS))
+        });
+        for group in [quick, slow] {
+            if !group.is_empty() {
+                left += self.take_over(group, held, seen).await?;
+            }
+        }
+        Ok(left)
+    }
+
+    /// Fences, drains and rebuilds `ready_now` from their streams (each read once)
+    /// and serves them; returns how many must be tried again.
+    async fn take_over(
+        &self,
+        ready_now: Vec<Takeover>,
+        held: Lease,
+        seen: &HashMap<(Arc<str>, i32, i32), Instant>,
+    ) -> Result<usize, ClusterError> {
+        let me = self.cluster.node_id;
+        let mut left = 0;
         // Fence and drain the local copies, then read every stream needed once.
         for t in &ready_now {
             t.log.set_fenced(true);
