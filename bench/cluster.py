@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import pathlib
+import shutil
 import sys
 import tempfile
 import time
@@ -196,6 +197,8 @@ def main():
             results["move_mib"] = args.move_mib
     finally:
         c.down()
+        # The brokers' data, the object store and the 1 GiB partition: several GB.
+        shutil.rmtree(base, ignore_errors=True)
 
     s, k = results["single"], results["cluster"]
     print(f"\n## Cluster benchmark ({args.brokers} brokers on s3s-fs vs one broker on local disk, "
