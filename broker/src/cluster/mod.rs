@@ -206,10 +206,12 @@ impl Cluster {
     /// the lease is gone). Returns once nothing is served here, or after `limit`;
     /// at once when no other broker could take the partitions.
     pub async fn drain(&self, limit: Duration) {
+        // Whether another broker could take partitions over (none when every broker
+        // is stopping at once).
+        let takers = |t: &Topology| t.brokers.iter().any(|b| b.id != self.node_id && !b.draining);
         let t = self.topology();
         let held = *self.lease.borrow();
-        let others = t.brokers.iter().any(|b| b.id != self.node_id && !b.draining);
-        let Some(mut info) = t.broker(self.node_id).cloned().filter(|_| t.live && others) else {
+        let Some(mut info) = t.broker(self.node_id).cloned().filter(|_| t.live && takers(&t)) else {
             return;
         };
         info.draining = true;
@@ -229,9 +231,7 @@ impl Cluster {
         let started = Instant::now();
         let before = self.ready.len();
         tracing::info!(partitions = before, "draining: handing partitions on before shutting down");
-        // Until nothing is left here, or nobody is left to take it (every broker
-        // stopping at once).
-        let takers = |t: &Topology| t.brokers.iter().any(|b| b.id != self.node_id && !b.draining);
+        // Until nothing is left here, or nobody is left to take it.
         while !self.ready.is_empty()
             && started.elapsed() < limit
             && self.lease.borrow().live(Instant::now())
