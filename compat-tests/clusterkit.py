@@ -16,10 +16,10 @@ LEASE_TTL = 2
 SEALING = "[topics]\nauto_create = false\nsegment_ms = 1000\n"
 
 
-def running_cluster(directory, brokers=3, extra_top=SEALING, tail=25):
+def running_cluster(directory, brokers=3, extra_top=SEALING, tail=25, extra_cluster=None):
     """A fixture body: `brokers` brokers that all list each other, yielded; stopped
     afterwards with the tail of each broker's log printed."""
-    c = LocalCluster(directory, lease_ttl=LEASE_TTL, extra_top=extra_top)
+    c = LocalCluster(directory, lease_ttl=LEASE_TTL, extra_top=extra_top, extra_cluster=extra_cluster)
     try:
         c.up(brokers)
         expected = {n.id: n.address for n in c.nodes}

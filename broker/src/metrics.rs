@@ -28,6 +28,10 @@ pub struct Metrics {
     pub partitions_recovered: IntCounter,
     pub partitions_handed_over: IntCounter,
     pub manifests_published: IntCounter,
+    /// Cluster mode: objects the sweeper deleted, by kind.
+    pub swept_objects: IntCounterVec,
+    /// Cluster mode: objects the last sweep found no longer needed, still in their grace time.
+    pub sweep_pending: IntGauge,
     pub partitions_led: IntGauge,
     pub recovery_seconds: Histogram,
     pub journal_write_seconds: Histogram,
@@ -148,6 +152,16 @@ impl Metrics {
             manifests_published: counter(
                 "tributary_partition_manifests_published_total",
                 "Cluster mode: partition manifests written after seals and pointed at from etcd.",
+            ),
+            swept_objects: counter_vec(
+                "tributary_swept_objects_total",
+                "Cluster mode: objects the controller's sweeper deleted from the object store, by kind \
+                 (journal, segment, manifest).",
+                &["kind"],
+            ),
+            sweep_pending: gauge(
+                "tributary_sweep_pending_objects",
+                "Cluster mode: segment and manifest objects no partition names, waiting out the sweep grace time.",
             ),
             partitions_led: gauge(
                 "tributary_cluster_partitions_led",

@@ -70,6 +70,13 @@ pub struct ClusterConfig {
     pub rack: String,
     /// This broker's share of the load relative to the others' (1 ..= 100).
     pub weight: u32,
+    /// How often the controller sweeps the object store for journal objects,
+    /// segments and manifests no partition needs any more (seconds).
+    pub sweep_interval_secs: u64,
+    /// How long a segment or manifest no partition names stays before the sweeper
+    /// deletes it (seconds): covers a seal whose manifest is not published yet and
+    /// reads still in flight on a replaced segment.
+    pub sweep_grace_secs: u64,
 }
 
 impl ClusterConfig {
@@ -89,6 +96,8 @@ impl Default for ClusterConfig {
             balance_factor: 1.25,
             rack: String::new(),
             weight: 1,
+            sweep_interval_secs: 60,
+            sweep_grace_secs: 900,
         }
     }
 }

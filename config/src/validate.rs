@@ -43,6 +43,8 @@ fn cluster(p: &mut Vec<String>, c: &Config) {
         p.push(format!("cluster.balance_factor: {} is out of range [1, 4]", k.balance_factor));
     }
     range(p, "cluster.weight", k.weight, 1, 100);
+    range(p, "cluster.sweep_interval_secs", k.sweep_interval_secs, 1, 86_400);
+    range(p, "cluster.sweep_grace_secs", k.sweep_grace_secs, 1, 7 * 86_400);
     if k.rack.len() > 255 {
         p.push("cluster.rack: longer than 255 bytes".into());
     }
@@ -233,6 +235,8 @@ mod tests {
             (|c| c.cluster.balance_factor = 0.9, "cluster.balance_factor"),
             (|c| c.cluster.balance_factor = f64::NAN, "cluster.balance_factor"),
             (|c| c.cluster.weight = 0, "cluster.weight"),
+            (|c| c.cluster.sweep_interval_secs = 0, "cluster.sweep_interval_secs"),
+            (|c| c.cluster.sweep_grace_secs = 0, "cluster.sweep_grace_secs"),
             (|c| c.cluster.rack = "r".repeat(300), "cluster.rack"),
             (
                 |c| {

@@ -92,6 +92,40 @@ impl Etcd {
         Ok((response.kvs().iter().map(|kv| self.entry(kv)).collect(), revision))
     }
 
+    /// Every key starting with `prefix`, read `page` keys per request, all at the
+    /// revision of the first (a consistent snapshot however many keys there are).
+    pub async fn list_paged(&self, prefix: &str, page: i64) -> Result<Vec<Entry>, ClusterError> {
+        let full = self.full(prefix);
+        let mut end = full.clone().into_bytes();
+        // The range end of a prefix: its last byte raised by one (prefixes here end
+        // in '/', never 0xff).
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let mut client = self.client.clone();
+        let mut from = full.into_bytes();
+        let mut revision = 0;
+        let mut out = Vec::new();
+        loop {
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(page);
+            if revision > 0 {
+                options = options.with_revision(revision);
+            }
+            let response = self.timed("get", client.get(from.clone(), Some(options))).await?;
+            if revision == 0 {
+                revision = response.header().map(|h| h.revision()).unwrap_or(0);
+            }
+            out.extend(response.kvs().iter().map(|kv| self.entry(kv)));
+            match response.kvs().last() {
+                Some(kv) if response.more() => {
+                    from = kv.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
     /// One key, if present.
     pub async fn get(&self, key: &str) -> Result<Option<Entry>, ClusterError> {
         let mut client = self.client.clone();

@@ -378,7 +378,9 @@ impl Ctx {
                     }
                 },
             };
-            let from_seq = self.shipper.next_seq(held.id);
+            // Held until the tenure naming it is written (or this takeover gives up).
+            let pin = self.shipper.pin(held.id);
+            let from_seq = pin.seq;
             self.storage.reset_partition(&t.log, manifest.as_ref());
             let sealed_end = manifest.as_ref().map_or(0, |m| m.sealed_end());
             let entries = found.remove(&(t.history.topic_id, t.partition)).unwrap_or_default();
@@ -435,6 +437,11 @@ impl Ctx {
             }
             t.log.set_fenced(false);
             self.cluster.ready.insert((t.topic.clone(), t.partition), (t.epoch, held.id));
+            // A manifest now lets the earlier tenures go (even with nothing sealed
+            // since), so their owners' journal objects can be swept.
+            if let Some(hook) = self.storage.seal_hook.get() {
+                hook.sealed(&t.log);
+            }
             self.metrics.partitions_recovered.inc();
             if let Some(first) = seen.get(&(t.topic.clone(), t.partition, t.epoch)) {
                 self.metrics.recovery_seconds.observe(first.elapsed().as_secs_f64());

@@ -1,4 +1,5 @@
-//! Partition manifests: after the owner seals segments of a partition, it writes the
+//! Partition manifests: after the owner seals, compacts or drops segments of a
+//! partition, it writes the
 //! partition's manifest (sealed segments, log start, producer and transaction state)
 //! as an object `manifests/<topic id>/<partition>/<lease>-<n>` and points the
 //! partition's history at it, dropping the tenures that ended below the sealed end.
@@ -61,13 +62,18 @@ async fn run(
     shutdown: CancellationToken,
 ) {
     let counter = AtomicU64::new(0);
+    // Partitions whose manifest could not be published: tried again shortly, so a
+    // sealed segment is named by a manifest well within the sweeper's grace time.
+    let mut failed: HashSet<(Arc<str>, i32)> = HashSet::new();
     loop {
-        let first = tokio::select! {
+        let mut due: HashSet<(Arc<str>, i32)> = std::mem::take(&mut failed);
+        let retrying = !due.is_empty();
+        tokio::select! {
             _ = shutdown.cancelled() => return,
-            next = rx.recv() => match next { Some(n) => n, None => return },
-        };
+            next = rx.recv() => match next { Some(n) => { due.insert(n); } None => return },
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)), if retrying => {}
+        }
         // Several seals of one partition waiting: one manifest.
-        let mut due: HashSet<(Arc<str>, i32)> = HashSet::from([first]);
         while let Ok(next) = rx.try_recv() {
             due.insert(next);
         }
@@ -76,7 +82,8 @@ async fn run(
                 Ok(true) => metrics.manifests_published.inc(),
                 Ok(false) => {}
                 Err(e) => {
-                    tracing::warn!(%topic, partition, error = %e, "cannot publish the partition manifest; the next seal does")
+                    tracing::warn!(%topic, partition, error = %e, "cannot publish the partition manifest; retrying");
+                    failed.insert((topic, partition));
                 }
             }
         }
@@ -103,13 +110,34 @@ async fn publish(
     let Some(log) = local.partition(partition) else { return Ok(false) };
     let manifest = log.manifest();
     let end = manifest.sealed_end();
-    if manifest.segments.is_empty() {
-        return Ok(false);
-    }
     // The first of this owner's objects a takeover still needs (read the shipper's
     // next sequence first: see PartitionLog::first_object_from).
     let next = shipper.next_seq(lease);
     let from_seq = log.first_object_from(lease, end, next);
+    let etcd = &cluster.etcd;
+    let hkey = history_key(topic, partition);
+    let Some(entry) = etcd.get(&hkey).await.map_err(|e| e.to_string())? else {
+        return Ok(false);
+    };
+    let current: History = serde_json::from_slice(&entry.value).map_err(|e| e.to_string())?;
+    let mine = current.topic_id == local.id
+        && current.chain.last().is_some_and(|l| l.broker == cluster.node_id && l.lease == lease && l.epoch == epoch);
+    // An equal sealed end is published too: compaction and retention change the
+    // segments (and the log start) but not the end.
+    if !mine || current.sealed.as_ref().is_some_and(|s| s.end > end) {
+        return Ok(false);
+    }
+    let mut history = current.clone();
+    history.prune_below(end);
+    if let Some(last) = history.chain.last_mut() {
+        last.from_seq = last.from_seq.max(from_seq);
+    }
+    // Nothing sealed yet (an empty partition, or one whose tail is still unsealed):
+    // published only where it lets earlier tenures go or moves the first object up,
+    // so an idle partition never keeps old journal objects (cluster::sweep).
+    if manifest.segments.is_empty() && current.sealed.is_none() && history == current {
+        return Ok(false);
+    }
     let key = format!(
         "manifests/{}/{partition}/{lease:016x}-{:020}",
         local.id.simple(),
@@ -117,25 +145,7 @@ async fn publish(
     );
     let body = serde_json::to_vec(&manifest).map_err(|e| e.to_string())?;
     op.write(&key, body).await.map_err(|e| format!("writing {key}: {e}"))?;
-    let etcd = &cluster.etcd;
-    let hkey = history_key(topic, partition);
-    let entry = etcd.get(&hkey).await.map_err(|e| e.to_string())?;
-    let Some(entry) = entry else {
-        let _ = op.delete(&key).await;
-        return Ok(false);
-    };
-    let mut history: History = serde_json::from_slice(&entry.value).map_err(|e| e.to_string())?;
-    let mine = history.topic_id == local.id
-        && history.chain.last().is_some_and(|l| l.broker == cluster.node_id && l.lease == lease && l.epoch == epoch);
-    if !mine || history.sealed.as_ref().is_some_and(|s| s.end >= end) {
-        let _ = op.delete(&key).await;
-        return Ok(false);
-    }
     let previous = history.sealed.replace(SealedPointer { key: key.clone(), end }).map(|p| p.key);
-    history.prune_below(end);
-    if let Some(last) = history.chain.last_mut() {
-        last.from_seq = last.from_seq.max(from_seq);
-    }
     let full = etcd.full(&hkey);
     let txn = Txn::new()
         .when([

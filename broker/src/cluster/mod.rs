@@ -16,6 +16,8 @@
 //! - [`producer_ids`]: blocks of producer ids reserved in etcd.
 //! - [`quotas`]: client quotas in etcd (`quotas/<entity>`), followed by every
 //!   broker.
+//! - [`sweep`]: the controller deletes journal objects, segments and manifests no
+//!   partition needs any more.
 //! - [`peers`]: requests to other brokers (transaction markers, write
 //!   verification), over the Kafka protocol.
 //! - [`topology`]: the view handlers read: live brokers, the controller, partition
@@ -34,6 +36,7 @@ pub mod membership;
 pub mod peers;
 pub mod producer_ids;
 pub mod quotas;
+pub mod sweep;
 pub mod topology;
 pub mod wal;
 
@@ -135,6 +138,14 @@ impl Cluster {
             shipper.clone(),
             node_id,
             cluster.lease.clone(),
+            shutdown.clone(),
+        )));
+        tasks.push(tokio::spawn(sweep::run(
+            cluster.clone(),
+            op.clone(),
+            Duration::from_secs(c.sweep_interval_secs),
+            Duration::from_secs(c.sweep_grace_secs),
+            metrics.clone(),
             shutdown.clone(),
         )));
         let (sealed, manifests) = manifests::start(

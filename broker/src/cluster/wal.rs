@@ -118,6 +118,9 @@ pub struct WalShipper {
     failing: Arc<Mutex<Option<String>>>,
     /// (lease, next sequence): where the next object goes.
     next: Arc<Mutex<(i64, u64)>>,
+    /// Sequences takeovers in progress will name as their tenure's first object
+    /// (with how many hold each), read together with `next`.
+    pins: Mutex<std::collections::BTreeMap<(i64, u64), usize>>,
 }
 
 impl WalShipper {
@@ -129,6 +132,43 @@ impl WalShipper {
             n.1
         } else {
             0
+        }
+    }
+
+    /// The next sequence under `lease`, held as the first object of a tenure still
+    /// to be written: until the pin is dropped, the stream's floor stays at or
+    /// below it, so the sweeper never deletes the objects the tenure will name.
+    pub fn pin(&self, lease: i64) -> Pin<'_> {
+        let n = self.next.lock();
+        let seq = if n.0 == lease { n.1 } else { 0 };
+        *self.pins.lock().entry((lease, seq)).or_default() += 1;
+        Pin { shipper: self, lease, seq }
+    }
+
+    /// The next sequence under `lease`, lowered to the lowest pin held under it.
+    fn next_or_pinned(&self, lease: i64) -> u64 {
+        let next = self.next_seq(lease);
+        let pins = self.pins.lock();
+        pins.range((lease, 0)..=(lease, u64::MAX)).next().map_or(next, |(&(_, seq), _)| seq.min(next))
+    }
+}
+
+/// A sequence held for a tenure being written ([`WalShipper::pin`]).
+#[derive(Debug)]
+pub struct Pin<'a> {
+    shipper: &'a WalShipper,
+    lease: i64,
+    pub seq: u64,
+}
+
+impl Drop for Pin<'_> {
+    fn drop(&mut self) {
+        let mut pins = self.shipper.pins.lock();
+        if let std::collections::btree_map::Entry::Occupied(mut e) = pins.entry((self.lease, self.seq)) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
         }
     }
 }
@@ -168,7 +208,7 @@ pub fn start(
     let (tx, rx) = mpsc::channel(IN_FLIGHT);
     let failing = Arc::new(Mutex::new(None));
     let next = Arc::new(Mutex::new((0, 0)));
-    let shipper = Arc::new(WalShipper { tx, failing: failing.clone(), next: next.clone() });
+    let shipper = Arc::new(WalShipper { tx, failing: failing.clone(), next: next.clone(), pins: Mutex::default() });
     let task = tokio::spawn(run(op, storage, broker, lease, rx, failing, next, metrics, shutdown));
     (shipper, task)
 }
@@ -345,11 +385,13 @@ fn floor_key(broker: i32, lease: i64) -> String {
 
 /// Keeps the floor of this broker's current stream up to date (every two seconds,
 /// while the lease is live): the lowest first needed object over every local
-/// partition, or the next sequence where none needs any. It only grows: a
-/// partition taken over later needs nothing below the next sequence of then. A
-/// takeover of a partition whose owner died holding it reads that owner's stream
-/// from the floor on, so an idle partition, whose tenure's first object never moves
-/// up, does not make it read the stream from the start.
+/// partition and every takeover in progress ([`WalShipper::pin`]), or the next
+/// sequence where none needs any. It only grows: a partition taken over later
+/// needs nothing below the next sequence of then. A takeover of a partition whose
+/// owner died holding it reads that owner's stream from the floor on, so an idle
+/// partition, whose tenure's first object never moves up, does not make it read
+/// the stream from the start; and the sweeper ([`super::sweep`]) deletes nothing of
+/// a live stream at or above its floor.
 pub async fn keep_floor(
     op: Operator,
     storage: Arc<Storage>,
@@ -369,7 +411,7 @@ pub async fn keep_floor(
             continue;
         }
         // The next sequence first (see PartitionLog::first_object_from).
-        let next = shipper.next_seq(held.id);
+        let next = shipper.next_or_pinned(held.id);
         let floor = storage
             .topics()
             .iter()

@@ -230,6 +230,9 @@ impl Storage {
             let hi = st.sealed.partition_point(|s| s.base_offset <= to);
             st.sealed.splice(lo..hi, new);
         }
+        if let Some(hook) = self.seal_hook.get() {
+            hook.sealed(partition);
+        }
         tracing::info!(
             topic = %topic.name,
             partition = partition.index,

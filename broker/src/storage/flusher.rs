@@ -537,20 +537,25 @@ impl Storage {
         let mut st = partition.state.lock();
         st.sealed.retain(|s| s.last_offset >= below);
         st.log_start_offset = st.log_start_offset.max(log_start);
+        drop(st);
+        if let Some(hook) = self.seal_hook.get() {
+            hook.sealed(partition);
+        }
         Ok(())
     }
 
     /// Deletes objects no manifest refers to any more.
     async fn collect_garbage(self: &Arc<Self>) -> Result<(), StorageError> {
-        if self.shipper.is_some() {
-            // Cluster mode: a partition manifest another broker may take over from
-            // can still name a segment this broker compacted or dropped, so objects
-            // are kept (deleting them once no manifest names them is still to come).
-            return Ok(());
-        }
         let garbage: Vec<String> = self.meta.lock().state.garbage.iter().take(1000).cloned().collect();
         if garbage.is_empty() {
             return Ok(());
+        }
+        if self.shipper.is_some() {
+            // Cluster mode: a partition manifest another broker may take over from
+            // can still name a segment this broker compacted or dropped, so this
+            // broker forgets them and the controller's sweeper deletes them once no
+            // current manifest names them (cluster::sweep).
+            return self.record(MetaRecord::ObjectsDeleted { keys: garbage }).await;
         }
         let mut deleted = Vec::with_capacity(garbage.len());
         let mut failure = None;
