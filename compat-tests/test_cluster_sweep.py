@@ -21,7 +21,7 @@ from cluster import S3_BUCKET  # scripts/cluster.py, on the path through cluster
 from conftest import wait_until
 from test_cluster_failover import PARTITIONS, Load, check, make_topic, read_all, served, takeover_time
 
-GRACE = 3
+GRACE = 8
 
 
 @pytest.fixture
