@@ -2,8 +2,8 @@
 //! conventions (units in names, `_total` counters, histograms for latencies).
 
 use prometheus::{
-    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// The broker's metrics.
@@ -32,6 +32,9 @@ pub struct Metrics {
     pub swept_objects: IntCounterVec,
     /// Cluster mode: objects the last sweep found no longer needed, still in their grace time.
     pub sweep_pending: IntGauge,
+    /// Cluster mode, on the controller: each broker's placed load and its bound.
+    pub broker_load: IntGaugeVec,
+    pub broker_load_bound: IntGaugeVec,
     pub partitions_led: IntGauge,
     pub recovery_seconds: Histogram,
     pub journal_write_seconds: Histogram,
@@ -162,6 +165,30 @@ impl Metrics {
             sweep_pending: gauge(
                 "tributary_sweep_pending_objects",
                 "Cluster mode: segment and manifest objects no partition names, waiting out the sweep grace time.",
+            ),
+            broker_load: reg(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "tributary_cluster_broker_load",
+                        "Cluster mode, on the controller: each broker's load as placed (1 per partition plus \
+                         its measured produce rate in cluster.load_unit_bytes per second).",
+                    ),
+                    &["broker"],
+                )
+                .expect("invariant: valid metric"),
+            ),
+            broker_load_bound: reg(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "tributary_cluster_broker_load_bound",
+                        "Cluster mode, on the controller: each broker's bound, \
+                         ceil(balance_factor x total load x weight / total weight).",
+                    ),
+                    &["broker"],
+                )
+                .expect("invariant: valid metric"),
             ),
             partitions_led: gauge(
                 "tributary_cluster_partitions_led",

@@ -77,6 +77,13 @@ pub struct ClusterConfig {
     /// deletes it (seconds): covers a seal whose manifest is not published yet and
     /// reads still in flight on a replaced segment.
     pub sweep_grace_secs: u64,
+    /// How often each broker measures the produce rate of the partitions it leads
+    /// and the controller looks at the measured loads (seconds).
+    pub load_interval_secs: u64,
+    /// The produce rate (bytes per second) that weighs as much as one more
+    /// partition in placement: a partition at n units weighs 1 + n (n rounded down
+    /// to a power of two).
+    pub load_unit_bytes: u64,
 }
 
 impl ClusterConfig {
@@ -98,6 +105,8 @@ impl Default for ClusterConfig {
             weight: 1,
             sweep_interval_secs: 60,
             sweep_grace_secs: 900,
+            load_interval_secs: 10,
+            load_unit_bytes: 65_536,
         }
     }
 }

@@ -45,6 +45,8 @@ fn cluster(p: &mut Vec<String>, c: &Config) {
     range(p, "cluster.weight", k.weight, 1, 100);
     range(p, "cluster.sweep_interval_secs", k.sweep_interval_secs, 1, 86_400);
     range(p, "cluster.sweep_grace_secs", k.sweep_grace_secs, 1, 7 * 86_400);
+    range(p, "cluster.load_interval_secs", k.load_interval_secs, 1, 3600);
+    range(p, "cluster.load_unit_bytes", k.load_unit_bytes, 1024, 1 << 40);
     if k.rack.len() > 255 {
         p.push("cluster.rack: longer than 255 bytes".into());
     }
@@ -237,6 +239,8 @@ mod tests {
             (|c| c.cluster.weight = 0, "cluster.weight"),
             (|c| c.cluster.sweep_interval_secs = 0, "cluster.sweep_interval_secs"),
             (|c| c.cluster.sweep_grace_secs = 0, "cluster.sweep_grace_secs"),
+            (|c| c.cluster.load_interval_secs = 0, "cluster.load_interval_secs"),
+            (|c| c.cluster.load_unit_bytes = 10, "cluster.load_unit_bytes"),
             (|c| c.cluster.rack = "r".repeat(300), "cluster.rack"),
             (
                 |c| {

@@ -201,7 +201,10 @@ async fn queue(
         return refused(errors::code(&e), e.to_string());
     }
     match ctx.broker.storage.submit(partition, batches, config.log_append_time).await {
-        Ok(pending) => Slot::Queued { pending, bytes, records: count },
+        Ok(pending) => {
+            partition.note_produced(bytes);
+            Slot::Queued { pending, bytes, records: count }
+        }
         Err(e) => refused(errors::code(&e), e.to_string()),
     }
 }

@@ -11,6 +11,8 @@
 //! - [`controller`]: the election (one key under the winner's lease); [`assign`]:
 //!   what the controller does, placing every partition and writing its owner and
 //!   leader epoch to `assignments/<topic>`.
+//! - [`loads`]: each broker's measured produce rates per partition (`loads/<id>`),
+//!   which placement weighs partitions by.
 //! - [`catalog`]: topics in etcd (`topics/<name>`), followed by every broker into
 //!   its own storage.
 //! - [`producer_ids`]: blocks of producer ids reserved in etcd.
@@ -31,6 +33,7 @@ pub mod catalog;
 pub mod controller;
 pub mod etcd;
 pub mod handover;
+pub mod loads;
 pub mod manifests;
 pub mod membership;
 pub mod peers;
@@ -165,8 +168,15 @@ impl Cluster {
                 op,
                 shipper,
                 hooks: cluster.hooks.clone(),
-                metrics,
+                metrics: metrics.clone(),
             },
+            shutdown.clone(),
+        )));
+        tasks.push(tokio::spawn(loads::run(
+            cluster.clone(),
+            storage.clone(),
+            Duration::from_secs(c.load_interval_secs),
+            c.load_unit_bytes,
             shutdown.clone(),
         )));
         tasks.push(tokio::spawn(catalog::follow(etcd.clone(), storage, applied_tx, shutdown.clone())));
@@ -178,6 +188,8 @@ impl Cluster {
             applied,
             internal,
             c.balance_factor,
+            Duration::from_secs(c.load_interval_secs),
+            metrics.clone(),
             shutdown.clone(),
         )));
         tasks.push(tokio::spawn(cluster.clone().watch_view(shutdown.clone())));

@@ -74,6 +74,9 @@ pub struct PartitionLog {
     generation: AtomicU64,
     /// Appends committed by the journal writer and not yet published or refused.
     unpublished: AtomicUsize,
+    /// Bytes clients produced here (taken for the journal), ever: the cluster's
+    /// placement measures each partition's rate from it. One relaxed add per batch.
+    produced_bytes: AtomicU64,
     pub(crate) state: Mutex<LogState>,
 }
 
@@ -231,6 +234,7 @@ impl PartitionLog {
             epochs: Mutex::new(Arc::from(Vec::new())),
             shipped: Mutex::new(std::collections::VecDeque::new()),
             generation: AtomicU64::new(0),
+            produced_bytes: AtomicU64::new(0),
             unpublished: AtomicUsize::new(0),
             state: Mutex::new(LogState {
                 log_start_offset,
@@ -365,6 +369,16 @@ impl PartitionLog {
     pub fn first_object_from(&self, lease: i64, offset: i64, next_seq: u64) -> u64 {
         let shipped = self.shipped.lock();
         shipped.iter().find(|&&(l, _, last)| l == lease && last >= offset).map_or(next_seq, |&(_, seq, _)| seq)
+    }
+
+    /// Counts bytes a client produced here.
+    pub fn note_produced(&self, bytes: u64) {
+        self.produced_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes clients produced here since this broker started.
+    pub fn produced_bytes(&self) -> u64 {
+        self.produced_bytes.load(Ordering::Relaxed)
     }
 
     /// Cluster mode: the first object of `lease` a takeover of this partition
