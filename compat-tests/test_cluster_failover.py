@@ -33,11 +33,11 @@ def make_topic(cluster, topic):
     print(f"{topic}: partitions per broker {dict((b, spread.count(b)) for b in sorted(set(spread)))}")
 
 
-def served(bootstrap, topic):
+def served(bootstrap, topic, partitions=PARTITIONS):
     """Every partition answers ListOffsets (its owner has taken it over)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe", "socket.timeout.ms": 5000})
     try:
-        for p in range(PARTITIONS):
+        for p in range(partitions):
             c.get_watermark_offsets(TopicPartition(topic, p), timeout=2)
         return True
     except Exception:
