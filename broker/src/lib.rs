@@ -37,6 +37,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod quotas;
+pub mod scaling;
 pub mod server;
 pub mod storage;
 
@@ -130,6 +131,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     if let Some(c) = &cluster {
         c.follow_quotas(broker.quotas.clone(), shutdown.clone());
     }
+    let scaler = tokio::spawn(scaling::run(broker.clone(), shutdown.clone()));
     let server_task = tokio::spawn(server::serve(listener, broker, shutdown.clone()));
     // Group APIs answer COORDINATOR_LOAD_IN_PROGRESS until the offsets are loaded;
     // the broker is ready once they are.
@@ -152,6 +154,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     ready.store(false, Ordering::Release);
     shutdown.cancel();
     let _ = server_task.await;
+    let _ = scaler.await;
     let _ = timers.await;
     let _ = txn_timers.await;
     let _ = flusher.await;

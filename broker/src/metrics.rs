@@ -2,8 +2,8 @@
 //! conventions (units in names, `_total` counters, histograms for latencies).
 
 use prometheus::{
-    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The broker's metrics.
@@ -35,6 +35,10 @@ pub struct Metrics {
     /// Cluster mode, on the controller: each broker's placed load and its bound.
     pub broker_load: IntGaugeVec,
     pub broker_load_bound: IntGaugeVec,
+    /// Auto-scaling, per scaled stream.
+    pub scaling_events: IntCounterVec,
+    pub stream_partitions: IntGaugeVec,
+    pub stream_rate: GaugeVec,
     pub partitions_led: IntGauge,
     pub recovery_seconds: Histogram,
     pub journal_write_seconds: Histogram,
@@ -187,6 +191,31 @@ impl Metrics {
                          ceil(balance_factor x total load x weight / total weight).",
                     ),
                     &["broker"],
+                )
+                .expect("invariant: valid metric"),
+            ),
+            scaling_events: counter_vec(
+                "tributary_stream_scaling_events_total",
+                "Auto-scaling steps (partitions added because the stream sustained more than its target), by topic.",
+                &["topic"],
+            ),
+            stream_partitions: reg(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new("tributary_stream_partitions", "Partitions of each stream with a scaling policy."),
+                    &["topic"],
+                )
+                .expect("invariant: valid metric"),
+            ),
+            stream_rate: reg(
+                &registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "tributary_stream_rate_per_partition",
+                        "Smoothed produce rate per partition of each stream with a scaling policy, in the \
+                         policy's unit (bytes/s or records/s).",
+                    ),
+                    &["topic"],
                 )
                 .expect("invariant: valid metric"),
             ),

@@ -172,6 +172,21 @@ pub struct TopicDefaults {
     pub segment_bytes: i64,
     /// Default `segment.ms`.
     pub segment_ms: i64,
+    /// Default `tributary.scaling.policy` (auto-created topics and topics without
+    /// the override): `fixed`, `bytes` or `records`.
+    pub scaling_policy: String,
+    /// Default `tributary.scaling.target`: bytes/s or records/s per partition.
+    pub scaling_target: i64,
+    /// Default `tributary.scaling.factor`: most growth of one step (x factor).
+    pub scaling_factor: f64,
+    /// Default `tributary.scaling.max.partitions`.
+    pub scaling_max_partitions: i32,
+    /// Default `tributary.scaling.window.ms`: how long the rate must exceed the target.
+    pub scaling_window_ms: i64,
+    /// Default `tributary.scaling.cooldown.ms`: least time between two steps.
+    pub scaling_cooldown_ms: i64,
+    /// How often the scaler measures every scaled stream's rate (ms).
+    pub scaling_sample_ms: u64,
 }
 
 /// Protection against clients.
@@ -354,6 +369,13 @@ impl Default for TopicDefaults {
             retention_bytes: -1,
             segment_bytes: 64 * 1024 * 1024,
             segment_ms: 7 * 24 * 3600 * 1000,
+            scaling_policy: "fixed".into(),
+            scaling_target: 1024 * 1024,
+            scaling_factor: 2.0,
+            scaling_max_partitions: 64,
+            scaling_window_ms: 300_000,
+            scaling_cooldown_ms: 600_000,
+            scaling_sample_ms: 1000,
         }
     }
 }

@@ -84,6 +84,17 @@ pub(crate) fn check(c: &Config) -> Result<(), ConfigError> {
     range(&mut p, "topics.retention_bytes", c.topics.retention_bytes, -1, i64::MAX);
     range(&mut p, "topics.segment_bytes", c.topics.segment_bytes, 1 << 14, 1 << 34);
     range(&mut p, "topics.segment_ms", c.topics.segment_ms, 1, i64::MAX);
+    if !["fixed", "bytes", "records"].contains(&c.topics.scaling_policy.as_str()) {
+        p.push(format!("topics.scaling_policy: {:?} must be fixed, bytes or records", c.topics.scaling_policy));
+    }
+    range(&mut p, "topics.scaling_target", c.topics.scaling_target, 1, i64::MAX);
+    if !(c.topics.scaling_factor > 1.0 && c.topics.scaling_factor <= 16.0) {
+        p.push(format!("topics.scaling_factor: {} is out of range (1, 16]", c.topics.scaling_factor));
+    }
+    range(&mut p, "topics.scaling_max_partitions", c.topics.scaling_max_partitions, 1, 100_000);
+    range(&mut p, "topics.scaling_window_ms", c.topics.scaling_window_ms, 100, i64::MAX);
+    range(&mut p, "topics.scaling_cooldown_ms", c.topics.scaling_cooldown_ms, 0, i64::MAX);
+    range(&mut p, "topics.scaling_sample_ms", c.topics.scaling_sample_ms, 10, 600_000);
     range(&mut p, "limits.socket_request_max_bytes", c.limits.socket_request_max_bytes, 1 << 10, i32::MAX as u64);
     range(&mut p, "limits.max_in_flight_per_connection", c.limits.max_in_flight_per_connection, 1, 1024);
     range(&mut p, "limits.max_connections", c.limits.max_connections, 1, 1_000_000);
@@ -195,6 +206,9 @@ mod tests {
             (|c| c.storage.block_bytes = 10, "storage.block_bytes"),
             (|c| c.storage.read_ahead_blocks = 5000, "storage.read_ahead_blocks"),
             (|c| c.topics.num_partitions = 0, "topics.num_partitions"),
+            (|c| c.topics.scaling_policy = "sometimes".into(), "topics.scaling_policy"),
+            (|c| c.topics.scaling_factor = 1.0, "topics.scaling_factor"),
+            (|c| c.topics.scaling_window_ms = 0, "topics.scaling_window_ms"),
             (|c| c.topics.message_max_bytes = 1, "topics.message_max_bytes"),
             (|c| c.topics.retention_ms = -2, "topics.retention_ms"),
             (|c| c.topics.retention_bytes = -2, "topics.retention_bytes"),

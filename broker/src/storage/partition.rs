@@ -77,6 +77,7 @@ pub struct PartitionLog {
     /// Bytes clients produced here (taken for the journal), ever: the cluster's
     /// placement measures each partition's rate from it. One relaxed add per batch.
     produced_bytes: AtomicU64,
+    produced_records: AtomicU64,
     pub(crate) state: Mutex<LogState>,
 }
 
@@ -235,6 +236,7 @@ impl PartitionLog {
             shipped: Mutex::new(std::collections::VecDeque::new()),
             generation: AtomicU64::new(0),
             produced_bytes: AtomicU64::new(0),
+            produced_records: AtomicU64::new(0),
             unpublished: AtomicUsize::new(0),
             state: Mutex::new(LogState {
                 log_start_offset,
@@ -371,9 +373,15 @@ impl PartitionLog {
         shipped.iter().find(|&&(l, _, last)| l == lease && last >= offset).map_or(next_seq, |&(_, seq, _)| seq)
     }
 
-    /// Counts bytes a client produced here.
-    pub fn note_produced(&self, bytes: u64) {
+    /// Counts what a client produced here.
+    pub fn note_produced(&self, bytes: u64, records: u64) {
         self.produced_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.produced_records.fetch_add(records, Ordering::Relaxed);
+    }
+
+    /// Records clients produced here since this broker started.
+    pub fn produced_records(&self) -> u64 {
+        self.produced_records.load(Ordering::Relaxed)
     }
 
     /// Bytes clients produced here since this broker started.

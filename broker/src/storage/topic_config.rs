@@ -42,6 +42,8 @@ pub struct ConfigDef {
 pub enum Effect {
     /// Acted on as Kafka acts on it.
     Honoured,
+    /// Tributary's own key, acted on as its documentation says.
+    Own(&'static str),
     /// Accepted and stored, with nothing to act on: Tributary's design already gives
     /// what the key asks for, or the key is about machinery it does not have (why).
     Moot(&'static str),
@@ -54,7 +56,7 @@ impl Effect {
     pub fn note(&self) -> Option<&'static str> {
         match self {
             Effect::Honoured => None,
-            Effect::Moot(why) | Effect::Fixed { why, .. } => Some(why),
+            Effect::Own(why) | Effect::Moot(why) | Effect::Fixed { why, .. } => Some(why),
         }
     }
 }
@@ -130,6 +132,52 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
     def!("local.retention.bytes", Kind::Long { min: -2, max: i64::MAX }, Long, ALWAYS_TIERED, |_| "-2".into()),
     def!("follower.replication.throttled.replicas", Kind::Text, List, ONE_REPLICA, |_| String::new()),
     def!("leader.replication.throttled.replicas", Kind::Text, List, ONE_REPLICA, |_| String::new()),
+    def!(
+        "tributary.scaling.policy",
+        Kind::OneOf(&["fixed", "bytes", "records"]),
+        String,
+        Effect::Own(
+            "Auto-scaling: fixed (never grows), bytes or records (grows when the partitions sustain more than \
+             tributary.scaling.target bytes/s or records/s each for tributary.scaling.window.ms). Partitions are \
+             never removed; a keyed producer keeps per-key order within each side of a growth, not across it."
+        ),
+        |d| d.scaling_policy.clone()
+    ),
+    def!(
+        "tributary.scaling.target",
+        Kind::Long { min: 1, max: i64::MAX },
+        Long,
+        Effect::Own("Auto-scaling: the rate per partition to stay under, in bytes/s or records/s after the policy."),
+        |d| d.scaling_target.to_string()
+    ),
+    def!(
+        "tributary.scaling.factor",
+        Kind::Double { min: 1.000001, max: 16.0 },
+        Double,
+        Effect::Own("Auto-scaling: one step grows the partition count at most this many times (1 < factor <= 16)."),
+        |d| d.scaling_factor.to_string()
+    ),
+    def!(
+        "tributary.scaling.max.partitions",
+        Kind::Long { min: 1, max: 100_000 },
+        Int,
+        Effect::Own("Auto-scaling: the stream never grows past this many partitions."),
+        |d| d.scaling_max_partitions.to_string()
+    ),
+    def!(
+        "tributary.scaling.window.ms",
+        Kind::Long { min: 100, max: i64::MAX },
+        Long,
+        Effect::Own("Auto-scaling: how long the rate must stay above the target before the stream grows."),
+        |d| d.scaling_window_ms.to_string()
+    ),
+    def!(
+        "tributary.scaling.cooldown.ms",
+        Kind::Long { min: 0, max: i64::MAX },
+        Long,
+        Effect::Own("Auto-scaling: the least time between two growth steps of the stream."),
+        |d| d.scaling_cooldown_ms.to_string()
+    ),
 ];
 
 /// Looks up a key.
@@ -193,6 +241,27 @@ pub struct TopicConfig {
     /// CreateTime timestamps must lie within [now - before, now + after].
     pub timestamp_before_max_ms: i64,
     pub timestamp_after_max_ms: i64,
+    /// Auto-scaling (`tributary.scaling.*`).
+    pub scaling: Scaling,
+}
+
+/// What a stream's scaling policy measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScalingPolicy {
+    Fixed,
+    Bytes,
+    Records,
+}
+
+/// A stream's auto-scaling settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scaling {
+    pub policy: ScalingPolicy,
+    pub target: i64,
+    pub factor: f64,
+    pub max_partitions: i32,
+    pub window_ms: i64,
+    pub cooldown_ms: i64,
 }
 
 impl TopicConfig {
@@ -222,6 +291,21 @@ impl TopicConfig {
             min_insync_replicas: long("min.insync.replicas", 1),
             timestamp_before_max_ms: long("message.timestamp.before.max.ms", i64::MAX),
             timestamp_after_max_ms: long("message.timestamp.after.max.ms", 3_600_000),
+            scaling: Scaling {
+                policy: match overrides.get("tributary.scaling.policy").unwrap_or(&defaults.scaling_policy).as_str() {
+                    "bytes" => ScalingPolicy::Bytes,
+                    "records" => ScalingPolicy::Records,
+                    _ => ScalingPolicy::Fixed,
+                },
+                target: long("tributary.scaling.target", defaults.scaling_target).max(1),
+                factor: overrides
+                    .get("tributary.scaling.factor")
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .unwrap_or(defaults.scaling_factor),
+                max_partitions: long("tributary.scaling.max.partitions", defaults.scaling_max_partitions as i64) as i32,
+                window_ms: long("tributary.scaling.window.ms", defaults.scaling_window_ms),
+                cooldown_ms: long("tributary.scaling.cooldown.ms", defaults.scaling_cooldown_ms),
+            },
             overrides,
         }
     }

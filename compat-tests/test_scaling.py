@@ -1,0 +1,168 @@
+"""Auto-scaling streams on a single broker, driven by confluent-kafka: a stream
+produced at 3x its target grows within window + cooldown by no more than its factor
+per step and settles once each partition is back under the target; one at 6x stops
+at its maximum; one at its target and one with the `fixed` policy never grow.
+Consumer groups of both protocols, committing by hand, read the growing stream: every
+acknowledged record exactly once, every new partition assigned. Bad scaling configs
+are refused with INVALID_CONFIG naming the key, and the keys are described with
+documentation."""
+
+import threading
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from conftest import unique, wait_until
+
+TARGET = 20_000  # bytes/s per partition
+WINDOW_MS = COOLDOWN_MS = 1500
+RECORD = 1000
+
+
+@pytest.fixture
+def broker(make_broker):
+    b = make_broker(env={"TRIBUTARY_TOPICS_SCALING_SAMPLE_MS": "100",
+                         "TRIBUTARY_GROUPS_INITIAL_REBALANCE_DELAY_MS": "0"})
+    b.start()
+    return b
+
+
+def scaled(policy="bytes", max_partitions=4):
+    return {"tributary.scaling.policy": policy, "tributary.scaling.target": str(TARGET),
+            "tributary.scaling.factor": "2", "tributary.scaling.max.partitions": str(max_partitions),
+            "tributary.scaling.window.ms": str(WINDOW_MS), "tributary.scaling.cooldown.ms": str(COOLDOWN_MS)}
+
+
+def partitions(admin, topic):
+    return len(admin.list_topics(topic, timeout=10).topics[topic].partitions)
+
+
+class Consuming(threading.Thread):
+    """One consumer of a group reading the stream and committing every record."""
+
+    def __init__(self, bootstrap, topic, protocol):
+        super().__init__(daemon=True)
+        conf = {"bootstrap.servers": bootstrap, "group.id": unique(f"g-{protocol}"),
+                "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                "topic.metadata.refresh.interval.ms": 500}
+        if protocol == "consumer":
+            conf["group.protocol"] = "consumer"
+        else:
+            conf["session.timeout.ms"] = 6000
+        self.consumer = Consumer(conf)
+        self.topic, self.protocol = topic, protocol
+        self.seen, self.twice, self.assigned = {}, [], set()
+        self.stop = threading.Event()
+
+    def run(self):
+        self.consumer.subscribe([self.topic])
+        deadline = time.monotonic() + 120
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            m = self.consumer.poll(0.2)
+            self.assigned |= {tp.partition for tp in self.consumer.assignment()}
+            if m is None or m.error():
+                continue
+            if m.value() in self.seen:
+                self.twice.append(m.value())
+            self.seen[m.value()] = (m.partition(), m.offset())
+            self.consumer.commit(message=m, asynchronous=False)
+        self.consumer.close()
+
+
+def test_streams_grow_with_sustained_load_by_their_policy_and_no_further(broker):
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    grows, capped, steady, fixed = (unique(n) for n in ("grows", "capped", "steady", "fixed"))
+    topics = [NewTopic(grows, 1, 1, config=scaled()), NewTopic(capped, 1, 1, config=scaled(max_partitions=2)),
+              NewTopic(steady, 1, 1, config=scaled()), NewTopic(fixed, 1, 1, config=scaled(policy="fixed"))]
+    for f in admin.create_topics(topics).values():
+        f.result(timeout=15)
+    readers = [Consuming(broker.bootstrap, grows, p) for p in ("classic", "consumer")]
+    for r in readers:
+        r.start()
+
+    # Bytes per second, in total, to each stream (keyless: spread over its partitions).
+    rates = {grows: 3 * TARGET, capped: 6 * TARGET, steady: TARGET, fixed: 6 * TARGET}
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "enable.idempotence": True,
+                  "linger.ms": 5, "topic.metadata.refresh.interval.ms": 500})
+    acked = {t: {} for t in rates}
+
+    def done(err, msg):
+        assert err is None, err
+        acked[msg.topic()][msg.value()] = (msg.partition(), msg.offset())
+
+    counts = {t: [(0.0, 1)] for t in rates}
+    started = time.monotonic()
+    n = 0
+    # Long enough for two steps of `grows` and a few windows more in which it must
+    # stay; bounded in time and count.
+    while time.monotonic() - started < 12 and n < 200_000:
+        tick = time.monotonic()
+        for topic, rate in rates.items():
+            for _ in range(rate // RECORD // 10):
+                p.produce(topic, value=f"{n:08d}".encode() + b"x" * (RECORD - 8), on_delivery=done)
+                n += 1
+        p.poll(0)
+        if int((tick - started) * 10) % 5 == 0:
+            for topic in rates:
+                now = partitions(admin, topic)
+                if now != counts[topic][-1][1]:
+                    counts[topic].append((round(tick - started, 1), now))
+        time.sleep(max(0.0, 0.1 - (time.monotonic() - tick)))
+    assert p.flush(60) == 0
+    for topic in rates:
+        now = partitions(admin, topic)
+        if now != counts[topic][-1][1]:
+            counts[topic].append((round(time.monotonic() - started, 1), now))
+    print(f"partition counts over time (s, count): {counts}")
+
+    steps = [c for _, c in counts[grows]]
+    assert steps[-1] == 3, f"{grows} at 3x its target settles at 3 partitions: {counts[grows]}"
+    assert all(b <= 2 * a for a, b in zip(steps, steps[1:])), f"at most x2 per step: {counts[grows]}"
+    first = counts[grows][1][0]
+    assert first <= (WINDOW_MS + COOLDOWN_MS) / 1000 + 3, f"first step {first}s after the load began"
+    assert [c for _, c in counts[capped]][-1] == 2, f"{capped} stops at its maximum: {counts[capped]}"
+    assert counts[steady] == [(0.0, 1)], f"at the target nothing happens: {counts[steady]}"
+    assert counts[fixed] == [(0.0, 1)], f"fixed never grows: {counts[fixed]}"
+
+    metrics = broker.metrics()
+    assert f'tributary_stream_scaling_events_total{{topic="{grows}"}} 2' in metrics
+    assert f'tributary_stream_partitions{{topic="{grows}"}} 3' in metrics
+
+    # Both groups read every acknowledged record once and were given every partition.
+    want = set(acked[grows])
+    for r in readers:
+        wait_until(lambda r=r: want <= set(r.seen) and r.assigned == {0, 1, 2}, timeout=60,
+                   what=f"the {r.protocol} group to read {len(want)} records from all 3 partitions")
+        r.stop.set()
+        r.join(30)
+        assert not r.twice, f"{r.protocol}: {len(r.twice)} records read twice"
+        assert all(r.seen[v] == acked[grows][v] for v in want), f"{r.protocol}: records not at their offsets"
+        print(f"{r.protocol} group: {len(want)} records once each, partitions {sorted(r.assigned)}")
+
+
+def test_bad_scaling_configs_are_refused_naming_the_key_and_the_keys_are_documented(broker):
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    for key, value in [("tributary.scaling.policy", "sometimes"), ("tributary.scaling.factor", "1"),
+                       ("tributary.scaling.target", "0"), ("tributary.scaling.max.partitions", "-3"),
+                       ("tributary.scaling.window.ms", "soon")]:
+        topic = unique("bad")
+        with pytest.raises(KafkaException) as e:
+            admin.create_topics([NewTopic(topic, 1, 1, config={key: value})])[topic].result(timeout=15)
+        err = e.value.args[0]
+        assert err.name() == "INVALID_CONFIG" and key in err.str(), (key, err)
+    topic = unique("doc")
+    admin.create_topics([NewTopic(topic, 1, 1, config=scaled())])[topic].result(timeout=15)
+    res = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)])
+    configs = next(iter(res.values())).result(timeout=15)
+    assert configs["tributary.scaling.policy"].value == "bytes"
+    assert configs["tributary.scaling.target"].value == str(TARGET)
+    assert configs["tributary.scaling.cooldown.ms"].value == str(COOLDOWN_MS)
+    # Tributary's defaults show where the topic sets nothing.
+    other = unique("plain")
+    admin.create_topics([NewTopic(other, 1, 1)])[other].result(timeout=15)
+    res = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, other)])
+    plain = next(iter(res.values())).result(timeout=15)
+    assert plain["tributary.scaling.policy"].value == "fixed"
+    assert plain["tributary.scaling.policy"].is_default
