@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from conftest import unique, wait_until
@@ -166,3 +166,62 @@ def test_bad_scaling_configs_are_refused_naming_the_key_and_the_keys_are_documen
     plain = next(iter(res.values())).result(timeout=15)
     assert plain["tributary.scaling.policy"].value == "fixed"
     assert plain["tributary.scaling.policy"].is_default
+
+
+@pytest.mark.parametrize("point,after", [("scaling-step", 1), ("partitions-added", 2)])
+def test_a_crash_during_a_scaling_step_leaves_the_old_or_the_new_count_and_loses_nothing(make_broker, point, after):
+    """The broker dies as a step is decided (nothing written) or right after the new
+    count is durable (not yet served): after a restart the stream has the old or the
+    new count, Metadata and the data agree, every acknowledged record is there, and
+    every partition takes new records."""
+    broker = make_broker(env={"TRIBUTARY_TOPICS_SCALING_SAMPLE_MS": "100", "TRB_FAILPOINT": point})
+    broker.start()
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    topic = unique("crash")
+    admin.create_topics([NewTopic(topic, 1, 1, config=scaled())])[topic].result(timeout=15)
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "enable.idempotence": True,
+                  "linger.ms": 5, "message.timeout.ms": 10000})
+    acked = {}
+
+    def done(err, msg):
+        if err is None:
+            acked[msg.value()] = (msg.partition(), msg.offset())
+
+    started, n = time.monotonic(), 0
+    # 3x the target until the failpoint stops the broker (bounded: 30 s).
+    while broker.proc.poll() is None and time.monotonic() - started < 30:
+        tick = time.monotonic()
+        for _ in range(3 * TARGET // RECORD // 10):
+            p.produce(topic, value=f"{n:08d}".encode() + b"x" * (RECORD - 8), on_delivery=done)
+            n += 1
+        p.poll(0)
+        time.sleep(max(0.0, 0.1 - (time.monotonic() - tick)))
+    assert broker.proc.poll() is not None, f"the broker never reached the failpoint {point}"
+    p.flush(15)
+    del broker.env["TRB_FAILPOINT"]
+    broker.start()
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    assert partitions(admin, topic) == after, f"after a crash at {point} the stream has {after} partition(s)"
+    # The data agrees: every acknowledged record in partition 0 at its offset, the
+    # others empty, and every partition writable and readable.
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": unique("v"), "enable.auto.commit": False,
+                  "auto.offset.reset": "earliest"})
+    for part in range(after):
+        low, high = c.get_watermark_offsets(TopicPartition(topic, part), timeout=10)
+        assert (low, high) == (0, 0) or part == 0, (part, low, high)
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
+    for part in range(after):
+        p.produce(topic, value=f"after-{part}".encode(), partition=part)
+    assert p.flush(15) == 0
+    c.assign([TopicPartition(topic, part, 0) for part in range(after)])
+    seen = {}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (set(acked) <= set(seen) and
+                                                all(f"after-{q}".encode() in seen for q in range(after))):
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            seen[m.value()] = (m.partition(), m.offset())
+    c.close()
+    assert all(seen.get(v) == at for v, at in acked.items()), f"{len(acked)} acknowledged, some missing or moved"
+    assert all(seen.get(f"after-{q}".encode(), (None,))[0] == q for q in range(after))
+    print(f"crash at {point}: {len(acked)} acknowledged records all there, {after} partition(s) after the restart")

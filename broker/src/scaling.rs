@@ -144,18 +144,22 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
                             "stream over its scaling target but at tributary.scaling.max.partitions: left as it is");
                     }
                 }
-                Decision::Grow(to) => match broker.add_partitions(&topic.name, to).await {
-                    Ok(_) => {
-                        broker.metrics.scaling_events.with_label_values(&[&topic.name]).inc();
-                        broker.metrics.stream_partitions.with_label_values(&[&topic.name]).set(to as i64);
-                        tracing::info!(topic = %topic.name, from = partitions, to, rate = st.rate, target = s.target,
-                            "stream scaled: partitions added");
+                Decision::Grow(to) => {
+                    // Crash tests: a step decided, nothing written yet.
+                    crate::storage::flusher::failpoint("scaling-step");
+                    match broker.add_partitions(&topic.name, to).await {
+                        Ok(_) => {
+                            broker.metrics.scaling_events.with_label_values(&[&topic.name]).inc();
+                            broker.metrics.stream_partitions.with_label_values(&[&topic.name]).set(to as i64);
+                            tracing::info!(topic = %topic.name, from = partitions, to, rate = st.rate,
+                                target = s.target, "stream scaled: partitions added");
+                        }
+                        Err(e) => {
+                            tracing::warn!(topic = %topic.name, from = partitions, to, error = %e,
+                                "stream scaling step failed; trying again after the cooldown");
+                        }
                     }
-                    Err(e) => {
-                        tracing::warn!(topic = %topic.name, from = partitions, to, error = %e,
-                            "stream scaling step failed; trying again after the cooldown");
-                    }
-                },
+                }
             }
             alive.insert(topic.id, (topic.name.clone(), st));
         }

@@ -601,7 +601,7 @@ impl Storage {
 /// Crash tests stop the process at a named point of the flusher: with
 /// `TRB_FAILPOINT=<name>` in the environment (not `TRIBUTARY_*`, which is config) the process aborts there, as a
 /// power cut or SIGKILL would stop it. Unset, this is one comparison.
-fn failpoint(name: &str) {
+pub(crate) fn failpoint(name: &str) {
     static ARMED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     if ARMED.get_or_init(|| std::env::var("TRB_FAILPOINT").ok()).as_deref() == Some(name) {
         tracing::error!(failpoint = name, "failpoint reached: aborting");

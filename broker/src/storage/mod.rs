@@ -486,6 +486,8 @@ impl Storage {
             let records: Vec<PartitionRecord> = ids.into_iter().map(PartitionRecord::new).collect();
             meta.append(MetaRecord::PartitionsAdded { id: old.id, partitions: records.clone() })
                 .map_err(StorageError::io("writing metadata log"))?;
+            // Crash tests: durable, not yet served.
+            flusher::failpoint("partitions-added");
             let mut partitions = old.partitions.clone();
             for (i, r) in records.iter().enumerate() {
                 partitions.push(Arc::new(PartitionLog::new(r.id, old.name.clone(), (have + i) as i32, 0)));
