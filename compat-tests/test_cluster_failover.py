@@ -116,19 +116,19 @@ class Load:
         assert not any(t.is_alive() for t in self.threads), "a producer did not finish"
 
 
-def read_all(bootstrap, topic, duplicates=None, load_acked=None):
+def read_all(bootstrap, topic, duplicates=None, load_acked=None, partitions=PARTITIONS):
     """Every record of the topic, by value: (partition, offset) of its first copy.
     A second copy fails the read, unless `duplicates` (a list) collects it."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"verify-{time.time()}",
                   "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     highs = {}
-    for p in range(PARTITIONS):
+    for p in range(partitions):
         highs[p] = wait_until(lambda: _high(c, topic, p), timeout=30, what=f"the high watermark of {p}")[0]
-    c.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     seen, order = {}, {}
     done = {p for p, h in highs.items() if h == 0}
     deadline = time.monotonic() + 90
-    while len(done) < PARTITIONS and time.monotonic() < deadline:
+    while len(done) < partitions and time.monotonic() < deadline:
         m = c.poll(0.5)
         if m is None or m.error():
             continue
@@ -144,7 +144,7 @@ def read_all(bootstrap, topic, duplicates=None, load_acked=None):
         if m.offset() + 1 >= highs[m.partition()]:
             done.add(m.partition())
     c.close()
-    assert len(done) == PARTITIONS, f"read only partitions {sorted(done)} to their end"
+    assert len(done) == partitions, f"read only partitions {sorted(done)} to their end"
     return seen
 
 

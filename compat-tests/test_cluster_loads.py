@@ -1,14 +1,16 @@
-"""Placement by measured load on a 3-broker cluster (real etcd, s3s-fs and tributary
+"""Placement by measured load, and auto-scaling, on a 3-broker cluster (real etcd, s3s-fs and tributary
 processes): partitions a producer makes hot on one broker put it over its bound as
 soon as their rates are measured, and the controller spreads them; every broker's
-load then stays within its bound, and every acknowledged record is read back."""
+load then stays within its bound, and every acknowledged record is read back. A
+stream produced at 3x its scaling target through every broker grows as on a single
+broker: the controller sums the rates the brokers publish."""
 
 import time
 
 import pytest
 from confluent_kafka import Producer
 
-from clusterkit import leaders, running_cluster
+from clusterkit import SEALING, admin_of, leaders, running_cluster
 from conftest import wait_until
 from test_cluster_failover import PARTITIONS, make_topic, read_all
 
@@ -18,7 +20,7 @@ HOT = 3
 
 @pytest.fixture
 def cluster(tmp_path):
-    yield from running_cluster(tmp_path / "cluster",
+    yield from running_cluster(tmp_path / "cluster", extra_top=SEALING + "scaling_sample_ms = 200\n",
                                extra_cluster={"load_interval_secs": 1, "load_unit_bytes": UNIT})
 
 
@@ -91,3 +93,49 @@ def test_partitions_made_hot_on_one_broker_are_spread_and_no_broker_exceeds_its_
                      if seen[v] != (part, off) and not ((off is None or off < 0) and seen[v][0] == part)]
     assert not moved_records, f"{len(moved_records)} records not where they were acknowledged"
     print(f"{len(acked)} acknowledged, all read back at their offsets")
+
+
+def test_a_stream_over_its_scaling_target_grows_on_a_cluster(cluster):
+    from confluent_kafka.admin import NewTopic
+    topic = f"scaled-{int(time.time() * 1000)}"
+    target = 20_000
+    config = {"tributary.scaling.policy": "bytes", "tributary.scaling.target": str(target),
+              "tributary.scaling.factor": "2", "tributary.scaling.max.partitions": "4",
+              "tributary.scaling.window.ms": "2000", "tributary.scaling.cooldown.ms": "2000"}
+    admin_of(cluster.nodes[0]).create_topics([NewTopic(topic, 1, 1, config=config)])[topic].result(timeout=15)
+    wait_until(lambda: len(leaders(cluster.nodes[0], topic)) == 1, timeout=30, what="the topic placed")
+    p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "enable.idempotence": True,
+                  "linger.ms": 5, "topic.metadata.refresh.interval.ms": 500})
+    acked = {}
+
+    def done(err, msg):
+        assert err is None, err
+        acked[msg.value()] = (msg.partition(), msg.offset())
+
+    counts = [(0.0, 1)]
+    started, n = time.monotonic(), 0
+    # 3x the target, spread by the client over the partitions it knows, for at most 30 s.
+    while time.monotonic() - started < 30:
+        tick = time.monotonic()
+        for _ in range(3 * target // 1000 // 10):
+            p.produce(topic, value=f"{n:08d}".encode() + b"x" * 992, on_delivery=done)
+            n += 1
+        p.poll(0)
+        now = len(leaders(cluster.nodes[1], topic))
+        if now and now != counts[-1][1]:
+            counts.append((round(tick - started, 1), now))
+        if counts[-1][1] == 3 and tick - started > counts[-1][0] + 5:
+            break
+        time.sleep(max(0.0, 0.1 - (time.monotonic() - tick)))
+    assert p.flush(60) == 0
+    print(f"{topic}: partition counts over time (s, count) {counts}")
+    steps = [c for _, c in counts]
+    assert steps[-1] == 3, f"at 3x its target the stream settles at 3 partitions: {counts}"
+    assert all(b <= 2 * a for a, b in zip(steps, steps[1:])), f"at most x2 per step: {counts}"
+    for node in cluster.nodes:
+        wait_until(lambda node=node: len(leaders(node, topic)) == 3, timeout=10,
+                   what=f"broker {node.id} to see 3 partitions")
+    seen = read_all(cluster.bootstrap, topic, partitions=3)
+    missing = [v for v in acked if v not in seen]
+    assert not missing, f"{len(missing)} acknowledged records missing"
+    print(f"{len(acked)} acknowledged, all read back from the 3 partitions")

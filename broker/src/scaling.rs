@@ -20,9 +20,11 @@
 //! key's records keep their order within each side of a growth, not across it. The
 //! partition count and the time of every step are in the log and in `/metrics`.
 //!
-//! Cluster mode: each broker sees only the partitions it leads, so for now the
-//! scaler runs on single brokers only (the cluster issue's measured loads carry
-//! hot partitions' rates, not yet every scaled stream's).
+//! Cluster mode: each broker measures only the partitions it leads and publishes
+//! every scaled stream's rate over them with its measured loads
+//! ([`crate::cluster::loads`]); the controller sums them and decides, and the step
+//! is the same etcd transaction CreatePartitions makes. A new controller starts its
+//! windows (and cooldowns) afresh.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -106,30 +108,59 @@ pub fn sample(s: &Scaling, partitions: i32, total: u64, now: i64, st: &mut Strea
     Decision::Grow(grown)
 }
 
-/// Samples every scaled stream until `shutdown`, growing those that need it.
+/// Samples every scaled stream until `shutdown`, growing those that need it. In
+/// cluster mode only the controller decides, from the streams' rates every broker
+/// publishes with its measured loads (summed, and integrated into a counter here so
+/// the same decision applies).
 pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
-    if broker.cluster.is_some() {
-        return;
-    }
     let every = Duration::from_millis(broker.config.topics.scaling_sample_ms);
     let mut states: HashMap<uuid::Uuid, (Arc<str>, StreamState)> = HashMap::new();
+    // Cluster mode: per stream, (bytes, records) integrated from the published rates.
+    let mut integrated: HashMap<uuid::Uuid, (f64, f64)> = HashMap::new();
+    let mut last_ms = crate::clock::now_ms();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
         let now = crate::clock::now_ms();
+        let dt = (now - last_ms).max(0) as f64 / 1000.0;
+        last_ms = now;
+        let rates = match &broker.cluster {
+            None => None,
+            Some(c) if !c.is_controller() => {
+                states.clear();
+                integrated.clear();
+                continue;
+            }
+            Some(c) => match crate::cluster::loads::stream_rates(&c.etcd).await {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot read the streams' rates; trying again");
+                    continue;
+                }
+            },
+        };
         let mut alive = HashMap::new();
         for topic in broker.storage.topics() {
             let s = topic.config().scaling;
             if s.policy == ScalingPolicy::Fixed || crate::coordinator::is_internal_topic(&topic.name) {
                 continue;
             }
-            let total: u64 = topic
-                .partitions
-                .iter()
-                .map(|p| if s.policy == ScalingPolicy::Bytes { p.produced_bytes() } else { p.produced_records() })
-                .sum();
+            let (bytes, records) = match &rates {
+                None => topic
+                    .partitions
+                    .iter()
+                    .fold((0u64, 0u64), |(b, r), p| (b + p.produced_bytes(), r + p.produced_records())),
+                Some(rates) => {
+                    let (b, r) = rates.get(topic.name.as_ref()).copied().unwrap_or_default();
+                    let sum = integrated.entry(topic.id).or_default();
+                    sum.0 += b * dt;
+                    sum.1 += r * dt;
+                    (sum.0 as u64, sum.1 as u64)
+                }
+            };
+            let total = if s.policy == ScalingPolicy::Bytes { bytes } else { records };
             let partitions = topic.partitions.len() as i32;
             let mut st = states.remove(&topic.id).map(|(_, st)| st).unwrap_or_default();
             let decision = sample(&s, partitions, total, now, &mut st);
@@ -164,7 +195,8 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
             alive.insert(topic.id, (topic.name.clone(), st));
         }
         // Streams deleted (or no longer scaled) drop their state and their series.
-        for (name, _) in states.values() {
+        for (id, (name, _)) in &states {
+            integrated.remove(id);
             let _ = broker.metrics.stream_rate.remove_label_values(&[name]);
             let _ = broker.metrics.stream_partitions.remove_label_values(&[name]);
         }

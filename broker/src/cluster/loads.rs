@@ -11,6 +11,10 @@
 //! Rounding to powers of two, with some hysteresis at each boundary, keeps a rate
 //! that wanders a little from rewriting the key or moving anything; the controller
 //! ([`super::assign`]) moves partitions for load only when a broker is over its bound.
+//!
+//! The same key carries, for streams with a scaling policy, the bytes/s and
+//! records/s of the partitions led here: the controller sums them over the brokers
+//! to decide when a stream grows ([`crate::scaling`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -21,12 +25,22 @@ use tokio_util::sync::CancellationToken;
 
 use super::membership::Lease;
 use super::Cluster;
+use crate::storage::topic_config::ScalingPolicy;
 use crate::storage::Storage;
 
 pub const LOADS: &str = "loads/";
 
-/// What one broker publishes: topic -> [(partition, units)], units a power of two.
-pub type Published = BTreeMap<String, Vec<(i32, u64)>>;
+/// What one broker publishes.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Published {
+    /// Hot partitions: topic -> [(partition, units)], units a power of two.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hot: BTreeMap<String, Vec<(i32, u64)>>,
+    /// Streams with a scaling policy: topic -> (bytes/s, records/s) over the
+    /// partitions led here in the last interval (the controller's scaler sums them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub streams: BTreeMap<String, (f64, f64)>,
+}
 
 fn key(broker: i32) -> String {
     format!("{LOADS}{broker:010}")
@@ -60,7 +74,7 @@ pub fn parse_all<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> HashMap<(Str
     let mut out: HashMap<(String, i32), u64> = HashMap::new();
     for value in values {
         let Ok(published) = serde_json::from_slice::<Published>(value) else { continue };
-        for (topic, partitions) in published {
+        for (topic, partitions) in published.hot {
             for (p, units) in partitions {
                 let e = out.entry((topic.clone(), p)).or_default();
                 *e = (*e).max(units);
@@ -68,6 +82,33 @@ pub fn parse_all<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> HashMap<(Str
         }
     }
     out
+}
+
+/// One partition as last measured here.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    /// Its counters at the last look.
+    bytes: u64,
+    records: u64,
+    /// Its smoothed rate in load units per second, and the bucket published.
+    smoothed: f64,
+    bucket: u64,
+}
+
+/// Every scaled stream's rate, (bytes/s, records/s), summed over what the brokers
+/// published.
+pub async fn stream_rates(etcd: &super::Etcd) -> Result<HashMap<String, (f64, f64)>, super::ClusterError> {
+    let (entries, _) = etcd.list(LOADS).await?;
+    let mut out: HashMap<String, (f64, f64)> = HashMap::new();
+    for e in entries {
+        let Ok(published) = serde_json::from_slice::<Published>(&e.value) else { continue };
+        for (topic, (bytes, records)) in published.streams {
+            let r = out.entry(topic).or_default();
+            r.0 += bytes;
+            r.1 += records;
+        }
+    }
+    Ok(out)
 }
 
 /// Measures the partitions led here and keeps `loads/<broker>` current, until
@@ -79,8 +120,7 @@ pub async fn run(
     unit: u64,
     shutdown: CancellationToken,
 ) {
-    // Per partition: (bytes at the last look, smoothed rate in units/s, bucket).
-    let mut seen: HashMap<(Arc<str>, i32), (u64, f64, u64)> = HashMap::new();
+    let mut seen: HashMap<(Arc<str>, i32), Measured> = HashMap::new();
     let mut last = Instant::now();
     let mut written: Option<(i64, Published)> = None;
     loop {
@@ -91,25 +131,34 @@ pub async fn run(
         let now = Instant::now();
         let secs = now.duration_since(last).as_secs_f64().max(0.001);
         last = now;
-        let mut published = Published::new();
+        let mut published = Published::default();
         let mut alive = HashMap::with_capacity(seen.len());
         for entry in cluster.ready.iter() {
             let (topic, p) = entry.key();
-            let Some(log) = storage.topic(topic).and_then(|t| t.partition(*p).cloned()) else { continue };
-            let bytes = log.produced_bytes();
-            let (before, smoothed, previous) = seen.get(entry.key()).copied().unwrap_or((bytes, 0.0, 0));
-            let sample = bytes.saturating_sub(before) as f64 / secs / unit as f64;
+            let Some(t) = storage.topic(topic) else { continue };
+            let Some(log) = t.partition(*p).cloned() else { continue };
+            let (bytes, records) = (log.produced_bytes(), log.produced_records());
+            let known = seen.get(entry.key()).copied();
+            let Measured { bytes: before, records: records_before, smoothed, bucket: previous } =
+                known.unwrap_or(Measured { bytes, records, smoothed: 0.0, bucket: 0 });
+            let bytes_per_sec = bytes.saturating_sub(before) as f64 / secs;
+            if t.config().scaling.policy != ScalingPolicy::Fixed {
+                let r = published.streams.entry(topic.to_string()).or_default();
+                r.0 += bytes_per_sec;
+                r.1 += records.saturating_sub(records_before) as f64 / secs;
+            }
             // Half the weight on the newest interval: a step in the rate shows within
             // two or three intervals, a single burst does not.
-            let smoothed = if seen.contains_key(entry.key()) { 0.5 * smoothed + 0.5 * sample } else { 0.0 };
+            let sample = bytes_per_sec / unit as f64;
+            let smoothed = if known.is_some() { 0.5 * smoothed + 0.5 * sample } else { 0.0 };
             let units = bucket(smoothed, previous);
             if units > 0 {
-                published.entry(topic.to_string()).or_default().push((*p, units));
+                published.hot.entry(topic.to_string()).or_default().push((*p, units));
             }
-            alive.insert(entry.key().clone(), (bytes, smoothed, units));
+            alive.insert(entry.key().clone(), Measured { bytes, records, smoothed, bucket: units });
         }
         seen = alive;
-        for partitions in published.values_mut() {
+        for partitions in published.hot.values_mut() {
             partitions.sort_unstable();
         }
         let held: Lease = *cluster.lease.borrow();
@@ -152,8 +201,11 @@ mod tests {
 
     #[test]
     fn published_loads_merge_keeping_the_higher_of_two_reports() {
-        let a: Published = BTreeMap::from([("t".to_string(), vec![(0, 4), (3, 1)])]);
-        let b: Published = BTreeMap::from([("t".to_string(), vec![(0, 8)]), ("u".to_string(), vec![(1, 2)])]);
+        let a = Published { hot: BTreeMap::from([("t".to_string(), vec![(0, 4), (3, 1)])]), ..Default::default() };
+        let b = Published {
+            hot: BTreeMap::from([("t".to_string(), vec![(0, 8)]), ("u".to_string(), vec![(1, 2)])]),
+            streams: BTreeMap::from([("u".to_string(), (10.0, 1.0))]),
+        };
         let values = [serde_json::to_vec(&a).unwrap(), serde_json::to_vec(&b).unwrap(), b"garbage".to_vec()];
         let all = parse_all(values.iter().map(Vec::as_slice));
         assert_eq!(all.len(), 3);

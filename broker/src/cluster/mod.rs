@@ -275,6 +275,11 @@ impl Cluster {
         let _ = self.hooks.set(hooks);
     }
 
+    /// Whether this broker is the controller now.
+    pub fn is_controller(&self) -> bool {
+        *self.controller.borrow()
+    }
+
     /// The current view.
     pub fn topology(&self) -> Arc<Topology> {
         self.view.borrow().clone()
