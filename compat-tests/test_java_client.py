@@ -39,7 +39,8 @@ def java_build(tmp_path_factory):
     out = tmp_path_factory.mktemp("java")
     cp = classpath()
     r = subprocess.run(["javac", "-cp", cp, "-d", str(out), str(HERE / "RoundTrip.java"), str(HERE / "Groups.java"),
-                        str(HERE / "Txn.java"), str(HERE / "AdminOps.java"), str(HERE / "Quotas.java")],
+                        str(HERE / "Txn.java"), str(HERE / "AdminOps.java"), str(HERE / "Quotas.java"),
+                        str(HERE / "Follow.java")],
                        capture_output=True, timeout=180)
     assert r.returncode == 0, r.stderr.decode()
     return f"{out}:{cp}"

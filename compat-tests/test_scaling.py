@@ -2,11 +2,13 @@
 produced at 3x its target grows within window + cooldown by no more than its factor
 per step and settles once each partition is back under the target; one at 6x stops
 at its maximum; one at its target and one with the `fixed` policy never grow.
-Consumer groups of both protocols, committing by hand, read the growing stream: every
-acknowledged record exactly once, every new partition assigned. Bad scaling configs
+Consumer groups of both protocols, of confluent-kafka and of the Java client,
+committing by hand, read the growing stream: every acknowledged record exactly once,
+every new partition assigned. Bad scaling configs
 are refused with INVALID_CONFIG naming the key, and the keys are described with
 documentation."""
 
+import subprocess
 import threading
 import time
 
@@ -15,6 +17,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from conftest import unique, wait_until
+from test_java_client import java_build  # noqa: F401  (the compiled Java programs)
 
 TARGET = 20_000  # bytes/s per partition
 WINDOW_MS = COOLDOWN_MS = 1500
@@ -71,7 +74,39 @@ class Consuming(threading.Thread):
         self.consumer.close()
 
 
-def test_streams_grow_with_sustained_load_by_their_policy_and_no_further(broker):
+class JavaFollowing(threading.Thread):
+    """The Java client's KafkaConsumer (compat-tests/java/Follow.java) in a group of
+    its own, read line by line."""
+
+    def __init__(self, java_build, bootstrap, topic, protocol):  # noqa: F811
+        super().__init__(daemon=True)
+        self.protocol = f"java-{protocol}"
+        self.proc = subprocess.Popen(
+            ["java", "-cp", java_build, "Follow", bootstrap, topic, unique("gj"), protocol],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.seen, self.twice, self.assigned, self.lines = {}, [], set(), []
+
+    def run(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+            if line.startswith("CONSUMED "):
+                _, part, off, value = line.split(" ", 3)
+                v = value.rstrip("\n").encode()
+                if v in self.seen:
+                    self.twice.append(v)
+                self.seen[v] = (int(part), int(off))
+            elif line.startswith("ASSIGNED "):
+                self.assigned |= {int(q) for q in line.split(" ", 1)[1].split(",") if q.strip()}
+
+    def finish(self):
+        self.proc.stdin.write("stop\n")
+        self.proc.stdin.flush()
+        self.proc.wait(60)
+        self.join(10)
+        assert self.lines and self.lines[-1] == "OK", "\n".join(self.lines[-20:])
+
+
+def test_streams_grow_with_sustained_load_by_their_policy_and_no_further(broker, java_build):  # noqa: F811
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     grows, capped, steady, fixed = (unique(n) for n in ("grows", "capped", "steady", "fixed"))
     topics = [NewTopic(grows, 1, 1, config=scaled()), NewTopic(capped, 1, 1, config=scaled(max_partitions=2)),
@@ -79,6 +114,7 @@ def test_streams_grow_with_sustained_load_by_their_policy_and_no_further(broker)
     for f in admin.create_topics(topics).values():
         f.result(timeout=15)
     readers = [Consuming(broker.bootstrap, grows, p) for p in ("classic", "consumer")]
+    readers += [JavaFollowing(java_build, broker.bootstrap, grows, p) for p in ("classic", "consumer")]
     for r in readers:
         r.start()
 
@@ -129,16 +165,23 @@ def test_streams_grow_with_sustained_load_by_their_policy_and_no_further(broker)
     metrics = broker.metrics()
     assert f'tributary_stream_scaling_events_total{{topic="{grows}"}} 2' in metrics
     assert f'tributary_stream_partitions{{topic="{grows}"}} 3' in metrics
+    assert f'tributary_stream_last_scaling_timestamp_seconds{{topic="{grows}"}}' in metrics
+    assert f'tributary_stream_last_scaling_timestamp_seconds{{topic="{steady}"}}' not in metrics
 
     # Both groups read every acknowledged record once and were given every partition.
-    want = set(acked[grows])
+    # Values as produced (the Java program prints them as text: only the prefix).
+    want = {v[:8] for v in acked[grows]}
     for r in readers:
-        wait_until(lambda r=r: want <= set(r.seen) and r.assigned == {0, 1, 2}, timeout=60,
+        wait_until(lambda r=r: want <= {v[:8] for v in r.seen} and r.assigned >= {0, 1, 2}, timeout=60,
                    what=f"the {r.protocol} group to read {len(want)} records from all 3 partitions")
-        r.stop.set()
-        r.join(30)
+        if isinstance(r, JavaFollowing):
+            r.finish()
+        else:
+            r.stop.set()
+            r.join(30)
         assert not r.twice, f"{r.protocol}: {len(r.twice)} records read twice"
-        assert all(r.seen[v] == acked[grows][v] for v in want), f"{r.protocol}: records not at their offsets"
+        at = {v[:8]: place for v, place in r.seen.items()}
+        assert all(at[v[:8]] == place for v, place in acked[grows].items()), f"{r.protocol}: records not at their offsets"
         print(f"{r.protocol} group: {len(want)} records once each, partitions {sorted(r.assigned)}")
 
 

@@ -39,6 +39,7 @@ pub struct Metrics {
     pub scaling_events: IntCounterVec,
     pub stream_partitions: IntGaugeVec,
     pub stream_rate: GaugeVec,
+    pub stream_last_scaled: IntGaugeVec,
     pub partitions_led: IntGauge,
     pub recovery_seconds: Histogram,
     pub journal_write_seconds: Histogram,
@@ -214,6 +215,17 @@ impl Metrics {
                         "tributary_stream_rate_per_partition",
                         "Smoothed produce rate per partition of each stream with a scaling policy, in the \
                          policy's unit (bytes/s or records/s).",
+                    ),
+                    &["topic"],
+                )
+                .expect("invariant: valid metric"),
+            ),
+            stream_last_scaled: reg(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "tributary_stream_last_scaling_timestamp_seconds",
+                        "When each stream last grew through auto-scaling (seconds since the epoch).",
                     ),
                     &["topic"],
                 )

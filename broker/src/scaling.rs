@@ -182,6 +182,7 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
                         Ok(_) => {
                             broker.metrics.scaling_events.with_label_values(&[&topic.name]).inc();
                             broker.metrics.stream_partitions.with_label_values(&[&topic.name]).set(to as i64);
+                            broker.metrics.stream_last_scaled.with_label_values(&[&topic.name]).set(now / 1000);
                             tracing::info!(topic = %topic.name, from = partitions, to, rate = st.rate,
                                 target = s.target, "stream scaled: partitions added");
                         }
@@ -199,6 +200,7 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
             integrated.remove(id);
             let _ = broker.metrics.stream_rate.remove_label_values(&[name]);
             let _ = broker.metrics.stream_partitions.remove_label_values(&[name]);
+            let _ = broker.metrics.stream_last_scaled.remove_label_values(&[name]);
         }
         states = alive;
     }
