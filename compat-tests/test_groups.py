@@ -10,7 +10,7 @@ import time
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition, ConsumerGroupTopicPartitions
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic
 
 import groups
 from conftest import unique, wait_until
@@ -260,3 +260,33 @@ def test_admin_lists_describes_and_deletes_groups_and_offsets(gbroker):
     assert group not in {g.group_id for g in listed.valid}
     offsets = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0)])])
     assert offsets[group].result().topic_partitions[0].offset < 0, "offsets went with the group"
+
+
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
+def test_a_consumer_that_assigns_its_partitions_commits_as_a_simple_group(gbroker, protocol):
+    """A consumer that never joins (assign(), not subscribe()) commits as Kafka allows a
+    simple group to, with either group.protocol: librdkafka sends its own member id
+    with member epoch -1, which Kafka accepts while the group has no members."""
+    from confluent_kafka import Producer  # noqa: PLC0415
+    topic, group = unique("assigned"), unique("simple")
+    admin = AdminClient({"bootstrap.servers": gbroker.bootstrap})
+    admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(timeout=15)
+    p = Producer({"bootstrap.servers": gbroker.bootstrap})
+    for i in range(10):
+        p.produce(topic, value=f"v{i}".encode(), partition=i % 2)
+    assert p.flush(15) == 0
+    c = Consumer({"bootstrap.servers": gbroker.bootstrap, "group.id": group, "group.protocol": protocol,
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    c.assign([TopicPartition(topic, 0, 0), TopicPartition(topic, 1, 0)])
+    read = 0
+    deadline = time.monotonic() + 30
+    while read < 10 and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            read += 1
+    assert read == 10
+    committed = c.commit(asynchronous=False)
+    assert all(tp.error is None for tp in committed), committed
+    got = c.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=10)
+    c.close()
+    assert sorted(tp.offset for tp in got) == [5, 5], got

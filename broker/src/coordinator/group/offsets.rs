@@ -468,16 +468,25 @@ impl GroupCoordinator {
 }
 
 /// Whether `req` may commit for this group.
+///
+/// A commit with a negative generation (member epoch) comes from an admin client or
+/// from a consumer that assigns its partitions itself (librdkafka sends its own
+/// member id with it after `assign()`): as Kafka, it is taken while the group has no
+/// members, whatever member id it carries.
 fn check_commit(g: &Group, req: &CommitRequest, partitions: &[(uuid::Uuid, i32)]) -> Result<(), Error> {
     let outside = req.generation < 0 && req.member_id.is_empty() && req.instance_id.is_none();
     match &g.protocol {
         Protocol::Classic(c) => {
             use super::classic::State;
-            if outside && c.state == State::Empty {
-                return Ok(());
-            }
             if c.state == State::Dead {
                 return Err(Error::CoordinatorNotAvailable);
+            }
+            if req.generation < 0 && c.state == State::Empty {
+                return Ok(());
+            }
+            if outside {
+                // Without member id and generation, only an empty group takes commits.
+                return Err(Error::UnknownMemberId);
             }
             c.check_member(&req.member_id, req.instance_id.as_deref())?;
             if req.generation != c.generation {
@@ -489,8 +498,11 @@ fn check_commit(g: &Group, req: &CommitRequest, partitions: &[(uuid::Uuid, i32)]
             Ok(())
         }
         Protocol::Consumer(c) => {
+            if req.generation < 0 && c.members.is_empty() {
+                return Ok(());
+            }
             if outside {
-                return if c.members.is_empty() { Ok(()) } else { Err(Error::UnknownMemberId) };
+                return Err(Error::UnknownMemberId);
             }
             c.check_commit(&req.member_id, req.generation, partitions)
         }
