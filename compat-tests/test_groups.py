@@ -255,6 +255,17 @@ def test_admin_lists_describes_and_deletes_groups_and_offsets(gbroker):
         admin.delete_consumer_groups([group], request_timeout=10)[group].result()
     assert "NON_EMPTY_GROUP" in str(e.value)
     c.close()
+
+    # Empty now, and still a consumer group (not a simple one), as Kafka lists it.
+    def emptied():
+        listed = admin.list_consumer_groups(request_timeout=10).result()
+        g = next((g for g in listed.valid if g.group_id == group), None)
+        return g is not None and "EMPTY" in str(g.state) and g
+
+    listing = wait_until(emptied, timeout=15, what="the group to be empty")
+    assert not listing.is_simple_consumer_group, "an emptied consumer group is listed as a simple group"
+    desc = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
+    assert not desc.is_simple_consumer_group and "EMPTY" in str(desc.state), desc
     admin.delete_consumer_groups([group], request_timeout=10)[group].result()
     listed = admin.list_consumer_groups(request_timeout=10).result()
     assert group not in {g.group_id for g in listed.valid}

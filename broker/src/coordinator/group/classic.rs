@@ -469,11 +469,12 @@ impl ClassicGroup {
         }
     }
 
+    /// No members left. The protocol type stays (an empty consumer group is still
+    /// listed and described as one, as Kafka does); the next first member sets it.
     fn become_empty(&mut self, now: i64) {
         self.state = State::Empty;
         self.leader = None;
         self.protocol_name = None;
-        self.protocol_type = None;
         self.phase_deadline = None;
         self.initial_delay_until = None;
         self.empty_since = now;

@@ -239,6 +239,12 @@ fn the_last_member_leaving_empties_the_group() {
     assert_eq!(g.generation, 2);
     assert_eq!(g.empty_since, 5);
     assert!(g.is_empty());
+    // Still a consumer group (not a simple one), as Kafka lists and describes it;
+    // a member of another protocol type may join it now that it is empty.
+    assert_eq!(g.protocol_type.as_deref(), Some("consumer"));
+    assert_eq!(g.protocol_name, None);
+    let other = JoinRequest { protocol_type: "connect".into(), ..req("") };
+    assert_eq!(now_ready(g.join(other, &s, 6)).error, Some(Error::MemberIdRequired));
 }
 
 #[test]
