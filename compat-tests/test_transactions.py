@@ -304,3 +304,30 @@ def test_aiokafka_transactions(tbroker):
 
     asyncio.run(run())
     check_commit_then_abort(tbroker, topic, source, group)
+
+
+def test_transaction_max_timeout_is_a_setting(make_broker):
+    """transaction.max.timeout.ms ([transactions] max_timeout_ms): a producer asking
+    for a longer transaction.timeout.ms (the Flink connector's default is 1 h) gets
+    INVALID_TRANSACTION_TIMEOUT at the default of 15 min, and is served once the
+    broker allows it."""
+    def init(broker):
+        p = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": unique("long"),
+                      "transaction.timeout.ms": 3_600_000})
+        try:
+            p.init_transactions(15)
+            p.begin_transaction()
+            p.produce(unique("t"), value=b"v")
+            p.commit_transaction(15)
+            return None
+        except KafkaException as e:
+            return e.args[0]
+
+    default = make_broker("default", env={})
+    default.start()
+    err = init(default)
+    assert err is not None and err.name() == "INVALID_TRANSACTION_TIMEOUT", err
+    default.stop()
+    raised = make_broker("raised", env={"TRIBUTARY_TRANSACTIONS_MAX_TIMEOUT_MS": "3600000"})
+    raised.start()
+    assert init(raised) is None

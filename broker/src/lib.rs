@@ -119,7 +119,13 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             c.topology().serves(coordinator::group::OFFSETS_TOPIC, p)
         })));
     }
-    let txns = coordinator::txn::TxnCoordinator::new(storage.clone(), groups.clone(), Arc::new(clock::SystemClock));
+    let txns = coordinator::txn::TxnCoordinator::new(
+        storage.clone(),
+        groups.clone(),
+        Arc::new(clock::SystemClock),
+        config.transactions.max_timeout_ms,
+    );
+    let txn_timer_ms = config.transactions.abort_timed_out_interval_ms;
     if let Some(c) = &cluster {
         // A transactional id is coordinated where its __transaction_state partition
         // is placed; markers for partitions led elsewhere go to their brokers.
@@ -142,7 +148,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         tracing::info!(node_id = c.node_id, "registered in the cluster");
     }
     let timers = tokio::spawn(groups.clone().run_timers(Duration::from_millis(100), shutdown.clone()));
-    let txn_timers = tokio::spawn(txns.clone().run_timers(Duration::from_secs(1), shutdown.clone()));
+    let txn_timers = tokio::spawn(txns.clone().run_timers(Duration::from_millis(txn_timer_ms), shutdown.clone()));
     ready.store(true, Ordering::Release);
 
     wait_for_signal().await;

@@ -42,9 +42,28 @@ pub struct Config {
     pub limits: Limits,
     pub cache: CacheConfig,
     pub groups: GroupConfig,
+    pub transactions: TransactionConfig,
     pub storage: StorageConfig,
     pub quotas: QuotaConfig,
     pub cluster: ClusterConfig,
+}
+
+/// The transaction coordinator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransactionConfig {
+    /// Longest `transaction.timeout.ms` a producer may ask for
+    /// (`transaction.max.timeout.ms`); a longer one gets INVALID_TRANSACTION_TIMEOUT.
+    pub max_timeout_ms: i32,
+    /// How often open transactions are checked against their timeout (Kafka's
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`).
+    pub abort_timed_out_interval_ms: u64,
+}
+
+impl Default for TransactionConfig {
+    fn default() -> Self {
+        TransactionConfig { max_timeout_ms: 15 * 60 * 1000, abort_timed_out_interval_ms: 1000 }
+    }
 }
 
 /// Cluster mode: brokers that share etcd (metadata, membership, placement) and the
@@ -332,6 +351,7 @@ impl Default for Config {
             limits: Limits::default(),
             cache: CacheConfig::default(),
             groups: GroupConfig::default(),
+            transactions: TransactionConfig::default(),
             storage: StorageConfig::default(),
             quotas: QuotaConfig::default(),
             cluster: ClusterConfig::default(),

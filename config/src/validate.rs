@@ -94,6 +94,14 @@ pub(crate) fn check(c: &Config) -> Result<(), ConfigError> {
     range(&mut p, "topics.scaling_max_partitions", c.topics.scaling_max_partitions, 1, 100_000);
     range(&mut p, "topics.scaling_window_ms", c.topics.scaling_window_ms, 100, i64::MAX);
     range(&mut p, "topics.scaling_cooldown_ms", c.topics.scaling_cooldown_ms, 0, i64::MAX);
+    range(&mut p, "transactions.max_timeout_ms", c.transactions.max_timeout_ms, 1, i32::MAX);
+    range(
+        &mut p,
+        "transactions.abort_timed_out_interval_ms",
+        c.transactions.abort_timed_out_interval_ms,
+        10,
+        3_600_000,
+    );
     range(&mut p, "topics.scaling_sample_ms", c.topics.scaling_sample_ms, 10, 600_000);
     range(&mut p, "limits.socket_request_max_bytes", c.limits.socket_request_max_bytes, 1 << 10, i32::MAX as u64);
     range(&mut p, "limits.max_in_flight_per_connection", c.limits.max_in_flight_per_connection, 1, 1024);
@@ -209,6 +217,7 @@ mod tests {
             (|c| c.topics.scaling_policy = "sometimes".into(), "topics.scaling_policy"),
             (|c| c.topics.scaling_factor = 1.0, "topics.scaling_factor"),
             (|c| c.topics.scaling_window_ms = 0, "topics.scaling_window_ms"),
+            (|c| c.transactions.max_timeout_ms = 0, "transactions.max_timeout_ms"),
             (|c| c.topics.message_max_bytes = 1, "topics.message_max_bytes"),
             (|c| c.topics.retention_ms = -2, "topics.retention_ms"),
             (|c| c.topics.retention_bytes = -2, "topics.retention_bytes"),

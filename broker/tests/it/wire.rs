@@ -40,7 +40,7 @@ async fn server() -> Server {
     config.listen = addr.to_string();
     let groups = GroupCoordinator::new(storage.clone(), &config.groups, metrics.clone(), Arc::new(SystemClock));
     groups.load().await.unwrap();
-    let txns = TxnCoordinator::new(storage.clone(), groups.clone(), Arc::new(SystemClock));
+    let txns = TxnCoordinator::new(storage.clone(), groups.clone(), Arc::new(SystemClock), 15 * 60 * 1000);
     txns.load().await.unwrap();
     let broker = Arc::new(Broker::new(config, storage.clone(), metrics, groups, txns, None));
     let shutdown = CancellationToken::new();

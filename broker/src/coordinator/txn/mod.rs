@@ -42,8 +42,6 @@ pub(crate) use state::{TxnMeta, TxnState};
 pub const TXN_TOPIC: &str = "__transaction_state";
 /// Partitions of the transaction state topic.
 pub const TXN_PARTITIONS: i32 = 8;
-/// Longest transaction timeout a producer may ask for (transaction.max.timeout.ms).
-const MAX_TIMEOUT_MS: i32 = 15 * 60 * 1000;
 
 /// The `__transaction_state` partition holding transactional id `id` (the topic
 /// always has [`TXN_PARTITIONS`]).
@@ -63,11 +61,19 @@ pub struct TxnCoordinator {
     routes: markers::RoutesCell,
     /// Cluster mode: `__transaction_state` partitions whose ids are loaded here.
     partitions_loaded: DashMap<i32, ()>,
+    /// Longest transaction timeout a producer may ask for (transaction.max.timeout.ms).
+    max_timeout_ms: i32,
 }
 
 impl TxnCoordinator {
-    pub fn new(storage: Arc<Storage>, groups: Arc<GroupCoordinator>, clock: Arc<dyn Clock>) -> Arc<Self> {
+    pub fn new(
+        storage: Arc<Storage>,
+        groups: Arc<GroupCoordinator>,
+        clock: Arc<dyn Clock>,
+        max_timeout_ms: i32,
+    ) -> Arc<Self> {
         Arc::new(TxnCoordinator {
+            max_timeout_ms,
             storage,
             groups,
             txns: DashMap::new(),
@@ -233,7 +239,7 @@ impl TxnCoordinator {
             return Err(Error::InvalidRequest);
         }
         let coordinator_epoch = self.serves(id)?;
-        if timeout_ms <= 0 || timeout_ms > MAX_TIMEOUT_MS {
+        if timeout_ms <= 0 || timeout_ms > self.max_timeout_ms {
             return Err(Error::InvalidTransactionTimeout);
         }
         let entry = self.entry(id);

@@ -20,7 +20,7 @@ async fn open(config: &Config) -> (Arc<Storage>, Arc<TxnCoordinator>) {
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let groups = GroupCoordinator::new(storage.clone(), &config.groups, metrics, clock.clone());
     groups.load().await.unwrap();
-    let txns = TxnCoordinator::new(storage.clone(), groups, clock);
+    let txns = TxnCoordinator::new(storage.clone(), groups, clock, 15 * 60 * 1000);
     txns.load().await.unwrap();
     (storage, txns)
 }
