@@ -202,3 +202,25 @@ def test_describe_cluster(broker):
     assert desc.cluster_id
     assert len(desc.nodes) == 1 and desc.nodes[0].port == broker.port
     assert desc.controller.id == desc.nodes[0].id
+
+
+def test_authorized_operations_are_every_operation_there_being_no_authorizer(broker):
+    """include_authorized_operations in DescribeTopics (Metadata), DescribeCluster and
+    DescribeConsumerGroups: with no authorizer Kafka lists every operation the
+    resource supports, and so does Tributary; not asked, none are listed."""
+    from confluent_kafka import TopicCollection
+    from confluent_kafka.admin import AclOperation, NewTopic
+    a = AdminClient({"bootstrap.servers": broker.bootstrap})
+    topic = unique("ops")
+    a.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=15)
+    desc = a.describe_topics(TopicCollection([topic]), include_authorized_operations=True)[topic].result(timeout=15)
+    assert set(desc.authorized_operations) == {
+        AclOperation.READ, AclOperation.WRITE, AclOperation.CREATE, AclOperation.DESCRIBE, AclOperation.DELETE,
+        AclOperation.ALTER, AclOperation.DESCRIBE_CONFIGS, AclOperation.ALTER_CONFIGS}, desc.authorized_operations
+    plain = a.describe_topics(TopicCollection([topic]))[topic].result(timeout=15)
+    assert not plain.authorized_operations
+    cluster = a.describe_cluster(include_authorized_operations=True).result(timeout=15)
+    assert set(cluster.authorized_operations) == {
+        AclOperation.CREATE, AclOperation.CLUSTER_ACTION, AclOperation.DESCRIBE_CONFIGS, AclOperation.ALTER_CONFIGS,
+        AclOperation.IDEMPOTENT_WRITE, AclOperation.ALTER, AclOperation.DESCRIBE}, cluster.authorized_operations
+    assert not a.describe_cluster().result(timeout=15).authorized_operations

@@ -230,7 +230,10 @@ pub(crate) fn describe_cluster(ctx: &RequestCtx, request: DescribeClusterRequest
         .with_endpoint_type(request.endpoint_type)
         .with_cluster_id(s(view.cluster_id.to_string()))
         .with_controller_id(BrokerId(view.controller.unwrap_or(-1)))
-        .with_cluster_authorized_operations(i32::MIN);
+        .with_cluster_authorized_operations(super::operations::if_asked(
+            request.include_cluster_authorized_operations,
+            super::operations::CLUSTER,
+        ));
     // Endpoint type 1 is brokers; 2 (controllers) is the same brokers: every broker
     // can be the controller, which etcd elects.
     response.with_brokers(

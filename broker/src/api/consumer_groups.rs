@@ -20,9 +20,6 @@ fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
 }
 
-/// Authorized operations of a group (READ, DELETE, DESCRIBE), there being no ACLs.
-const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
-
 pub(crate) fn heartbeat(ctx: &RequestCtx, request: ConsumerGroupHeartbeatRequest) -> ConsumerGroupHeartbeatResponse {
     let owned = request.topic_partitions.as_ref().map(|tps| {
         tps.iter()
@@ -84,7 +81,7 @@ fn described(ctx: &RequestCtx, a: &assignor::Assignment) -> describe::Assignment
 }
 
 pub(crate) fn describe(ctx: &RequestCtx, request: ConsumerGroupDescribeRequest) -> ConsumerGroupDescribeResponse {
-    let ops = if request.include_authorized_operations { GROUP_OPERATIONS } else { i32::MIN };
+    let ops = super::operations::if_asked(request.include_authorized_operations, super::operations::GROUP);
     let groups = request
         .group_ids
         .iter()

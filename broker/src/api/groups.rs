@@ -23,9 +23,6 @@ fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
 }
 
-/// Authorized operations of a group (READ, DELETE, DESCRIBE), there being no ACLs.
-const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
-
 /// Coordinator key types.
 const KEY_GROUP: i8 = 0;
 const KEY_TXN: i8 = 1;
@@ -232,7 +229,7 @@ pub(crate) fn list(ctx: &RequestCtx, request: ListGroupsRequest) -> ListGroupsRe
 }
 
 pub(crate) fn describe(ctx: &RequestCtx, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
-    let ops = if request.include_authorized_operations { GROUP_OPERATIONS } else { i32::MIN };
+    let ops = super::operations::if_asked(request.include_authorized_operations, super::operations::GROUP);
     let groups = request
         .groups
         .iter()

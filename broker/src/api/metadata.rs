@@ -44,6 +44,10 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: MetadataRequest) -> Metada
             }
         }
     }
+    let topic_ops = super::operations::if_asked(request.include_topic_authorized_operations, super::operations::TOPIC);
+    for t in topics.iter_mut().filter(|t| t.error_code == 0) {
+        t.topic_authorized_operations = topic_ops;
+    }
     let brokers = view
         .brokers
         .iter()
@@ -59,6 +63,10 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: MetadataRequest) -> Metada
         .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_string(view.cluster_id.to_string())))
         .with_controller_id(BrokerId(view.controller.unwrap_or(-1)))
+        .with_cluster_authorized_operations(super::operations::if_asked(
+            request.include_cluster_authorized_operations,
+            super::operations::CLUSTER,
+        ))
         .with_topics(topics)
 }
 
