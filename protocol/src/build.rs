@@ -85,6 +85,27 @@ pub fn retain(batch: &Bytes, keep: impl Fn(i64) -> bool) -> Result<Option<Bytes>
     Ok(Some(buf.freeze()))
 }
 
+/// `batch` with its records compressed by `codec` instead (a topic whose
+/// `compression.type` names a codec, as Kafka's log validator recompresses): the
+/// same records, offsets, timestamps and producer fields, a new CRC.
+pub fn recompress(batch: &Bytes, codec: crate::batch::Compression) -> Result<Bytes, CodecError> {
+    use crate::batch::Compression as C;
+    let error = |reason: String| CodecError::Encode { what: "record batch", version: 2, reason };
+    let compression = match codec {
+        C::None => Compression::None,
+        C::Gzip => Compression::Gzip,
+        C::Snappy => Compression::Snappy,
+        C::Lz4 => Compression::Lz4,
+        C::Zstd => Compression::Zstd,
+        C::Unknown(n) => return Err(error(format!("unknown codec {n}"))),
+    };
+    let set = RecordBatchDecoder::decode(&mut batch.clone()).map_err(|e| error(e.to_string()))?;
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &set.records, &RecordEncodeOptions { version: 2, compression })
+        .map_err(|e| error(e.to_string()))?;
+    Ok(buf.freeze())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +129,30 @@ mod tests {
         assert_eq!(back[1].key.as_deref(), Some(&b"k1"[..]));
         assert_eq!(back[1].value, None);
         assert_eq!(back[1].timestamp, 1234);
+    }
+
+    #[test]
+    fn recompressed_batches_keep_records_producer_fields_and_timestamps() {
+        use crate::batch::Compression as C;
+        let spec = BatchSpec { producer_id: 9, producer_epoch: 1, base_sequence: 40, ..BatchSpec::plain(777) };
+        let recs: Vec<_> =
+            (0..50).map(|i| (Some(Bytes::from(format!("k{i}"))), Some(Bytes::from(vec![b'x'; 100])))).collect();
+        let plain = build(&spec, &recs).unwrap();
+        for codec in [C::Gzip, C::Snappy, C::Lz4, C::Zstd, C::None] {
+            let b = recompress(&plain, codec).unwrap();
+            let h = BatchHeader::parse(&b).unwrap();
+            h.validate(&b).unwrap();
+            assert_eq!(h.compression(), codec);
+            assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence, h.records_count), (9, 1, 40, 50));
+            if codec != C::None {
+                assert!(b.len() < plain.len() / 2, "{codec:?}: {} of {}", b.len(), plain.len());
+            }
+            let back = records::read(&h, &b).unwrap();
+            assert_eq!(back.len(), 50);
+            assert_eq!(back[49].key.as_deref(), Some(&b"k49"[..]));
+            assert_eq!(back[49].timestamp, 777);
+        }
+        assert!(recompress(&plain, C::Unknown(7)).is_err());
     }
 
     #[test]

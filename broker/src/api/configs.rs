@@ -12,7 +12,7 @@ use super::RequestCtx;
 use crate::errors::{of, Error};
 use tributary_config::TopicDefaults;
 
-use crate::storage::topic_config::{ConfigType, Effect, TOPIC_CONFIGS};
+use crate::storage::topic_config::{ConfigType, TOPIC_CONFIGS};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -105,7 +105,7 @@ fn topic_entries(ctx: &RequestCtx, name: &str) -> Result<Vec<Entry>, (i16, Strin
                 name: def.name.to_string(),
                 value,
                 source: synonyms[0].2,
-                read_only: matches!(def.effect, Effect::Fixed { .. }),
+                read_only: false,
                 config_type: def.type_name,
                 documentation: def.effect.note(),
                 synonyms,

@@ -196,7 +196,29 @@ async fn queue(
         bytes += header.size as u64;
         count += header.records_count as u64;
     }
-    let batches: Vec<(BatchHeader, Bytes)> = batches;
+    // A topic whose compression.type names a codec stores its batches with it, as
+    // Kafka recompresses: the same records, offsets and producer fields.
+    let batches: Vec<(BatchHeader, Bytes)> = match config.compression {
+        Some(codec) if batches.iter().any(|(h, _)| h.compression() != codec) => {
+            let mut out = Vec::with_capacity(batches.len());
+            for (header, data) in batches {
+                if header.compression() == codec {
+                    out.push((header, data));
+                    continue;
+                }
+                let recompressed = match tributary_protocol::build::recompress(&data, codec) {
+                    Ok(b) => b,
+                    Err(e) => return refused(of(Error::CorruptMessage), format!("cannot recompress the batch: {e}")),
+                };
+                match BatchHeader::parse(&recompressed) {
+                    Ok(h) => out.push((h, recompressed)),
+                    Err(e) => return refused(of(Error::CorruptMessage), format!("recompressed batch: {e}")),
+                }
+            }
+            out
+        }
+        _ => batches,
+    };
     if let Err(e) = ctx.broker.storage.check_room() {
         return refused(errors::code(&e), e.to_string());
     }

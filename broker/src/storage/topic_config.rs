@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use tributary_config::TopicDefaults;
+use tributary_protocol::batch::Compression;
 
 /// The value type of a config key, with its allowed values.
 #[derive(Debug, Clone, Copy)]
@@ -47,8 +48,6 @@ pub enum Effect {
     /// Accepted and stored, with nothing to act on: Tributary's design already gives
     /// what the key asks for, or the key is about machinery it does not have (why).
     Moot(&'static str),
-    /// Only `only` is accepted; the key is reported read-only (why).
-    Fixed { only: &'static str, why: &'static str },
 }
 
 impl Effect {
@@ -56,7 +55,7 @@ impl Effect {
     pub fn note(&self) -> Option<&'static str> {
         match self {
             Effect::Honoured => None,
-            Effect::Own(why) | Effect::Moot(why) | Effect::Fixed { why, .. } => Some(why),
+            Effect::Own(why) | Effect::Moot(why) => Some(why),
         }
     }
 }
@@ -100,10 +99,7 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         "compression.type",
         Kind::OneOf(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]),
         String,
-        Effect::Fixed {
-            only: "producer",
-            why: "batches are stored as the producer compressed them; the broker does not recompress",
-        },
+        H,
         |_| "producer".into()
     ),
     def!("delete.retention.ms", Kind::Long { min: 0, max: i64::MAX }, Long, H, |_| DAY_MS.to_string()),
@@ -197,12 +193,7 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
         Kind::Text => true,
     };
     if ok {
-        return match def.effect {
-            Effect::Fixed { only, why } if value.trim() != only => {
-                Err(format!("{name} can only be {only:?} in Tributary: {why}"))
-            }
-            _ => Ok(()),
-        };
+        return Ok(());
     }
     let allowed = match def.kind {
         Kind::Long { min, max } => format!("an integer in [{min}, {max}]"),
@@ -243,6 +234,9 @@ pub struct TopicConfig {
     pub timestamp_after_max_ms: i64,
     /// Auto-scaling (`tributary.scaling.*`).
     pub scaling: Scaling,
+    /// `compression.type`: the codec batches are stored with (recompressed when a
+    /// batch has another), or `None` for `producer` (stored as sent).
+    pub compression: Option<Compression>,
 }
 
 /// What a stream's scaling policy measures.
@@ -306,6 +300,14 @@ impl TopicConfig {
                 window_ms: long("tributary.scaling.window.ms", defaults.scaling_window_ms),
                 cooldown_ms: long("tributary.scaling.cooldown.ms", defaults.scaling_cooldown_ms),
             },
+            compression: match overrides.get("compression.type").map(|v| v.trim()) {
+                Some("uncompressed") => Some(Compression::None),
+                Some("gzip") => Some(Compression::Gzip),
+                Some("snappy") => Some(Compression::Snappy),
+                Some("lz4") => Some(Compression::Lz4),
+                Some("zstd") => Some(Compression::Zstd),
+                _ => None,
+            },
             overrides,
         }
     }
@@ -332,10 +334,11 @@ mod tests {
         assert!(e.contains("retention.ms") && e.contains("integer"), "{e}");
         assert!(validate("cleanup.policy", "shred").is_err());
         assert!(validate("no.such.key", "1").unwrap_err().contains("unknown"));
-        // A key Tributary cannot act on takes only the value it has anyway.
+        // compression.type takes Kafka's values.
         assert!(validate("compression.type", "producer").is_ok());
-        let e = validate("compression.type", "gzip").unwrap_err();
-        assert!(e.contains("compression.type") && e.contains("\"producer\""), "{e}");
+        assert!(validate("compression.type", "gzip").is_ok());
+        let e = validate("compression.type", "brotli").unwrap_err();
+        assert!(e.contains("compression.type") && e.contains("zstd"), "{e}");
         // A moot key is accepted.
         assert!(validate("flush.ms", "1000").is_ok());
     }
