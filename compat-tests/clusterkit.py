@@ -2,7 +2,10 @@
 processes from scripts/cluster.py, each stopped by its own PID) as a fixture body,
 and the Admin-client views of it."""
 
+import base64
+import json
 import sys
+import urllib.request
 
 from confluent_kafka.admin import AdminClient
 
@@ -71,3 +74,15 @@ def leaders(node, topic):
     the topic or cannot answer)."""
     t = _topic(node, topic)
     return {} if t is None else {p.id: p.leader for p in t.partitions.values() if p.error is None}
+
+
+def histories(cluster):
+    """{key: history} of every partition, read from etcd's JSON gateway."""
+    prefix = f"/tributary/{cluster.name}/history/".encode()
+    body = json.dumps({"key": base64.b64encode(prefix).decode(),
+                       "range_end": base64.b64encode(prefix[:-1] + b"0").decode()}).encode()
+    req = urllib.request.Request(f"{cluster.etcd_endpoint}/v3/kv/range", data=body, method="POST")
+    with urllib.request.urlopen(req, timeout=5) as r:
+        kvs = json.load(r).get("kvs", [])
+    return {base64.b64decode(kv["key"]).decode()[len(prefix):]: json.loads(base64.b64decode(kv["value"]))
+            for kv in kvs}

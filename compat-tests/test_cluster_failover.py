@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
-from clusterkit import LEASE_TTL, admin_of, leaders, running_cluster
+from clusterkit import LEASE_TTL, admin_of, histories, leaders, running_cluster
 from conftest import wait_until
 
 PARTITIONS = 12
@@ -202,9 +202,14 @@ def test_a_killed_broker_loses_nothing_acknowledged_and_its_partitions_are_serve
     load = Load(cluster.bootstrap, topic)
     load.start()
     wait_until(lambda: load.progress() >= 2000, timeout=60, what="2000 acknowledged records before the kill")
-    # Some of the victim's partitions sealed and published their manifests first.
-    wait_until(lambda: metric(victim, "tributary_partition_manifests_published_total") >= 3, timeout=60,
-               what="the victim to publish partition manifests")
+    # Some of the victim's partitions sealed and pointed their histories at the
+    # manifests of what they sealed first.
+    def sealed_by_victim():
+        return sum(1 for key, h in histories(cluster).items()
+                   if key.startswith(f"{topic}/") and h["chain"][-1]["broker"] == victim.id
+                   and (h.get("sealed") or {}).get("end", 0) > 0)
+
+    wait_until(lambda: sealed_by_victim() >= 2, timeout=60, what="the victim to seal partitions and publish manifests")
     acked_before = load.progress()
     victim.kill()
     killed = time.monotonic()

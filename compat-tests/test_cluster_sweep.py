@@ -7,16 +7,13 @@ few objects per live stream, a broker SIGKILLed after the sweep still has its
 partitions rebuilt with nothing missing, and a deleted topic's segments and
 manifests leave the store once their grace time is over."""
 
-import base64
-import json
 import time
-import urllib.request
 
 import pytest
 from confluent_kafka import TopicCollection
 from confluent_kafka.admin import NewTopic
 
-from clusterkit import admin_of, leaders, running_cluster
+from clusterkit import admin_of, histories, leaders, running_cluster
 from cluster import S3_BUCKET  # scripts/cluster.py, on the path through clusterkit
 from conftest import wait_until
 from test_cluster_failover import PARTITIONS, Load, check, make_topic, read_all, served, takeover_time
@@ -48,18 +45,6 @@ def streams(cluster):
         if name != "floor":
             out[(int(broker), lease)] = out.get((int(broker), lease), 0) + 1
     return out
-
-
-def histories(cluster):
-    """{key: history} of every partition, read from etcd's JSON gateway."""
-    prefix = f"/tributary/{cluster.name}/history/".encode()
-    body = json.dumps({"key": base64.b64encode(prefix).decode(),
-                       "range_end": base64.b64encode(prefix[:-1] + b"0").decode()}).encode()
-    req = urllib.request.Request(f"{cluster.etcd_endpoint}/v3/kv/range", data=body, method="POST")
-    with urllib.request.urlopen(req, timeout=5) as r:
-        kvs = json.load(r).get("kvs", [])
-    return {base64.b64decode(kv["key"]).decode()[len(prefix):]: json.loads(base64.b64decode(kv["value"]))
-            for kv in kvs}
 
 
 def metric(node, name):
