@@ -5,8 +5,8 @@
 //!
 //! Each stream with a policy other than `fixed` (`tributary.scaling.*` topic
 //! configs) is sampled every `topics.scaling_sample_ms`: the bytes and records its
-//! partitions took from clients (one relaxed counter each, so idle and fixed streams
-//! cost nothing but the walk over topics), smoothed over a fifth of the stream's
+//! partitions took from clients (one relaxed counter per stream, so a sample costs a
+//! walk over the topics, not over their partitions), smoothed over a fifth of the stream's
 //! window. When the smoothed rate per partition has stayed above the target (by a
 //! tenth, so a stream that settled at its target is not grown again) for the
 //! whole window, and the cooldown since the last step is over, the stream grows to
@@ -148,10 +148,7 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
                 continue;
             }
             let (bytes, records) = match &rates {
-                None => topic
-                    .partitions
-                    .iter()
-                    .fold((0u64, 0u64), |(b, r), p| (b + p.produced_bytes(), r + p.produced_records())),
+                None => topic.produced.get(),
                 Some(rates) => {
                     let (b, r) = rates.get(topic.name.as_ref()).copied().unwrap_or_default();
                     let sum = integrated.entry(topic.id).or_default();

@@ -225,6 +225,9 @@ async fn queue(
     match ctx.broker.storage.submit(partition, batches, config.log_append_time).await {
         Ok(pending) => {
             partition.note_produced(bytes, count);
+            if let Some(t) = topic {
+                t.produced.add(bytes, count);
+            }
             Slot::Queued { pending, bytes, records: count }
         }
         Err(e) => refused(errors::code(&e), e.to_string()),

@@ -58,6 +58,28 @@ pub struct Topic {
     pub id: Uuid,
     pub partitions: Vec<Arc<PartitionLog>>,
     config: RwLock<Arc<TopicConfig>>,
+    /// What clients produced to any of its partitions (auto-scaling reads one
+    /// counter per stream, not one per partition); shared with the grown topic.
+    pub produced: Arc<Produced>,
+}
+
+/// Bytes and records clients produced, counted with relaxed adds.
+#[derive(Debug, Default)]
+pub struct Produced {
+    bytes: std::sync::atomic::AtomicU64,
+    records: std::sync::atomic::AtomicU64,
+}
+
+impl Produced {
+    pub fn add(&self, bytes: u64, records: u64) {
+        self.bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        self.records.fetch_add(records, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// (bytes, records) since this broker started.
+    pub fn get(&self) -> (u64, u64) {
+        (self.bytes.load(std::sync::atomic::Ordering::Relaxed), self.records.load(std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 impl Topic {
@@ -492,8 +514,13 @@ impl Storage {
             for (i, r) in records.iter().enumerate() {
                 partitions.push(Arc::new(PartitionLog::new(r.id, old.name.clone(), (have + i) as i32, 0)));
             }
-            let topic =
-                Arc::new(Topic { name: old.name.clone(), id: old.id, partitions, config: RwLock::new(old.config()) });
+            let topic = Arc::new(Topic {
+                name: old.name.clone(),
+                id: old.id,
+                partitions,
+                config: RwLock::new(old.config()),
+                produced: old.produced.clone(),
+            });
             this.topics.insert(topic.name.clone(), topic.clone());
             this.topic_ids.insert(topic.id, topic.clone());
             Ok(topic)
@@ -883,5 +910,6 @@ fn build_topic(
         name,
         id: record.id,
         config: RwLock::new(Arc::new(TopicConfig::resolve(record.configs.clone(), defaults))),
+        produced: Arc::default(),
     }
 }
