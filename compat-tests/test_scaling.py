@@ -268,3 +268,41 @@ def test_a_crash_during_a_scaling_step_leaves_the_old_or_the_new_count_and_loses
     assert all(seen.get(v) == at for v, at in acked.items()), f"{len(acked)} acknowledged, some missing or moved"
     assert all(seen.get(f"after-{q}".encode(), (None,))[0] == q for q in range(after))
     print(f"crash at {point}: {len(acked)} acknowledged records all there, {after} partition(s) after the restart")
+
+
+def test_per_partition_produce_rates_over_several_windows_are_in_metrics(make_broker):
+    """tributary_partition_produce_rate: bytes/s and records/s of each partition
+    something was produced to, over each configured window; a partition (or topic)
+    nothing was produced to has no series."""
+    broker = make_broker(config_text="[topics]\nrate_windows_ms = [1000, 60000]\nrate_sample_ms = 200\n")
+    broker.start()
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    topic, idle = unique("rated"), unique("idle")
+    for f in admin.create_topics([NewTopic(topic, 2, 1), NewTopic(idle, 1, 1)]).values():
+        f.result(timeout=15)
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
+    started = time.monotonic()
+    # About 100 records (100 KB) a second into partition 0 for 4 s.
+    while time.monotonic() - started < 4:
+        tick = time.monotonic()
+        for _ in range(10):
+            p.produce(topic, value=b"x" * 1000, partition=0)
+        p.poll(0)
+        time.sleep(max(0.0, 0.1 - (time.monotonic() - tick)))
+    assert p.flush(15) == 0
+
+    def rate(partition, unit, window, text):
+        prefix = (f'tributary_partition_produce_rate{{partition="{partition}",topic="{topic}",'
+                  f'unit="{unit}",window="{window}"}} ')
+        return next((float(line[len(prefix):]) for line in text.splitlines() if line.startswith(prefix)), None)
+
+    text = broker.metrics()
+    short_bytes, short_records = rate(0, "bytes", "1s", text), rate(0, "records", "1s", text)
+    long_bytes = rate(0, "bytes", "60s", text)
+    print(f"partition 0: {short_bytes} B/s and {short_records} records/s over 1 s, {long_bytes} B/s over 60 s")
+    assert short_bytes is not None and 50_000 < short_bytes < 200_000, short_bytes
+    assert short_records is not None and 50 < short_records < 200, short_records
+    # The 60 s average is still climbing after 4 s.
+    assert long_bytes is not None and 0 < long_bytes < short_bytes / 4, (long_bytes, short_bytes)
+    assert rate(1, "bytes", "1s", text) is None, "a partition nothing was produced to has no series"
+    assert not any(l.startswith("tributary_partition_produce_rate") and f'topic="{idle}"' in l for l in text.splitlines())

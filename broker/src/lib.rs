@@ -37,6 +37,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod quotas;
+pub mod rates;
 pub mod scaling;
 pub mod server;
 pub mod storage;
@@ -138,6 +139,13 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         c.follow_quotas(broker.quotas.clone(), shutdown.clone());
     }
     let scaler = tokio::spawn(scaling::run(broker.clone(), shutdown.clone()));
+    let rates = tokio::spawn(rates::run(
+        storage.clone(),
+        broker.metrics.clone(),
+        broker.config.topics.rate_windows_ms.clone(),
+        Duration::from_millis(broker.config.topics.rate_sample_ms),
+        shutdown.clone(),
+    ));
     let server_task = tokio::spawn(server::serve(listener, broker, shutdown.clone()));
     // Group APIs answer COORDINATOR_LOAD_IN_PROGRESS until the offsets are loaded;
     // the broker is ready once they are.
@@ -161,6 +169,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     shutdown.cancel();
     let _ = server_task.await;
     let _ = scaler.await;
+    let _ = rates.await;
     let _ = timers.await;
     let _ = txn_timers.await;
     let _ = flusher.await;

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub stream_partitions: IntGaugeVec,
     pub stream_rate: GaugeVec,
     pub stream_last_scaled: IntGaugeVec,
+    /// Per-partition produce rates over several windows.
+    pub partition_rate: GaugeVec,
     pub partitions_led: IntGauge,
     pub recovery_seconds: Histogram,
     pub journal_write_seconds: Histogram,
@@ -228,6 +230,18 @@ impl Metrics {
                         "When each stream last grew through auto-scaling (seconds since the epoch).",
                     ),
                     &["topic"],
+                )
+                .expect("invariant: valid metric"),
+            ),
+            partition_rate: reg(
+                &registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "tributary_partition_produce_rate",
+                        "Produce rate of each partition something was produced to, in bytes/s or records/s \
+                         (unit), averaged over each of topics.rate_windows_ms (window).",
+                    ),
+                    &["topic", "partition", "unit", "window"],
                 )
                 .expect("invariant: valid metric"),
             ),

@@ -206,6 +206,11 @@ pub struct TopicDefaults {
     pub scaling_cooldown_ms: i64,
     /// How often the scaler measures every scaled stream's rate (ms).
     pub scaling_sample_ms: u64,
+    /// Windows of the per-partition produce rates in `/metrics` (ms; Pravega's 2, 5
+    /// and 10 minutes by default).
+    pub rate_windows_ms: Vec<u64>,
+    /// How often the per-partition produce rates are sampled (ms).
+    pub rate_sample_ms: u64,
 }
 
 /// Protection against clients.
@@ -396,6 +401,8 @@ impl Default for TopicDefaults {
             scaling_window_ms: 300_000,
             scaling_cooldown_ms: 600_000,
             scaling_sample_ms: 1000,
+            rate_windows_ms: vec![120_000, 300_000, 600_000],
+            rate_sample_ms: 10_000,
         }
     }
 }

@@ -102,6 +102,16 @@ pub(crate) fn check(c: &Config) -> Result<(), ConfigError> {
         10,
         3_600_000,
     );
+    if c.topics.rate_windows_ms.is_empty()
+        || c.topics.rate_windows_ms.len() > 8
+        || c.topics.rate_windows_ms.iter().any(|w| !(1000..=86_400_000).contains(w))
+    {
+        p.push(format!(
+            "topics.rate_windows_ms: {:?} must be 1 to 8 windows of 1000 ..= 86400000 ms",
+            c.topics.rate_windows_ms
+        ));
+    }
+    range(&mut p, "topics.rate_sample_ms", c.topics.rate_sample_ms, 100, 600_000);
     range(&mut p, "topics.scaling_sample_ms", c.topics.scaling_sample_ms, 10, 600_000);
     range(&mut p, "limits.socket_request_max_bytes", c.limits.socket_request_max_bytes, 1 << 10, i32::MAX as u64);
     range(&mut p, "limits.max_in_flight_per_connection", c.limits.max_in_flight_per_connection, 1, 1024);
@@ -217,6 +227,8 @@ mod tests {
             (|c| c.topics.scaling_policy = "sometimes".into(), "topics.scaling_policy"),
             (|c| c.topics.scaling_factor = 1.0, "topics.scaling_factor"),
             (|c| c.topics.scaling_window_ms = 0, "topics.scaling_window_ms"),
+            (|c| c.topics.rate_windows_ms = vec![], "topics.rate_windows_ms"),
+            (|c| c.topics.rate_windows_ms = vec![10], "topics.rate_windows_ms"),
             (|c| c.transactions.max_timeout_ms = 0, "transactions.max_timeout_ms"),
             (|c| c.topics.message_max_bytes = 1, "topics.message_max_bytes"),
             (|c| c.topics.retention_ms = -2, "topics.retention_ms"),
