@@ -146,3 +146,16 @@ def make_broker(tmp_path):
     for b in made:
         if b.proc:
             b.kill()
+
+
+@pytest.fixture(scope="session")
+def flink_classpath():
+    """The Flink jobs of compat-tests/flink (Flink's MiniCluster, the real Kafka
+    connector), built with Maven into its target/ with the artifacts cached in
+    .tools/m2 (scripts/test builds them first); the classpath to run them with."""
+    project = ROOT / "compat-tests" / "flink"
+    listed = project / "target" / "classpath.txt"
+    r = subprocess.run(["mvn", "-q", "-B", f"-Dmaven.repo.local={ROOT / '.tools' / 'm2'}", "-f",
+                        str(project / "pom.xml"), "package"], capture_output=True, timeout=900)
+    assert r.returncode == 0, (r.stdout + r.stderr).decode(errors="replace")[-4000:]
+    return f"{project / 'target' / 'classes'}:{listed.read_text().strip()}"

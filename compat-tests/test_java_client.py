@@ -40,7 +40,7 @@ def java_build(tmp_path_factory):
     cp = classpath()
     r = subprocess.run(["javac", "-cp", cp, "-d", str(out), str(HERE / "RoundTrip.java"), str(HERE / "Groups.java"),
                         str(HERE / "Txn.java"), str(HERE / "AdminOps.java"), str(HERE / "Quotas.java"),
-                        str(HERE / "Follow.java")],
+                        str(HERE / "Follow.java"), str(HERE / "DescribeTopics.java")],
                        capture_output=True, timeout=180)
     assert r.returncode == 0, r.stderr.decode()
     return f"{out}:{cp}"
@@ -85,6 +85,27 @@ def test_java_admin_round_trips(java_build, broker):
                        timeout=240)
     out = r.stdout.decode(errors="replace")
     assert r.returncode == 0 and out.strip().endswith("OK"), (out + r.stderr.decode(errors="replace"))[-4000:]
+
+
+def test_java_admin_describes_topics_page_by_page_with_describe_topic_partitions(java_build, broker):
+    """The Java Admin's describeTopics uses DescribeTopicPartitions (KIP-966) and
+    follows its cursor: topics of 25, 3 and 1 partitions described whole at 10, 4 and
+    1 partitions per answer and at the default, a missing topic answered alone."""
+    def calls():
+        prefix = 'tributary_requests_total{api="DescribeTopicPartitions"} '
+        return next((float(l[len(prefix):]) for l in broker.metrics().splitlines() if l.startswith(prefix)), 0.0)
+
+    before = calls()
+    r = subprocess.run(["java", "-cp", java_build, "DescribeTopics", broker.bootstrap, unique("jdt")],
+                       capture_output=True, timeout=240)
+    out = r.stdout.decode(errors="replace")
+    assert r.returncode == 0 and out.strip().endswith("OK"), (out + r.stderr.decode(errors="replace"))[-4000:]
+    # 29 partitions: 3 answers at 10, 8 at 4, 29 at 1 (each topic's end too), 1 at the
+    # default, then 7 at 5 with the missing topic; at least the pages, whatever the
+    # client adds.
+    used = calls() - before
+    print(f"DescribeTopicPartitions requests: {used:.0f}")
+    assert used >= 3 + 8 + 29 + 1 + 6, f"the Admin asked DescribeTopicPartitions {used} times"
 
 
 def test_java_client_quotas_throttle_and_persist(java_build, make_broker):

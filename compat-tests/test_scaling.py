@@ -74,16 +74,16 @@ class Consuming(threading.Thread):
         self.consumer.close()
 
 
-class JavaFollowing(threading.Thread):
-    """The Java client's KafkaConsumer (compat-tests/java/Follow.java) in a group of
-    its own, read line by line."""
+class Following(threading.Thread):
+    """A reader in a process of its own printing "CONSUMED <partition> <offset>
+    <value>" per record and, where it has a group assignment, "ASSIGNED <a,b,...>";
+    read line by line."""
 
-    def __init__(self, java_build, bootstrap, topic, protocol):  # noqa: F811
+    def __init__(self, cmd, label):
         super().__init__(daemon=True)
-        self.protocol = f"java-{protocol}"
-        self.proc = subprocess.Popen(
-            ["java", "-cp", java_build, "Follow", bootstrap, topic, unique("gj"), protocol],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.protocol = label
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)
         self.seen, self.twice, self.assigned, self.lines = {}, [], set(), []
 
     def run(self):
@@ -101,9 +101,18 @@ class JavaFollowing(threading.Thread):
     def finish(self):
         self.proc.stdin.write("stop\n")
         self.proc.stdin.flush()
-        self.proc.wait(60)
+        self.proc.wait(90)
         self.join(10)
         assert self.lines and self.lines[-1] == "OK", "\n".join(self.lines[-20:])
+
+
+class JavaFollowing(Following):
+    """The Java client's KafkaConsumer (compat-tests/java/Follow.java) in a group of
+    its own."""
+
+    def __init__(self, java_build, bootstrap, topic, protocol):  # noqa: F811
+        super().__init__(["java", "-cp", java_build, "Follow", bootstrap, topic, unique("gj"), protocol],
+                         f"java-{protocol}")
 
 
 def test_streams_grow_with_sustained_load_by_their_policy_and_no_further(broker, java_build):  # noqa: F811
@@ -183,6 +192,62 @@ def test_streams_grow_with_sustained_load_by_their_policy_and_no_further(broker,
         at = {v[:8]: place for v, place in r.seen.items()}
         assert all(at[v[:8]] == place for v, place in acked[grows].items()), f"{r.protocol}: records not at their offsets"
         print(f"{r.protocol} group: {len(want)} records once each, partitions {sorted(r.assigned)}")
+
+
+def test_a_flink_kafka_source_with_partition_discovery_reads_new_partitions_from_the_start(broker, flink_classpath):
+    """A Flink job (compat-tests/flink/ReadGrowing.java: KafkaSource of the Flink Kafka
+    connector, partition discovery every 2 s) reads a stream while it grows 1 -> 2 -> 3:
+    it discovers each new partition and reads it from its first offset, so every
+    acknowledged record arrives, once, at its partition and offset, including the
+    records produced to a new partition before the job discovered it."""
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    topic = unique("flink")
+    admin.create_topics([NewTopic(topic, 1, 1, config=scaled())])[topic].result(timeout=15)
+    job = Following(["java", "-cp", flink_classpath, "ReadGrowing", broker.bootstrap, topic, unique("gf"), "2000"],
+                    "flink")
+    job.start()
+    wait_until(lambda: "RUNNING" in job.lines, timeout=120, what="the Flink job to run")
+
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "enable.idempotence": True,
+                  "linger.ms": 5, "topic.metadata.refresh.interval.ms": 500})
+    acked = {}
+
+    def done(err, msg):
+        assert err is None, err
+        acked[msg.value()] = (msg.partition(), msg.offset())
+
+    counts = [(0.0, 1)]
+    started, n, grown = time.monotonic(), 0, None
+    # 3x the target until the stream has grown to 3 partitions and 3 s more, so every
+    # partition holds records; bounded in time and count.
+    while time.monotonic() - started < 30 and n < 200_000 and (grown is None or time.monotonic() - grown < 3):
+        tick = time.monotonic()
+        for _ in range(3 * TARGET // RECORD // 10):
+            p.produce(topic, value=f"{n:08d}".encode() + b"x" * (RECORD - 8), on_delivery=done)
+            n += 1
+        p.poll(0)
+        if int((tick - started) * 10) % 5 == 0:
+            now = partitions(admin, topic)
+            if now != counts[-1][1]:
+                counts.append((round(tick - started, 1), now))
+                if now == 3:
+                    grown = time.monotonic()
+        time.sleep(max(0.0, 0.1 - (time.monotonic() - tick)))
+    assert p.flush(60) == 0
+    assert counts[-1][1] == 3, f"the stream grew to 3 partitions: {counts}"
+
+    want = {v[:8] for v in acked}
+    wait_until(lambda: want <= {v[:8] for v in job.seen}, timeout=60,
+               what=f"the Flink job to read all {len(want)} acknowledged records")
+    job.finish()
+    assert not job.twice, f"{len(job.twice)} records read twice"
+    at = {v[:8]: place for v, place in job.seen.items()}
+    assert all(at[v[:8]] == place for v, place in acked.items()), "records not at their offsets"
+    firsts = {part: min(off for q, off in job.seen.values() if q == part) for part in (0, 1, 2)}
+    assert firsts == {0: 0, 1: 0, 2: 0}, f"each partition read from its first offset: {firsts}"
+    per = {part: sum(1 for q, _ in job.seen.values() if q == part) for part in (0, 1, 2)}
+    print(f"partition counts over time (s, count): {counts}; Flink read {len(want)} records, per partition {per}")
+    print("\n".join(line for line in job.lines if "Discovered new partitions" in line))
 
 
 def test_bad_scaling_configs_are_refused_naming_the_key_and_the_keys_are_documented(broker):

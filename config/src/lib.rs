@@ -241,6 +241,9 @@ pub struct Limits {
     /// Most bytes of requests being read, over all connections
     /// (`queued.max.request.bytes`); reading waits while they are taken.
     pub queued_max_request_bytes: u64,
+    /// Most partitions one DescribeTopicPartitions answer describes
+    /// (`max.request.partition.size.limit`); the client pages through the rest.
+    pub max_request_partition_size_limit: i32,
 }
 
 /// The in-memory cache of recent batches that serves tailing consumers.
@@ -419,6 +422,7 @@ impl Default for Limits {
             connections_max_idle_ms: 600_000,
             request_read_timeout_ms: 30_000,
             queued_max_request_bytes: 512 * 1024 * 1024,
+            max_request_partition_size_limit: 2000,
         }
     }
 }

@@ -123,6 +123,7 @@ pub(crate) fn check(c: &Config) -> Result<(), ConfigError> {
     }
     range(&mut p, "limits.connections_max_idle_ms", l.connections_max_idle_ms, 1_000, 1 << 40);
     range(&mut p, "limits.request_read_timeout_ms", l.request_read_timeout_ms, 100, 3_600_000);
+    range(&mut p, "limits.max_request_partition_size_limit", l.max_request_partition_size_limit, 1, 1_000_000);
     // Past the largest frame, so that every frame can be read (checked only once
     // that limit is itself valid, so one mistake gives one message).
     let largest_frame = if l.socket_request_max_bytes <= i32::MAX as u64 { l.socket_request_max_bytes } else { 0 };

@@ -100,6 +100,7 @@ messages! {
     Fetch => FetchRequest, FetchResponse;
     ListOffsets => ListOffsetsRequest, ListOffsetsResponse;
     Metadata => MetadataRequest, MetadataResponse;
+    DescribeTopicPartitions => DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse;
     ApiVersions => ApiVersionsRequest, ApiVersionsResponse;
     CreateTopics => CreateTopicsRequest, CreateTopicsResponse;
     DeleteTopics => DeleteTopicsRequest, DeleteTopicsResponse;

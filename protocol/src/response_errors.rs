@@ -63,6 +63,10 @@ impl Response {
             Response::DeleteGroups(r) => r.results.iter().for_each(|g| e(g.error_code)),
             Response::ConsumerGroupHeartbeat(r) => e(r.error_code),
             Response::ConsumerGroupDescribe(r) => r.groups.iter().for_each(|g| e(g.error_code)),
+            Response::DescribeTopicPartitions(r) => {
+                r.topics.iter().for_each(|t| e(t.error_code));
+                r.topics.iter().flat_map(|t| &t.partitions).for_each(|p| e(p.error_code));
+            }
             Response::AddPartitionsToTxn(r) => {
                 e(r.error_code);
                 let v3 = r.results_by_topic_v3_and_below.iter();

@@ -1,12 +1,19 @@
 //! Metadata: the live brokers, the controller, the cluster id, and the requested
 //! topics with their partitions and each partition's leader and leader epoch (from
 //! the [`Topology`]), creating topics that do not exist when auto-creation is on and
-//! the client allows it (v4+).
+//! the client allows it (v4+). DescribeTopicPartitions, the paged describe of
+//! topics KIP-966 added, answers from the same view.
 
+use tributary_protocol::kafka_protocol::messages::describe_topic_partitions_response::{
+    Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
+};
 use tributary_protocol::kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use tributary_protocol::kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use tributary_protocol::kafka_protocol::messages::{
+    BrokerId, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, MetadataRequest, MetadataResponse,
+    TopicName,
+};
 use tributary_protocol::kafka_protocol::protocol::StrBytes;
 
 use super::topics::validate_name;
@@ -113,19 +120,139 @@ fn describe(topic: &Topic, view: &Topology) -> MetadataResponseTopic {
                 .iter()
                 .map(|p| {
                     let partition = MetadataResponsePartition::default().with_partition_index(p.index);
-                    // The owner must be a live broker, or clients would be sent nowhere.
-                    match view.owner(&topic.name, p.index).filter(|o| view.broker(o.broker).is_some()) {
-                        Some(owner) => partition
-                            .with_leader_id(BrokerId(owner.broker))
-                            .with_leader_epoch(owner.epoch)
-                            .with_replica_nodes(vec![BrokerId(owner.broker)])
-                            .with_isr_nodes(vec![BrokerId(owner.broker)]),
-                        None => partition
-                            .with_error_code(of(Error::LeaderNotAvailable))
-                            .with_leader_id(BrokerId(-1))
-                            .with_leader_epoch(-1),
+                    match leader(view, &topic.name, p.index) {
+                        Ok((broker, epoch)) => partition
+                            .with_leader_id(broker)
+                            .with_leader_epoch(epoch)
+                            .with_replica_nodes(vec![broker])
+                            .with_isr_nodes(vec![broker]),
+                        Err(code) => partition.with_error_code(code).with_leader_id(BrokerId(-1)).with_leader_epoch(-1),
                     }
                 })
                 .collect(),
         )
+}
+
+/// A partition's leader and leader epoch, or LEADER_NOT_AVAILABLE: the owner must be
+/// a live broker, or clients would be sent nowhere.
+fn leader(view: &Topology, topic: &str, partition: i32) -> Result<(BrokerId, i32), i16> {
+    match view.owner(topic, partition).filter(|o| view.broker(o.broker).is_some()) {
+        Some(owner) => Ok((BrokerId(owner.broker), owner.epoch)),
+        None => Err(of(Error::LeaderNotAvailable)),
+    }
+}
+
+/// DescribeTopicPartitions (KIP-966; the Java Admin's `describeTopics`): the named
+/// topics, or every topic when none is named, in name order, with at most
+/// `min(response_partition_limit, limits.max_request_partition_size_limit)`
+/// partitions in one answer; where that cut a topic or left topics out,
+/// `next_cursor` names the first topic and partition not described, and the client
+/// asks again from there. A named topic that does not exist is answered with
+/// UNKNOWN_TOPIC_OR_PARTITION; a cursor whose topic is not among the named ones, or
+/// with a negative partition, makes the request INVALID_REQUEST.
+pub(crate) fn describe_topic_partitions(
+    ctx: &RequestCtx,
+    request: DescribeTopicPartitionsRequest,
+) -> DescribeTopicPartitionsResponse {
+    let storage = &ctx.broker.storage;
+    let view = ctx.broker.topology();
+    let every = request.topics.is_empty();
+    let mut names: Vec<String> = if every {
+        storage.topics().iter().map(|t| t.name.to_string()).collect()
+    } else {
+        request.topics.iter().map(|t| t.name.0.to_string()).collect()
+    };
+    names.sort();
+    names.dedup();
+    let start = match &request.cursor {
+        None => None,
+        Some(c) => {
+            let topic = c.topic_name.0.to_string();
+            if c.partition_index < 0 || (!every && !names.contains(&topic)) {
+                let invalid = names
+                    .into_iter()
+                    .map(|n| {
+                        DescribeTopicPartitionsResponseTopic::default()
+                            .with_name(Some(TopicName(StrBytes::from_string(n))))
+                            .with_error_code(of(Error::InvalidRequest))
+                    })
+                    .collect();
+                return DescribeTopicPartitionsResponse::default().with_topics(invalid);
+            }
+            names.retain(|n| *n >= topic);
+            Some((topic, c.partition_index))
+        }
+    };
+    let cap = ctx.broker.config.limits.max_request_partition_size_limit;
+    let mut left = request.response_partition_limit.clamp(1, cap.max(1)) as usize;
+    let (mut topics, mut next) = (Vec::new(), None);
+    for name in names {
+        let first = match &start {
+            Some((topic, partition)) if *topic == name => *partition as usize,
+            _ => 0,
+        };
+        if left == 0 {
+            next = Some(
+                Cursor::default()
+                    .with_topic_name(TopicName(StrBytes::from_string(name)))
+                    .with_partition_index(first as i32),
+            );
+            break;
+        }
+        let Some(topic) = storage.topic(&name) else {
+            // Named and missing; when every topic was asked for, one deleted meanwhile.
+            if !every {
+                let code = if validate_name(&name).is_ok() {
+                    Error::UnknownTopicOrPartition
+                } else {
+                    Error::InvalidTopicException
+                };
+                topics.push(
+                    DescribeTopicPartitionsResponseTopic::default()
+                        .with_name(Some(TopicName(StrBytes::from_string(name))))
+                        .with_error_code(of(code)),
+                );
+            }
+            continue;
+        };
+        let end = topic.partitions.len().min(first.saturating_add(left));
+        let partitions: Vec<_> = topic
+            .partitions
+            .get(first..end)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                let partition = DescribeTopicPartitionsResponsePartition::default()
+                    .with_partition_index(p.index)
+                    .with_eligible_leader_replicas(Some(Vec::new()))
+                    .with_last_known_elr(Some(Vec::new()));
+                match leader(&view, &topic.name, p.index) {
+                    Ok((broker, epoch)) => partition
+                        .with_leader_id(broker)
+                        .with_leader_epoch(epoch)
+                        .with_replica_nodes(vec![broker])
+                        .with_isr_nodes(vec![broker]),
+                    Err(code) => partition.with_error_code(code).with_leader_id(BrokerId(-1)).with_leader_epoch(-1),
+                }
+            })
+            .collect();
+        left -= partitions.len();
+        topics.push(
+            DescribeTopicPartitionsResponseTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_string(name.clone()))))
+                .with_topic_id(topic.id)
+                .with_is_internal(super::topics::is_internal(&topic.name))
+                .with_topic_authorized_operations(super::operations::TOPIC)
+                .with_partitions(partitions),
+        );
+        if end < topic.partitions.len() {
+            next = Some(
+                Cursor::default()
+                    .with_topic_name(TopicName(StrBytes::from_string(name)))
+                    .with_partition_index(end as i32),
+            );
+            break;
+        }
+    }
+    DescribeTopicPartitionsResponse::default().with_topics(topics).with_next_cursor(next)
 }

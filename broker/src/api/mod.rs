@@ -36,6 +36,7 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Fetch, 4, 17),
     (ApiKey::ListOffsets, 1, 9),
     (ApiKey::Metadata, 0, 12),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
@@ -119,6 +120,7 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: Request) -> Reply {
     match request {
         Request::ApiVersions(r) => Reply::Now(api_versions::handle(ctx, r).into()),
         Request::Metadata(r) => Reply::Now(metadata::handle(ctx, r).await.into()),
+        Request::DescribeTopicPartitions(r) => Reply::Now(metadata::describe_topic_partitions(ctx, r).into()),
         Request::Produce(r) => produce::handle(ctx, r).await,
         Request::Fetch(r) => fetch::handle(ctx, r),
         Request::ListOffsets(r) => Reply::Now(list_offsets::handle(ctx, r).await.into()),

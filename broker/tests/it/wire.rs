@@ -293,3 +293,70 @@ async fn add_partitions_to_txn_batched_form_adds_and_verifies() {
     assert_eq!(codes(call(&mut conn, 3, 5, Request::AddPartitionsToTxn(verify)).await), vec![(0, 0), (1, 48)]);
     s.shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_topic_partitions_pages_with_a_cursor() {
+    use tributary_protocol::kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
+    use tributary_protocol::kafka_protocol::messages::*;
+
+    let s = server().await;
+    s.storage.create_topic("u", 3, Default::default()).await.unwrap();
+    let mut conn = TcpStream::connect(s.addr).await.unwrap();
+    let topic = |n: &'static str| TopicRequest::default().with_name(TopicName(StrBytes::from_static_str(n)));
+    let cursor = |n: &'static str, p: i32| {
+        Some(Cursor::default().with_topic_name(TopicName(StrBytes::from_static_str(n))).with_partition_index(p))
+    };
+    let ask = |topics: Vec<TopicRequest>, limit: i32, cursor: Option<Cursor>| {
+        Request::DescribeTopicPartitions(
+            DescribeTopicPartitionsRequest::default()
+                .with_topics(topics)
+                .with_response_partition_limit(limit)
+                .with_cursor(cursor),
+        )
+    };
+    // (topic, error, partitions) of an answer, and its next cursor.
+    let seen = |r: DescribeTopicPartitionsResponse| {
+        let topics: Vec<(String, i16, Vec<i32>)> = r
+            .topics
+            .iter()
+            .map(|t| {
+                let name = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+                (name, t.error_code, t.partitions.iter().map(|p| p.partition_index).collect())
+            })
+            .collect();
+        (topics, r.next_cursor.map(|c| (c.topic_name.0.to_string(), c.partition_index)))
+    };
+    let t = |n: &str, e: i16, p: &[i32]| (n.to_string(), e, p.to_vec());
+
+    // Every topic from "t" on (internal ones sort before it; "t" has 2 partitions,
+    // "u" 3), 3 at a time: cut inside "u".
+    let Response::DescribeTopicPartitions(r) = call(&mut conn, 1, 0, ask(vec![], 3, cursor("t", 0))).await else {
+        panic!()
+    };
+    assert_eq!(seen(r), (vec![t("t", 0, &[0, 1]), t("u", 0, &[0])], Some(("u".into(), 1))));
+    let Response::DescribeTopicPartitions(r) = call(&mut conn, 2, 0, ask(vec![], 3, cursor("u", 1))).await else {
+        panic!()
+    };
+    assert_eq!(seen(r), (vec![t("u", 0, &[1, 2])], None));
+    // A limit that ends exactly with a topic points the cursor at the next one.
+    let Response::DescribeTopicPartitions(r) = call(&mut conn, 3, 0, ask(vec![], 2, cursor("t", 0))).await else {
+        panic!()
+    };
+    assert_eq!(seen(r), (vec![t("t", 0, &[0, 1])], Some(("u".into(), 0))));
+    // Named topics come back in name order, a missing one with its error.
+    let named = vec![topic("u"), topic("missing"), topic("t")];
+    let Response::DescribeTopicPartitions(r) = call(&mut conn, 4, 0, ask(named, 100, None)).await else { panic!() };
+    assert_eq!(seen(r), (vec![t("missing", 3, &[]), t("t", 0, &[0, 1]), t("u", 0, &[0, 1, 2])], None));
+    // A cursor naming a topic that was not asked for, or a negative partition, is
+    // an invalid request.
+    let Response::DescribeTopicPartitions(r) = call(&mut conn, 5, 0, ask(vec![topic("t")], 10, cursor("u", 0))).await
+    else {
+        panic!()
+    };
+    assert_eq!(seen(r), (vec![t("t", 42, &[])], None));
+    let Response::DescribeTopicPartitions(r) = call(&mut conn, 6, 0, ask(vec![], 10, cursor("t", -1))).await else {
+        panic!()
+    };
+    assert!(r.topics.iter().all(|t| t.error_code == 42), "{r:?}");
+    s.shutdown.cancel();
+}
