@@ -426,18 +426,24 @@ impl Storage {
     /// Deletes the journal files whose every entry is sealed (or belongs to a deleted
     /// partition), after a checkpoint that covers them.
     async fn trim_journal(self: &Arc<Self>) -> Result<(), StorageError> {
-        let partitions: Vec<Arc<PartitionLog>> =
-            self.topics().iter().flat_map(|t| t.partitions.iter().cloned()).collect();
-        let flushed = partitions
+        // Only a file with a later one after it can go: with one file (an idle
+        // broker) there is nothing to walk the partitions for.
+        let starts = self.journal.files.starts();
+        if starts.len() < 2 {
+            return Ok(());
+        }
+        let topics = self.topics();
+        let flushed = topics
             .iter()
+            .flat_map(|t| t.partitions.iter())
             .filter_map(|p| p.state.lock().batches.front().map(|b| b.position))
             .min()
             .unwrap_or(u64::MAX);
-        let starts = self.journal.files.starts();
         let deletable: Vec<u64> = starts.windows(2).take_while(|w| w[1] <= flushed).map(|w| w[0]).collect();
         if deletable.is_empty() {
             return Ok(());
         }
+        let partitions: Vec<Arc<PartitionLog>> = topics.iter().flat_map(|t| t.partitions.iter().cloned()).collect();
         let files = self.journal.files.clone();
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
