@@ -68,13 +68,34 @@ def test_java_consumer_group(java_build, make_broker, protocol):
         ["java", "-cp", java_build, "Groups", broker.bootstrap, mode, topic, group, protocol], mode))
 
 
-def test_java_transactions(java_build, broker):
+def requests(broker, api):
+    """How many requests of `api` the broker has handled."""
+    prefix = f'tributary_requests_total{{api="{api}"}} '
+    return next((float(l[len(prefix):]) for l in broker.metrics().splitlines() if l.startswith(prefix)), 0.0)
+
+
+@pytest.mark.parametrize("version", [2, 1])
+def test_java_transactions(java_build, make_broker, version):
     """KafkaProducer transactions with sendOffsetsToTransaction, a read_committed
-    KafkaConsumer, an aborted step, and a fenced zombie."""
+    KafkaConsumer, an aborted step, and a fenced zombie: with transaction.version 2
+    finalized (the default) the client uses transactions v2, so partitions and
+    offsets join the transactions without AddPartitionsToTxn or AddOffsetsToTxn;
+    with 1 it uses v1 and sends them."""
+    broker = make_broker(env={"TRIBUTARY_TRANSACTIONS_VERSION": str(version)})
+    broker.start()
+    apis = ("AddPartitionsToTxn", "AddOffsetsToTxn", "EndTxn", "TxnOffsetCommit")
+    before = {api: requests(broker, api) for api in apis}
     r = subprocess.run(["java", "-cp", java_build, "Txn", broker.bootstrap, unique("t")], capture_output=True,
                        timeout=240)
     out = r.stdout.decode(errors="replace")
     assert r.returncode == 0 and out.strip().endswith("OK"), (out + r.stderr.decode(errors="replace"))[-4000:]
+    used = {api: requests(broker, api) - before[api] for api in apis}
+    print(f"transaction.version {version}: {used}")
+    assert used["EndTxn"] >= 2 and used["TxnOffsetCommit"] >= 2, used
+    if version == 2:
+        assert used["AddPartitionsToTxn"] == 0 and used["AddOffsetsToTxn"] == 0, used
+    else:
+        assert used["AddPartitionsToTxn"] >= 2 and used["AddOffsetsToTxn"] >= 2, used
 
 
 def test_java_admin_round_trips(java_build, broker):

@@ -58,11 +58,16 @@ pub struct TransactionConfig {
     /// How often open transactions are checked against their timeout (Kafka's
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`).
     pub abort_timed_out_interval_ms: u64,
+    /// The `transaction.version` feature finalized in ApiVersions: 2 makes Kafka 4.x
+    /// clients use transactions v2 (KIP-890: partitions and offsets join a
+    /// transaction by themselves, the epoch bumps with every end); 1 keeps every
+    /// client on v1. Both are served either way.
+    pub version: i16,
 }
 
 impl Default for TransactionConfig {
     fn default() -> Self {
-        TransactionConfig { max_timeout_ms: 15 * 60 * 1000, abort_timed_out_interval_ms: 1000 }
+        TransactionConfig { max_timeout_ms: 15 * 60 * 1000, abort_timed_out_interval_ms: 1000, version: 2 }
     }
 }
 

@@ -95,6 +95,7 @@ pub(crate) fn check(c: &Config) -> Result<(), ConfigError> {
     range(&mut p, "topics.scaling_window_ms", c.topics.scaling_window_ms, 100, i64::MAX);
     range(&mut p, "topics.scaling_cooldown_ms", c.topics.scaling_cooldown_ms, 0, i64::MAX);
     range(&mut p, "transactions.max_timeout_ms", c.transactions.max_timeout_ms, 1, i32::MAX);
+    range(&mut p, "transactions.version", c.transactions.version, 1, 2);
     range(
         &mut p,
         "transactions.abort_timed_out_interval_ms",

@@ -1,7 +1,10 @@
 //! ApiVersions: what this broker serves, straight from [`super::SUPPORTED`].
 
-use tributary_protocol::kafka_protocol::messages::api_versions_response::ApiVersion;
+use tributary_protocol::kafka_protocol::messages::api_versions_response::{
+    ApiVersion, FinalizedFeatureKey, SupportedFeatureKey,
+};
 use tributary_protocol::kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
+use tributary_protocol::kafka_protocol::protocol::StrBytes;
 
 use super::{RequestCtx, SUPPORTED};
 use crate::errors::{of, Error};
@@ -15,9 +18,26 @@ fn api_keys() -> Vec<ApiVersion> {
         .collect()
 }
 
-pub(crate) fn handle(_ctx: &RequestCtx, _request: ApiVersionsRequest) -> ApiVersionsResponse {
-    ApiVersionsResponse::default().with_error_code(0).with_api_keys(api_keys())
+/// The features (v3+): `transaction.version` is supported up to 2 and finalized at
+/// `transactions.version`. The epoch of the finalized features is fixed: they change
+/// only with the configuration, at a restart, when clients reconnect anyway.
+pub(crate) fn handle(ctx: &RequestCtx, _request: ApiVersionsRequest) -> ApiVersionsResponse {
+    let level = ctx.broker.config.transactions.version;
+    ApiVersionsResponse::default()
+        .with_error_code(0)
+        .with_api_keys(api_keys())
+        .with_supported_features(vec![SupportedFeatureKey::default()
+            .with_name(StrBytes::from_static_str(TRANSACTION_VERSION))
+            .with_min_version(0)
+            .with_max_version(2)])
+        .with_finalized_features_epoch(1)
+        .with_finalized_features(vec![FinalizedFeatureKey::default()
+            .with_name(StrBytes::from_static_str(TRANSACTION_VERSION))
+            .with_min_version_level(level)
+            .with_max_version_level(level)])
 }
+
+const TRANSACTION_VERSION: &str = "transaction.version";
 
 /// The KIP-511 answer to an ApiVersions request at a version we do not know:
 /// UNSUPPORTED_VERSION plus our versions, encoded at v0.

@@ -181,11 +181,17 @@ async fn queue(
         }
         if header.is_transactional() {
             // Only into a partition the transaction holds (checked at the
-            // coordinator), so that no transaction is left hanging without markers.
+            // coordinator), so that no transaction is left hanging without markers;
+            // from v12 (transactions v2) the write itself adds the partition.
             let verified = match transactional_id {
                 Some(id) => {
                     let name = topic.map(|t| t.name.to_string()).unwrap_or_default();
-                    ctx.broker.txns.verify_write(id, header.producer_id, header.producer_epoch, &name, partition).await
+                    let (pid, epoch) = (header.producer_id, header.producer_epoch);
+                    if ctx.version >= 12 {
+                        ctx.broker.txns.add_write(id, pid, epoch, &name, partition).await
+                    } else {
+                        ctx.broker.txns.verify_write(id, pid, epoch, &name, partition).await
+                    }
                 }
                 None => Err(Error::InvalidTxnState),
             };

@@ -115,6 +115,19 @@ pub(crate) async fn add_offsets(ctx: &RequestCtx, request: AddOffsetsToTxnReques
 }
 
 pub(crate) async fn end(ctx: &RequestCtx, request: EndTxnRequest) -> EndTxnResponse {
+    if ctx.version >= 5 {
+        // Transactions v2: the epoch bumps with every end, and the answer says the
+        // producer id and epoch to go on with.
+        let txns = &ctx.broker.txns;
+        let (id, pid, epoch) = (&request.transactional_id, request.producer_id.0, request.producer_epoch);
+        return match txns.end_v2(id, pid, epoch, request.committed).await {
+            Ok((pid, epoch)) => EndTxnResponse::default().with_producer_id(ProducerId(pid)).with_producer_epoch(epoch),
+            Err(e) => EndTxnResponse::default()
+                .with_error_code(of(e))
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        };
+    }
     let result = ctx
         .broker
         .txns
@@ -138,16 +151,13 @@ pub(crate) async fn offset_commit(ctx: &RequestCtx, request: TxnOffsetCommitRequ
         })
         .collect();
     let n = offsets.len();
-    let checked = ctx
-        .broker
-        .txns
-        .check_offsets_in_txn(
-            &request.transactional_id,
-            request.producer_id.0,
-            request.producer_epoch,
-            &request.group_id,
-        )
-        .await;
+    let (id, pid, epoch) = (&request.transactional_id, request.producer_id.0, request.producer_epoch);
+    let checked = if ctx.version >= 5 {
+        // Transactions v2: the offsets join the transaction here (no AddOffsetsToTxn).
+        ctx.broker.txns.add_offsets_implicitly(id, pid, epoch, &request.group_id).await
+    } else {
+        ctx.broker.txns.check_offsets_in_txn(id, pid, epoch, &request.group_id).await
+    };
     let results = match checked {
         Err(e) => Err(e),
         Ok(()) => {

@@ -204,6 +204,7 @@ impl Routes for Peers {
         producer_id: i64,
         producer_epoch: i16,
         partitions: Vec<(String, i32)>,
+        verify_only: bool,
     ) -> BoxedFuture<'static, Result<(), Error>> {
         let this = self.clone();
         Box::pin(async move {
@@ -223,7 +224,7 @@ impl Routes for Peers {
                     .with_transactional_id(TransactionalId(transactional_id.into()))
                     .with_producer_id(ProducerId(producer_id))
                     .with_producer_epoch(producer_epoch)
-                    .with_verify_only(true)
+                    .with_verify_only(verify_only)
                     .with_topics(topics)]);
             let response =
                 match this.call(coordinator, ADD_PARTITIONS_VERIFY_VERSION, Request::AddPartitionsToTxn(request)).await

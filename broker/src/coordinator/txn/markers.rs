@@ -48,13 +48,15 @@ pub trait Routes: Send + Sync + std::fmt::Debug {
         partitions: Vec<(String, i32)>,
     ) -> BoxedFuture<'static, Vec<Result<(), Error>>>;
     /// Asks the coordinator of `transactional_id` (another broker) whether the
-    /// producer's open transaction holds `partitions`.
+    /// producer's open transaction holds `partitions` (`verify_only`), or to add
+    /// them to it (transactions v2: Produce v12, TxnOffsetCommit v5).
     fn verify(
         &self,
         transactional_id: String,
         producer_id: i64,
         producer_epoch: i16,
         partitions: Vec<(String, i32)>,
+        verify_only: bool,
     ) -> BoxedFuture<'static, Result<(), Error>>;
 }
 

@@ -284,6 +284,7 @@ impl TxnCoordinator {
             meta = guard.take().expect("just put back");
         }
         meta.bump_epoch(self.storage.allocate_producer_id().await.map_err(|e| errors::coordinator(&e))?);
+        meta.prev_producer_id = None;
         meta.timeout_ms = timeout_ms;
         meta.state = TxnState::Empty;
         meta.partitions.clear();
@@ -392,7 +393,7 @@ impl TxnCoordinator {
                 // Coordinated elsewhere: its open transaction must hold the group's
                 // offsets partition (what AddOffsetsToTxn added).
                 let partition = (OFFSETS_TOPIC.to_string(), self.groups.offsets_partition_index(group)?);
-                return routes.verify(id.to_string(), producer_id, epoch, vec![partition]).await;
+                return routes.verify(id.to_string(), producer_id, epoch, vec![partition], true).await;
             }
             (r, _) => r?,
         };
@@ -424,7 +425,7 @@ impl TxnCoordinator {
                 if partition.has_open_transaction(producer_id, epoch) {
                     return Ok(());
                 }
-                match routes.verify(id.to_string(), producer_id, epoch, vec![(topic.to_string(), index)]).await {
+                match routes.verify(id.to_string(), producer_id, epoch, vec![(topic.to_string(), index)], true).await {
                     // What a producer retries a Produce on, as Kafka answers when the
                     // coordinator cannot verify the write now.
                     Err(
@@ -496,9 +497,145 @@ impl TxnCoordinator {
         let mut next = meta.clone();
         next.state = if commit { TxnState::CompleteCommit } else { TxnState::CompleteAbort };
         next.updated_at = self.clock.now_ms();
+        if let Some(fresh) = next.next_producer_id.take() {
+            // Transactions v2 with the epoch space used up: the markers carried the
+            // old id at the last epoch; the producer goes on with a fresh id.
+            next.prev_producer_id = Some(next.producer_id);
+            next.producer_id = fresh;
+            next.producer_epoch = 0;
+        }
         self.persist(id, &next).await?;
         *meta = next;
         Ok(())
+    }
+
+    // ---- transactions v2 (KIP-890 part 2) ------------------------------------------
+
+    /// Produce v12: a transactional batch joins its producer's transaction in
+    /// `partition` by itself (no AddPartitionsToTxn), added here or (cluster mode) by
+    /// the broker that coordinates `id`. Errors the producer retries on (the
+    /// coordinator moving, the last transaction's markers still being written) come
+    /// back as NOT_ENOUGH_REPLICAS, as Kafka answers a write it cannot add yet.
+    pub(crate) async fn add_write(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        topic: &str,
+        partition: &PartitionLog,
+    ) -> Result<(), Error> {
+        let index = partition.index;
+        let added = match (self.serves(id), self.routes.get()) {
+            (Err(Error::NotCoordinator), Some(routes)) => {
+                if partition.has_open_transaction(producer_id, epoch) {
+                    return Ok(());
+                }
+                routes.verify(id.to_string(), producer_id, epoch, vec![(topic.to_string(), index)], false).await
+            }
+            (Err(e), _) => Err(e),
+            (Ok(_), _) => self.add(id, producer_id, epoch, vec![(topic.to_string(), index)], None).await,
+        };
+        match added {
+            Err(
+                Error::NotCoordinator
+                | Error::CoordinatorNotAvailable
+                | Error::CoordinatorLoadInProgress
+                | Error::ConcurrentTransactions,
+            ) => Err(Error::NotEnoughReplicas),
+            other => other,
+        }
+    }
+
+    /// TxnOffsetCommit v5: the group's offsets partition joins the producer's
+    /// transaction by itself (no AddOffsetsToTxn). The last transaction's markers
+    /// still being written comes back as COORDINATOR_LOAD_IN_PROGRESS, which the
+    /// producer retries on.
+    pub(crate) async fn add_offsets_implicitly(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        group: &str,
+    ) -> Result<(), Error> {
+        let partition = (OFFSETS_TOPIC.to_string(), self.groups.offsets_partition_index(group)?);
+        let added = match (self.serves(id), self.routes.get()) {
+            (Err(Error::NotCoordinator), Some(routes)) => {
+                routes.verify(id.to_string(), producer_id, epoch, vec![partition], false).await
+            }
+            (Err(e), _) => Err(e),
+            (Ok(_), _) => self.add(id, producer_id, epoch, vec![partition], Some(group.to_string())).await,
+        };
+        match added {
+            Err(Error::ConcurrentTransactions) => Err(Error::CoordinatorLoadInProgress),
+            other => other,
+        }
+    }
+
+    /// EndTxn v5: commit or abort with the epoch bumped, so that nothing the
+    /// producer sent at its old epoch can land after the markers (they carry the new
+    /// one); answers the producer id and epoch to go on with: the same id at the
+    /// next epoch, or, when the epoch space is used up, the markers carry the last
+    /// epoch and the producer goes on with a fresh id at epoch 0. Ending a
+    /// transaction that holds nothing bumps the epoch too (the producer starts its
+    /// sequences again after every end). A retry whose first answer was lost (the
+    /// epoch one below, the same outcome) gets the same answer.
+    pub(crate) async fn end_v2(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<(i64, i16), Error> {
+        let coordinator_epoch = self.serves(id)?;
+        let entry = self.txns.get(id).map(|e| e.clone()).ok_or(Error::InvalidProducerIdMapping)?;
+        let mut guard = entry.lock().await;
+        let meta = guard.as_mut().ok_or(Error::InvalidProducerIdMapping)?;
+        let same_outcome = matches!(
+            (meta.state, commit),
+            (TxnState::PrepareCommit | TxnState::CompleteCommit, true)
+                | (TxnState::PrepareAbort | TxnState::CompleteAbort, false)
+        );
+        let retried = same_outcome
+            && ((producer_id == meta.producer_id && epoch.checked_add(1) == Some(meta.producer_epoch))
+                || (meta.prev_producer_id == Some(producer_id) && epoch == i16::MAX - 1 && meta.producer_epoch == 0));
+        if retried {
+            if matches!(meta.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
+                self.complete(id, meta, commit, coordinator_epoch).await?;
+            }
+            return Ok(Self::continues_as(meta));
+        }
+        Self::check_producer(meta, producer_id, epoch)?;
+        if matches!(meta.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
+            return Err(Error::ConcurrentTransactions);
+        }
+        let mut next = meta.clone();
+        if meta.state != TxnState::Ongoing {
+            // Nothing was added since the last end: no marker to write.
+            next.partitions.clear();
+            next.groups.clear();
+        }
+        if next.producer_epoch >= i16::MAX - 1 {
+            next.next_producer_id =
+                Some(self.storage.allocate_producer_id().await.map_err(|e| errors::coordinator(&e))?);
+            next.producer_epoch = i16::MAX;
+        } else {
+            next.producer_epoch += 1;
+        }
+        next.prev_producer_id = None;
+        next.state = if commit { TxnState::PrepareCommit } else { TxnState::PrepareAbort };
+        next.updated_at = self.clock.now_ms();
+        self.persist(id, &next).await?;
+        *meta = next;
+        self.complete(id, meta, commit, coordinator_epoch).await?;
+        Ok(Self::continues_as(meta))
+    }
+
+    /// The producer id and epoch a producer goes on with after its transaction ended.
+    fn continues_as(meta: &TxnMeta) -> (i64, i16) {
+        match meta.next_producer_id {
+            Some(fresh) => (fresh, 0),
+            None => (meta.producer_id, meta.producer_epoch),
+        }
     }
 
     /// Every transactional.id with its state (DescribeTransactions, ListTransactions).

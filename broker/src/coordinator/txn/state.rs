@@ -45,6 +45,15 @@ pub(crate) struct TxnMeta {
     pub(crate) groups: BTreeSet<String>,
     pub(crate) started_at: i64,
     pub(crate) updated_at: i64,
+    /// Transactions v2 (KIP-890), while a transaction that used up the epoch space
+    /// ends: its markers carry the old producer id at epoch `i16::MAX`, and the
+    /// producer goes on with this id at epoch 0 once it is complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) next_producer_id: Option<i64>,
+    /// Transactions v2: the producer id the last transaction ended with when it was
+    /// replaced by a fresh one, so a retried EndTxn of that producer is recognised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) prev_producer_id: Option<i64>,
 }
 
 impl TxnMeta {
@@ -58,6 +67,8 @@ impl TxnMeta {
             groups: BTreeSet::new(),
             started_at: now,
             updated_at: now,
+            next_producer_id: None,
+            prev_producer_id: None,
         }
     }
 
