@@ -148,14 +148,25 @@ def make_broker(tmp_path):
             b.kill()
 
 
-@pytest.fixture(scope="session")
-def flink_classpath():
-    """The Flink jobs of compat-tests/flink (Flink's MiniCluster, the real Kafka
-    connector), built with Maven into its target/ with the artifacts cached in
-    .tools/m2 (scripts/test builds them first); the classpath to run them with."""
-    project = ROOT / "compat-tests" / "flink"
+def maven_classpath(name):
+    """The JVM programs of compat-tests/<name> (a Maven project), built into its
+    target/ with the artifacts cached in .tools/m2 (scripts/test builds them first);
+    the classpath to run them with."""
+    project = ROOT / "compat-tests" / name
     listed = project / "target" / "classpath.txt"
     r = subprocess.run(["mvn", "-q", "-B", f"-Dmaven.repo.local={ROOT / '.tools' / 'm2'}", "-f",
                         str(project / "pom.xml"), "package"], capture_output=True, timeout=900)
     assert r.returncode == 0, (r.stdout + r.stderr).decode(errors="replace")[-4000:]
     return f"{project / 'target' / 'classes'}:{listed.read_text().strip()}"
+
+
+@pytest.fixture(scope="session")
+def flink_classpath():
+    """Flink jobs (Flink's MiniCluster, the real Kafka connector): compat-tests/flink."""
+    return maven_classpath("flink")
+
+
+@pytest.fixture(scope="session")
+def streams_classpath():
+    """Kafka Streams applications (kafka-streams 4.4.0): compat-tests/streams."""
+    return maven_classpath("streams")
