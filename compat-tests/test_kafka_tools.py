@@ -1,0 +1,157 @@
+"""Apache Kafka's own command-line tools (kafka-tools 4.4.0, the classes behind
+kafka-topics.sh, kafka-configs.sh, kafka-console-producer.sh, ...) run against
+Tributary unchanged, each answer checked."""
+
+import json
+import re
+import subprocess
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+
+from conftest import maven_classpath, unique, wait_until
+
+
+@pytest.fixture(scope="module")
+def kafka_classpath():
+    return maven_classpath("kafka")
+
+
+@pytest.fixture
+def tool(kafka_classpath, broker):
+    """Runs org.apache.kafka.tools.<name> (with --bootstrap-server unless not
+    `bootstrap`); returns its standard output (it must exit 0 unless `fails`)."""
+
+    def run(name, *args, stdin=None, fails=False, bootstrap=True):
+        where = ["--bootstrap-server", broker.bootstrap] if bootstrap else []
+        cmd = ["java", "-cp", kafka_classpath, f"org.apache.kafka.tools.{name}", *where, *args]
+        r = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=120)
+        out = r.stdout + r.stderr
+        if fails:
+            assert r.returncode != 0, out[-3000:]
+        else:
+            assert r.returncode == 0, f"{name} {' '.join(args)}:\n{out[-3000:]}"
+        return r.stdout
+
+    return run
+
+
+def test_kafka_topics_creates_describes_alters_and_deletes(tool):
+    topic = unique("kt")
+    tool("TopicCommand", "--create", "--topic", topic, "--partitions", "3", "--replication-factor", "1",
+         "--config", "retention.ms=3600000")
+    assert topic in tool("TopicCommand", "--list").split()
+    described = tool("TopicCommand", "--describe", "--topic", topic)
+    assert re.search(rf"Topic: {topic}\s+TopicId: \S+\s+PartitionCount: 3\s+ReplicationFactor: 1", described), described
+    assert "retention.ms=3600000" in described, described
+    parts = re.findall(rf"Topic: {topic}\s+Partition: (\d+)\s+Leader: (\d+)\s+Replicas: (\d+)\s+Isr: (\d+)", described)
+    assert sorted(int(p) for p, *_ in parts) == [0, 1, 2], described
+    tool("TopicCommand", "--alter", "--topic", topic, "--partitions", "5")
+    assert "PartitionCount: 5" in tool("TopicCommand", "--describe", "--topic", topic)
+    # Under-replicated and unavailable partitions: none on a broker that holds each
+    # partition's only copy.
+    assert tool("TopicCommand", "--describe", "--under-replicated-partitions").strip() == ""
+    assert tool("TopicCommand", "--describe", "--unavailable-partitions").strip() == ""
+    tool("TopicCommand", "--delete", "--topic", topic)
+    wait_until(lambda: topic not in tool("TopicCommand", "--list").split(), timeout=30, what="the topic to go")
+
+
+def test_kafka_configs_alters_and_describes_topic_and_client_configs(tool, broker):
+    topic = unique("kc")
+    tool("TopicCommand", "--create", "--topic", topic, "--partitions", "1", "--replication-factor", "1")
+    tool("ConfigCommand", "--entity-type", "topics", "--entity-name", topic, "--alter", "--add-config",
+         "max.message.bytes=2000,cleanup.policy=compact")
+    described = tool("ConfigCommand", "--entity-type", "topics", "--entity-name", topic, "--describe")
+    assert "max.message.bytes=2000" in described and "cleanup.policy=compact" in described, described
+    tool("ConfigCommand", "--entity-type", "topics", "--entity-name", topic, "--alter", "--delete-config",
+         "max.message.bytes")
+    described = tool("ConfigCommand", "--entity-type", "topics", "--entity-name", topic, "--describe")
+    assert "max.message.bytes=2000" not in described and "cleanup.policy=compact" in described, described
+    # Every config with its source, Tributary's own scaling keys among them.
+    everything = tool("ConfigCommand", "--entity-type", "topics", "--entity-name", topic, "--describe", "--all")
+    assert "tributary.scaling.policy=fixed" in everything, everything
+    # Client quotas.
+    client = unique("cl")
+    tool("ConfigCommand", "--entity-type", "clients", "--entity-name", client, "--alter", "--add-config",
+         "producer_byte_rate=1048576,consumer_byte_rate=2097152")
+    quotas = tool("ConfigCommand", "--entity-type", "clients", "--entity-name", client, "--describe")
+    assert "producer_byte_rate=1048576.0" in quotas and "consumer_byte_rate=2097152.0" in quotas, quotas
+    # The broker's own configs are described (read-only ones included).
+    node = next(iter(AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=10).brokers))
+    broker_configs = tool("ConfigCommand", "--entity-type", "brokers", "--entity-name", str(node), "--describe",
+                          "--all")
+    assert "message.max.bytes=" in broker_configs, broker_configs
+
+
+def test_console_producer_consumer_and_consumer_groups(tool):
+    topic, group = unique("kcon"), unique("kg")
+    tool("TopicCommand", "--create", "--topic", topic, "--partitions", "2", "--replication-factor", "1")
+    lines = [f"line-{i}" for i in range(50)]
+    tool("ConsoleProducer", "--topic", topic, "--command-property", "acks=all", stdin="\n".join(lines) + "\n")
+    got = tool("consumer.ConsoleConsumer", "--topic", topic, "--group", group, "--from-beginning", "--max-messages", "50",
+               "--timeout-ms", "30000")
+    assert sorted(got.split()) == sorted(lines), got
+    assert group in tool("consumer.group.ConsumerGroupCommand", "--list").split()
+    described = tool("consumer.group.ConsumerGroupCommand", "--describe", "--group", group)
+    rows = re.findall(rf"{group}\s+{topic}\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", described)
+    assert len(rows) == 2 and all(cur == end and lag == "0" for _, cur, end, lag in rows), described
+    assert sum(int(end) for _, _, end, _ in rows) == 50, described
+    tool("consumer.group.ConsumerGroupCommand", "--reset-offsets", "--group", group, "--topic", topic,
+         "--to-earliest", "--execute")
+    described = tool("consumer.group.ConsumerGroupCommand", "--describe", "--group", group)
+    rows = re.findall(rf"{group}\s+{topic}\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", described)
+    assert sum(int(lag) for *_, lag in rows) == 50 and all(cur == "0" for _, cur, _, _ in rows), described
+    tool("consumer.group.ConsumerGroupCommand", "--delete", "--group", group)
+    assert group not in tool("consumer.group.ConsumerGroupCommand", "--list").split()
+
+
+def test_offsets_records_log_dirs_api_versions_and_features(tool, broker, tmp_path):
+    topic = unique("ko")
+    tool("TopicCommand", "--create", "--topic", topic, "--partitions", "1", "--replication-factor", "1")
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(20):
+        p.produce(topic, value=b"x%d" % i)
+    assert p.flush(15) == 0
+    assert f"{topic}:0:20" in tool("GetOffsetShell", "--topic", topic, "--time", "-1")
+    spec = tmp_path / "delete.json"
+    spec.write_text(json.dumps({"partitions": [{"topic": topic, "partition": 0, "offset": 5}], "version": 1}))
+    out = tool("DeleteRecordsCommand", "--offset-json-file", str(spec))
+    assert "low_watermark: 5" in out, out
+    assert f"{topic}:0:5" in tool("GetOffsetShell", "--topic", topic, "--time", "-2")
+    dirs = tool("LogDirsCommand", "--describe", "--topic-list", topic)
+    assert f'"partition":"{topic}-0"' in dirs, dirs
+    versions = tool("BrokerApiVersionsCommand")
+    assert re.search(r"DescribeTopicPartitions\(75\): 0 \[usable: 0\]", versions), versions
+    assert re.search(r"EndTxn\(26\): 0 to 5 \[usable: 5\]", versions), versions
+    features = tool("FeatureCommand", "describe")
+    assert re.search(r"Feature: transaction.version\s+SupportedMinVersion: 0\s+SupportedMaxVersion: 2\s+"
+                     r"FinalizedVersionLevel: 2", features), features
+
+
+def test_kafka_transactions_tool_lists_and_describes(tool, broker):
+    topic, tx = unique("ktx"), unique("tid")
+    tool("TopicCommand", "--create", "--topic", topic, "--partitions", "1", "--replication-factor", "1")
+    p = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": tx})
+    p.init_transactions(15)
+    p.begin_transaction()
+    p.produce(topic, value=b"open")
+    p.flush(15)
+    listed = tool("TransactionsCommand", "list")
+    assert re.search(rf"{tx}\s+\d+\s+\d+\s+Ongoing", listed), listed
+    described = tool("TransactionsCommand", "describe", "--transactional-id", tx)
+    assert re.search(rf"\d+\s+{tx}\s+\d+\s+\d+\s+Ongoing", described) and f"{topic}-0" in described, described
+    hanging = tool("TransactionsCommand", "find-hanging", "--broker-id", "1")
+    assert tx not in hanging, hanging
+    p.commit_transaction(15)
+    listed = tool("TransactionsCommand", "list")
+    assert re.search(rf"{tx}\s+\d+\s+\d+\s+CompleteCommit", listed), listed
+
+
+def test_producer_performance_runs_to_the_end(tool, broker):
+    topic = unique("kperf")
+    tool("TopicCommand", "--create", "--topic", topic, "--partitions", "2", "--replication-factor", "1")
+    out = tool("ProducerPerformance", "--topic", topic, "--num-records", "20000", "--record-size", "100",
+               "--throughput", "-1", "--producer-props", f"bootstrap.servers={broker.bootstrap}", "acks=all",
+               bootstrap=False)
+    assert re.search(r"20000 records sent", out), out
