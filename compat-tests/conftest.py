@@ -170,3 +170,76 @@ def flink_classpath():
 def streams_classpath():
     """Kafka Streams applications (kafka-streams 4.4.0): compat-tests/streams."""
     return maven_classpath("streams")
+
+
+class ApacheKafka:
+    """Apache Kafka 4.4 itself (KRaft, broker and controller in one process, the
+    jars of compat-tests/kafka) on free loopback ports, for the tests that ask
+    Kafka and Tributary the same question."""
+
+    def __init__(self, workdir: pathlib.Path, classpath: str):
+        self.workdir, self.classpath = workdir, classpath
+        self.port, self.controller_port = free_port(), free_port()
+        self.proc = None
+
+    @property
+    def bootstrap(self):
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout=120):
+        props = self.workdir / "server.properties"
+        props.write_text("\n".join([
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
+            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            f"log.dirs={self.workdir / 'logs'}",
+            "offsets.topic.replication.factor=1",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "",
+        ]))
+        java = ["java", "-Xmx768m", "-cp", self.classpath]
+        cluster = subprocess.run(java + ["kafka.tools.StorageTool", "random-uuid"], capture_output=True, text=True,
+                                 timeout=120).stdout.strip().splitlines()[-1]
+        r = subprocess.run(java + ["kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(props),
+                                   "--standalone"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        log = open(self.workdir / "kafka.log", "ab")
+        self.proc = subprocess.Popen(java + ["kafka.Kafka", str(props)], stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        from confluent_kafka.admin import AdminClient
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+
+        def up():
+            assert self.proc.poll() is None, "Apache Kafka exited"
+            try:
+                return bool(admin.list_topics(timeout=1).brokers)
+            except Exception:
+                return False
+
+        wait_until(up, timeout=timeout, what="Apache Kafka to serve")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture(scope="session")
+def kafka_classpath():
+    """Apache Kafka 4.4 (broker and tools): compat-tests/kafka."""
+    return maven_classpath("kafka")
+
+
+@pytest.fixture(scope="session")
+def apache_kafka(tmp_path_factory, kafka_classpath):
+    k = ApacheKafka(tmp_path_factory.mktemp("apache-kafka"), kafka_classpath)
+    k.start()
+    yield k
+    k.stop()

@@ -10,12 +10,7 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from conftest import maven_classpath, unique, wait_until
-
-
-@pytest.fixture(scope="module")
-def kafka_classpath():
-    return maven_classpath("kafka")
+from conftest import unique, wait_until
 
 
 @pytest.fixture
@@ -139,6 +134,12 @@ def test_kafka_transactions_tool_lists_and_describes(tool, broker):
     p.flush(15)
     listed = tool("TransactionsCommand", "list")
     assert re.search(rf"{tx}\s+\d+\s+\d+\s+Ongoing", listed), listed
+    # ListTransactions v2: by pattern (the whole id must match) and by duration.
+    prefix = tx.split("-")[0]
+    assert tx in tool("TransactionsCommand", "list", "--transactional-id-pattern", f"{prefix}-.*")
+    assert tx not in tool("TransactionsCommand", "list", "--transactional-id-pattern", prefix)
+    assert tx not in tool("TransactionsCommand", "list", "--duration-filter", "3600000")
+    tool("TransactionsCommand", "list", "--transactional-id-pattern", "(", fails=True)
     described = tool("TransactionsCommand", "describe", "--transactional-id", tx)
     assert re.search(rf"\d+\s+{tx}\s+\d+\s+\d+\s+Ongoing", described) and f"{topic}-0" in described, described
     hanging = tool("TransactionsCommand", "find-hanging", "--broker-id", "1")

@@ -123,7 +123,10 @@ public class Txn {
         } catch (ProducerFencedException e) {
             fenced = true;
         } catch (Exception e) {
+            // Transactions v2: the zombie's write is refused with INVALID_PRODUCER_EPOCH
+            // (as Kafka 4.4 answers it), v1: with PRODUCER_FENCED.
             fenced = e.getCause() instanceof ProducerFencedException
+                    || e.getCause() instanceof org.apache.kafka.common.errors.InvalidProducerEpochException
                     || e.getClass().getSimpleName().contains("Fenced")
                     || String.valueOf(e.getMessage()).toLowerCase().contains("fenced");
             if (!fenced) throw e;

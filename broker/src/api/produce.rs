@@ -196,6 +196,9 @@ async fn queue(
                 None => Err(Error::InvalidTxnState),
             };
             if let Err(e) = verified {
+                // A producer of an older epoch hears INVALID_PRODUCER_EPOCH on a
+                // write, as from Kafka: PRODUCER_FENCED is the coordinator's answer.
+                let e = if e == Error::ProducerFenced { Error::InvalidProducerEpoch } else { e };
                 return refused(of(e), "transactional batch outside an open transaction holding this partition".into());
             }
         }

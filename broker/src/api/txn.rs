@@ -248,6 +248,15 @@ pub(crate) async fn list(ctx: &RequestCtx, request: ListTransactionsRequest) -> 
     const STATES: &[&str] = &["Empty", "Ongoing", "PrepareCommit", "PrepareAbort", "CompleteCommit", "CompleteAbort"];
     let unknown: Vec<StrBytes> =
         request.state_filters.iter().filter(|s| !STATES.contains(&s.as_str())).cloned().collect();
+    // v2 (KIP-1152): only ids the whole of which the pattern matches (an RE2
+    // expression, as Kafka's re2j reads it).
+    let pattern = match request.transactional_id_pattern.as_deref().filter(|p| !p.is_empty()) {
+        None => None,
+        Some(p) => match regex::Regex::new(&format!("^(?:{p})$")) {
+            Ok(re) => Some(re),
+            Err(_) => return ListTransactionsResponse::default().with_error_code(of(Error::InvalidRegularExpression)),
+        },
+    };
     let all = match ctx.broker.txns.snapshot(None).await {
         Ok(all) => all,
         Err(e) => return ListTransactionsResponse::default().with_error_code(of(e)),
@@ -256,6 +265,7 @@ pub(crate) async fn list(ctx: &RequestCtx, request: ListTransactionsRequest) -> 
     let states = all
         .into_iter()
         .filter_map(|(id, meta)| meta.map(|m| (id, m)))
+        .filter(|(id, _)| pattern.as_ref().is_none_or(|re| re.is_match(id)))
         .filter(|(_, m)| {
             request.state_filters.is_empty() || request.state_filters.iter().any(|s| s.as_str() == m.state.name())
         })

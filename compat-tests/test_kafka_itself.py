@@ -1,0 +1,158 @@
+"""Apache Kafka 4.4 itself beside Tributary, asked the same questions:
+
+- ApiVersions (through kafka-broker-api-versions): the API keys Kafka serves and
+  Tributary does not, and those Tributary serves at a lower version, are exactly
+  the ones the README lists with their reasons; Tributary serves nothing Kafka
+  does not.
+- The same client-visible behaviour, probed with confluent-kafka against both: edge
+  cases where Tributary once differed and the everyday answers tools depend on.
+- The Java programs of the Java client tests pass against Kafka too, so what they
+  assert of Tributary is what Kafka does."""
+
+import re
+import subprocess
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec
+
+from conftest import unique, wait_until
+from test_java_client import java_build  # noqa: F401  (the compiled Java programs)
+
+# Served by Kafka 4.4, not by Tributary (README, "The other Kafka API keys").
+NOT_SERVED = {17, 29, 30, 31, 34, 36, 38, 39, 40, 41, 45, 46, 50, 51, 55, 57, 64, 74, 76, 77, 78, 79, 80, 81, 83,
+              84, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94}
+# Served by both, by Tributary up to a lower version: key -> (Tributary's, Kafka's).
+LOWER = {0: (12, 13), 2: (10, 11), 8: (9, 10), 9: (9, 10), 18: (4, 5), 27: (1, 2), 28: (5, 6), 35: (4, 5),
+         42: (2, 3)}
+
+
+def api_versions(classpath, bootstrap):
+    """key -> (name, highest version served or None)."""
+    r = subprocess.run(["java", "-cp", classpath, "org.apache.kafka.tools.BrokerApiVersionsCommand",
+                        "--bootstrap-server", bootstrap], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = {}
+    for m in re.finditer(r"(\w+)\((\d+)\): (UNSUPPORTED|(\d+)(?: to (\d+))?)", r.stdout):
+        out[int(m.group(2))] = (m.group(1), None if m.group(3) == "UNSUPPORTED" else int(m.group(5) or m.group(4)))
+    assert out, r.stdout
+    return out
+
+
+def test_api_versions_differ_from_kafkas_only_as_documented(kafka_classpath, apache_kafka, broker):
+    kafka = api_versions(kafka_classpath, apache_kafka.bootstrap)
+    ours = api_versions(kafka_classpath, broker.bootstrap)
+    not_served = {k for k, (_, v) in kafka.items() if v is not None and ours.get(k, (None, None))[1] is None}
+    only_ours = {k for k, (_, v) in ours.items() if v is not None and kafka.get(k, (None, None))[1] is None}
+    lower = {k: (ours[k][1], v) for k, (_, v) in kafka.items()
+             if v is not None and ours.get(k, (None, None))[1] is not None and ours[k][1] < v}
+    higher = {k: (ours[k][1], v) for k, (_, v) in kafka.items()
+              if v is not None and ours.get(k, (None, None))[1] is not None and ours[k][1] > v}
+    names = {k: n for k, (n, _) in kafka.items()}
+    print("not served:", sorted(names[k] for k in not_served))
+    print("lower:", {names[k]: v for k, v in lower.items()})
+    assert not_served == NOT_SERVED, f"new: {sorted(not_served - NOT_SERVED)}, now served: {sorted(NOT_SERVED - not_served)}"
+    assert lower == LOWER, lower
+    assert not only_ours and not higher, (only_ours, higher)
+
+
+def probe(bootstrap):
+    """What a client sees of a few behaviours, as comparable values."""
+    out = {}
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    compacted, plain = unique("cmp"), unique("pl")
+    for f in admin.create_topics([NewTopic(compacted, 1, 1, config={"cleanup.policy": "compact"}),
+                                  NewTopic(plain, 2, 1)]).values():
+        f.result(timeout=30)
+
+    # A keyless record on a compacted topic (KIP-467: INVALID_RECORD).
+    errors = []
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "retries": 0, "message.timeout.ms": 15000})
+    p.produce(compacted, value=b"no key", on_delivery=lambda err, msg: errors.append(err and err.name()))
+    p.produce(compacted, key=b"k", value=b"keyed", on_delivery=lambda err, msg: errors.append(err and err.name()))
+    p.flush(30)
+    out["keyless, then keyed, on a compacted topic"] = errors
+
+    # Watermarks of an empty partition, and offsets by a timestamp in the future.
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("w"), "enable.auto.commit": False})
+    out["watermarks of an empty partition"] = c.get_watermark_offsets(TopicPartition(plain, 0), timeout=10)
+    future = int(time.time() * 1000) + 3_600_000
+    out["offset for a future timestamp"] = c.offsets_for_times([TopicPartition(plain, 0, future)], timeout=10)[0].offset
+    c.close()
+
+    # A consumer that assign()s and commits, on each group protocol (simple-group
+    # commits), and what its group then looks like.
+    for protocol in ("classic", "consumer"):
+        group = unique(f"as-{protocol}")
+        conf = {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+        if protocol == "consumer":
+            conf["group.protocol"] = "consumer"
+        c = Consumer(conf)
+        c.assign([TopicPartition(plain, 0, 0)])
+        try:
+            c.commit(offsets=[TopicPartition(plain, 0, 7)], asynchronous=False)
+            committed = c.committed([TopicPartition(plain, 0)], timeout=10)[0].offset
+        except KafkaException as e:
+            committed = e.args[0].name()
+        c.close()
+        out[f"assign() and commit on the {protocol} protocol"] = committed
+
+    # A classic group whose only member left: Empty, listed as a consumer group.
+    group = unique("emptied")
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False, "session.timeout.ms": 6000})
+    c.subscribe([plain])
+    wait_until(lambda: c.poll(0.2) is None and c.assignment(), timeout=60, what="an assignment")
+    c.commit(offsets=[TopicPartition(plain, 0, 0)], asynchronous=False)
+    c.close()
+    desc = admin.describe_consumer_groups([group])[group].result(timeout=30)
+    out["an emptied classic group"] = (desc.state.name, desc.is_simple_consumer_group)
+    listed = admin.list_consumer_groups().result(timeout=30)
+    mine = [g for g in listed.valid if g.group_id == group]
+    out["listed"] = [(g.is_simple_consumer_group, g.state.name) for g in mine]
+
+    # Deleting records past the high watermark.
+    try:
+        admin.delete_records([TopicPartition(plain, 1, 5)])[TopicPartition(plain, 1, 5)].result(timeout=30)
+        out["delete records past the end"] = "ok"
+    except KafkaException as e:
+        out["delete records past the end"] = e.args[0].name()
+
+    # A topic config that is not valid, and an unknown one.
+    for name, config in (("bad value", {"retention.ms": "soon"}), ("unknown key", {"no.such.config": "1"})):
+        t = unique("bad")
+        try:
+            admin.create_topics([NewTopic(t, 1, 1, config=config)])[t].result(timeout=30)
+            out[f"create with a {name}"] = "created"
+        except KafkaException as e:
+            out[f"create with a {name}"] = e.args[0].name()
+
+    # Defaults a tool reads back.
+    res = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, plain)])
+    configs = next(iter(res.values())).result(timeout=30)
+    out["topic defaults"] = {k: (configs[k].value, configs[k].is_default) for k in
+                             ("cleanup.policy", "max.message.bytes", "compression.type", "retention.ms")}
+    # (Kafka 4.4 with eligible leader replicas writes min.insync.replicas as a
+    # cluster-level dynamic config at format time: the same value, another source.)
+    out["min.insync.replicas"] = configs["min.insync.replicas"].value
+    # Latest offsets through the admin API.
+    listed = admin.list_offsets({TopicPartition(plain, 0): OffsetSpec.latest()})
+    out["admin latest offset of an empty partition"] = listed[TopicPartition(plain, 0)].result(timeout=30).offset
+    return out
+
+
+def test_the_same_questions_get_the_same_answers(apache_kafka, broker):
+    kafka, ours = probe(apache_kafka.bootstrap), probe(broker.bootstrap)
+    for question in kafka:
+        print(f"{question}: Kafka {kafka[question]!r}, Tributary {ours[question]!r}")
+    different = {q: (kafka[q], ours[q]) for q in kafka if kafka[q] != ours[q]}
+    assert not different, different
+
+
+@pytest.mark.parametrize("program", ["Txn", "DescribeTopics", "AdminOps"])
+def test_the_java_programs_pass_against_kafka_too(java_build, apache_kafka, program):  # noqa: F811
+    r = subprocess.run(["java", "-cp", java_build, program, apache_kafka.bootstrap, unique("k")], capture_output=True,
+                       timeout=240)
+    out = r.stdout.decode(errors="replace")
+    assert r.returncode == 0 and out.strip().endswith("OK"), (out + r.stderr.decode(errors="replace"))[-4000:]
