@@ -12,6 +12,8 @@ import uuid
 
 import pytest
 
+from kafkakit import ApacheKafka, maven_classpath
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BINARY = os.environ.get("TRIBUTARY_BIN", str(ROOT / "target" / "debug" / "tributary"))
 
@@ -148,18 +150,6 @@ def make_broker(tmp_path):
             b.kill()
 
 
-def maven_classpath(name):
-    """The JVM programs of compat-tests/<name> (a Maven project), built into its
-    target/ with the artifacts cached in .tools/m2 (scripts/test builds them first);
-    the classpath to run them with."""
-    project = ROOT / "compat-tests" / name
-    listed = project / "target" / "classpath.txt"
-    r = subprocess.run(["mvn", "-q", "-B", f"-Dmaven.repo.local={ROOT / '.tools' / 'm2'}", "-f",
-                        str(project / "pom.xml"), "package"], capture_output=True, timeout=900)
-    assert r.returncode == 0, (r.stdout + r.stderr).decode(errors="replace")[-4000:]
-    return f"{project / 'target' / 'classes'}:{listed.read_text().strip()}"
-
-
 @pytest.fixture(scope="session")
 def flink_classpath():
     """Flink jobs (Flink's MiniCluster, the real Kafka connector): compat-tests/flink."""
@@ -170,65 +160,6 @@ def flink_classpath():
 def streams_classpath():
     """Kafka Streams applications (kafka-streams 4.4.0): compat-tests/streams."""
     return maven_classpath("streams")
-
-
-class ApacheKafka:
-    """Apache Kafka 4.4 itself (KRaft, broker and controller in one process, the
-    jars of compat-tests/kafka) on free loopback ports, for the tests that ask
-    Kafka and Tributary the same question."""
-
-    def __init__(self, workdir: pathlib.Path, classpath: str):
-        self.workdir, self.classpath = workdir, classpath
-        self.port, self.controller_port = free_port(), free_port()
-        self.proc = None
-
-    @property
-    def bootstrap(self):
-        return f"127.0.0.1:{self.port}"
-
-    def start(self, timeout=120):
-        props = self.workdir / "server.properties"
-        props.write_text("\n".join([
-            "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
-            "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            f"log.dirs={self.workdir / 'logs'}",
-            "offsets.topic.replication.factor=1",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "group.initial.rebalance.delay.ms=0",
-            "",
-        ]))
-        java = ["java", "-Xmx768m", "-cp", self.classpath]
-        cluster = subprocess.run(java + ["kafka.tools.StorageTool", "random-uuid"], capture_output=True, text=True,
-                                 timeout=120).stdout.strip().splitlines()[-1]
-        r = subprocess.run(java + ["kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(props),
-                                   "--standalone"], capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, r.stdout + r.stderr
-        log = open(self.workdir / "kafka.log", "ab")
-        self.proc = subprocess.Popen(java + ["kafka.Kafka", str(props)], stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        from confluent_kafka.admin import AdminClient
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
-
-        def up():
-            assert self.proc.poll() is None, "Apache Kafka exited"
-            try:
-                return bool(admin.list_topics(timeout=1).brokers)
-            except Exception:
-                return False
-
-        wait_until(up, timeout=timeout, what="Apache Kafka to serve")
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
 
 
 @pytest.fixture(scope="session")
