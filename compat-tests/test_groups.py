@@ -301,3 +301,38 @@ def test_a_consumer_that_assigns_its_partitions_commits_as_a_simple_group(gbroke
     got = c.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=10)
     c.close()
     assert sorted(tp.offset for tp in got) == [5, 5], got
+
+
+def test_an_emptied_classic_group_keeps_its_protocol_type_across_a_restart(gbroker):
+    """A classic group's metadata is a record of __consumer_offsets (Kafka's
+    GroupMetadata schema): after a restart a group whose members left is Empty and
+    still a consumer group, listed and described as one, not a simple group."""
+    admin = AdminClient({"bootstrap.servers": gbroker.bootstrap})
+    topic, group = unique("gm"), unique("gmeta")
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=15)
+    offsets_topic = admin.list_topics("__consumer_offsets", timeout=10).topics["__consumer_offsets"]
+    probe = Consumer({"bootstrap.servers": gbroker.bootstrap, "group.id": unique("probe")})
+
+    def records_in_offsets_topic():
+        return sum(probe.get_watermark_offsets(TopicPartition("__consumer_offsets", p), timeout=10)[1]
+                   for p in offsets_topic.partitions)
+
+    start = records_in_offsets_topic()
+    c = Consumer({"bootstrap.servers": gbroker.bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False, "session.timeout.ms": 6000})
+    c.subscribe([topic])
+    wait_until(lambda: c.poll(0.2) is None and c.assignment(), timeout=60, what="an assignment")
+    c.commit(offsets=[TopicPartition(topic, 0, 0)], asynchronous=False)
+    c.close()
+    before = admin.describe_consumer_groups([group])[group].result(timeout=30)
+    assert (before.state.name, before.is_simple_consumer_group) == ("EMPTY", False)
+    # The group's metadata when its generation began, the commit, and its metadata
+    # once empty: written by the coordinator's timer within moments.
+    wait_until(lambda: records_in_offsets_topic() >= start + 3, timeout=30, what="the group's records")
+    probe.close()
+    gbroker.restart()
+    admin = AdminClient({"bootstrap.servers": gbroker.bootstrap})
+    after = admin.describe_consumer_groups([group])[group].result(timeout=30)
+    assert (after.state.name, after.is_simple_consumer_group) == ("EMPTY", False), after
+    listed = [g for g in admin.list_consumer_groups().result(timeout=30).valid if g.group_id == group]
+    assert [(g.is_simple_consumer_group, g.state.name) for g in listed] == [(False, "EMPTY")], listed

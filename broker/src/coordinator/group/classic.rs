@@ -24,6 +24,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::ids::new_member_id;
+use super::records::{GroupMeta, MemberMeta};
 use super::GroupSettings;
 use crate::errors::Error;
 
@@ -178,6 +179,35 @@ impl ClassicGroup {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.members.is_empty() && self.pending.is_empty()
+    }
+
+    /// The group as its metadata record states it (Kafka's GroupMetadataValue), or
+    /// `None` while no member ever gave it a protocol type.
+    pub(crate) fn metadata_record(&self, now: i64) -> Option<GroupMeta> {
+        let protocol_type = self.protocol_type.clone()?;
+        let protocol = self.protocol_name.clone().filter(|_| !self.members.is_empty());
+        let members = self
+            .members
+            .values()
+            .map(|m| MemberMeta {
+                member_id: m.member_id.clone(),
+                instance_id: m.instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                session_timeout_ms: m.session_timeout_ms,
+                subscription: protocol.as_deref().map(|p| m.metadata(p)).unwrap_or_default(),
+                assignment: m.assignment.clone(),
+            })
+            .collect();
+        Some(GroupMeta {
+            protocol_type,
+            generation: self.generation,
+            leader: self.leader.clone().filter(|_| !self.members.is_empty()),
+            protocol,
+            timestamp: now,
+            members,
+        })
     }
 
     /// The member that `instance_id` (if any) and `member_id` name, or the error

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
+use dashmap::{DashMap, DashSet};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tributary_config::GroupConfig;
@@ -206,6 +206,9 @@ pub struct GroupCoordinator {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) metrics: Arc<Metrics>,
     owner: std::sync::OnceLock<crate::coordinator::Ownership>,
+    /// Classic groups whose generation or protocol type changed since their
+    /// metadata record was last written (the timer writes them).
+    meta_due: DashSet<String>,
 }
 
 impl GroupCoordinator {
@@ -218,6 +221,7 @@ impl GroupCoordinator {
             clock,
             metrics,
             owner: std::sync::OnceLock::new(),
+            meta_due: DashSet::new(),
         })
     }
 
@@ -281,10 +285,19 @@ impl GroupCoordinator {
         let mut last_expiry = self.now();
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => {
+                    // What changed since the last tick, before the journal closes.
+                    if self.is_loaded() {
+                        self.write_group_metadata().await;
+                    }
+                    return;
+                }
                 _ = ticker.tick() => {}
             }
             self.tick();
+            if self.is_loaded() {
+                self.write_group_metadata().await;
+            }
             let now = self.now();
             if self.is_loaded() && now - last_expiry >= 60_000 {
                 last_expiry = now;
@@ -312,15 +325,51 @@ impl GroupCoordinator {
 
     // ---- classic protocol -------------------------------------------------------
 
-    /// Runs `f` on a classic group, counting a completed generation.
+    /// Runs `f` on a classic group, counting a completed generation and noting a
+    /// changed generation or protocol type for the group's metadata record.
     fn with_classic<T>(&self, g: &mut Group, f: impl FnOnce(&mut ClassicGroup) -> T) -> Option<T> {
         let Protocol::Classic(c) = &mut g.protocol else { return None };
         let before = c.generation;
+        let had_type = c.protocol_type.is_some();
         let out = f(c);
         if c.generation != before && !c.members.is_empty() {
             self.metrics.rebalances.with_label_values(&["classic"]).inc();
         }
+        if c.generation != before || c.protocol_type.is_some() != had_type {
+            self.meta_due.insert(c.id.clone());
+        }
         Some(out)
+    }
+
+    /// Writes the metadata record of every classic group noted since the last call
+    /// (its state now), so that a restart finds its protocol type and generation.
+    /// A group no longer here gets nothing: its tombstone went with its removal.
+    pub(crate) async fn write_group_metadata(&self) {
+        let due: Vec<String> = self.meta_due.iter().map(|g| g.key().clone()).collect();
+        for id in due {
+            self.meta_due.remove(&id);
+            if self.serves(&id).is_err() {
+                continue;
+            }
+            let Some(meta) = self.group(&id).and_then(|g| match &g.lock().protocol {
+                Protocol::Classic(c) => c.metadata_record(self.now()),
+                Protocol::Consumer(_) => None,
+            }) else {
+                continue;
+            };
+            let record = (Some(records::encode_group_key(&id)), Some(records::encode_group_value(&meta)));
+            if let Err(e) = self.append(&id, vec![record]).await {
+                tracing::debug!(group = %id, error = ?e, "group metadata not written; retrying");
+                self.meta_due.insert(id);
+            }
+        }
+    }
+
+    /// The tombstone of a removed group's metadata record, if it had one.
+    pub(crate) async fn write_group_tombstone(&self, id: &str) {
+        if let Err(e) = self.append(id, vec![(Some(records::encode_group_key(id)), None)]).await {
+            tracing::warn!(group = %id, error = ?e, "group metadata tombstone not written");
+        }
     }
 
     pub(crate) async fn join(&self, group_id: &str, req: JoinRequest) -> JoinOutcome {
@@ -500,15 +549,22 @@ impl GroupCoordinator {
         if !keys.is_empty() {
             self.write_tombstones(id, &keys).await?;
         }
-        let mut g = group.lock();
-        if !g.is_empty() {
-            return Err(Error::NonEmptyGroup);
-        }
-        if let Protocol::Classic(c) = &mut g.protocol {
-            c.kill();
-        }
-        drop(g);
+        let had_metadata = {
+            let mut g = group.lock();
+            if !g.is_empty() {
+                return Err(Error::NonEmptyGroup);
+            }
+            let had = matches!(&g.protocol, Protocol::Classic(c) if c.protocol_type.is_some());
+            if let Protocol::Classic(c) = &mut g.protocol {
+                c.kill();
+            }
+            had
+        };
         self.groups.remove(id);
+        self.meta_due.remove(id);
+        if had_metadata {
+            self.write_group_tombstone(id).await;
+        }
         Ok(())
     }
 }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tributary_protocol::batch::BatchHeader;
 use tributary_protocol::build::{build, BatchSpec};
 
-use super::records::{decode_key, decode_value, encode_key, encode_value, Committed, OffsetKey};
+use super::records::{self, decode_key, decode_value, encode_key, encode_value, Committed, OffsetKey};
 use super::{Group, GroupCoordinator, Protocol, Stored, OFFSETS_TOPIC};
 use crate::errors::{self, Error};
 use crate::storage::txn_index::{mark_of, TxnMark};
@@ -194,7 +194,8 @@ impl GroupCoordinator {
                 return true;
             }
             let g = g.lock();
-            !g.offsets.is_empty() || !g.pending.is_empty()
+            let described = matches!(&g.protocol, Protocol::Classic(c) if c.protocol_type.is_some());
+            !g.offsets.is_empty() || !g.pending.is_empty() || described
         });
         Ok(total)
     }
@@ -209,7 +210,31 @@ impl GroupCoordinator {
     }
 
     fn replay(&self, log_offset: i64, key: Option<Bytes>, value: Option<Bytes>, now: i64) {
-        let Some(key) = key.and_then(decode_key) else {
+        let Some(key) = key else { return };
+        if let Some(group) = records::decode_group_key(key.clone()) {
+            // A classic group's metadata: its protocol type and generation, the
+            // group Empty until its members join again; a tombstone forgets them.
+            let meta = value.and_then(records::decode_group_value);
+            if meta.is_none() && self.group(&group).is_none() {
+                return;
+            }
+            let entry = self.group_or_new(&group);
+            let mut g = entry.lock();
+            if let Protocol::Classic(c) = &mut g.protocol {
+                match meta {
+                    Some((protocol_type, generation)) => {
+                        c.protocol_type = (!protocol_type.is_empty()).then_some(protocol_type);
+                        c.generation = generation;
+                    }
+                    None => {
+                        c.protocol_type = None;
+                        c.generation = 0;
+                    }
+                }
+            }
+            return;
+        }
+        let Some(key) = decode_key(key) else {
             return;
         };
         let group = self.group_or_new(&key.group);
@@ -227,7 +252,7 @@ impl GroupCoordinator {
     }
 
     /// Appends records to the group's offsets partition; returns the first offset.
-    async fn append(&self, group: &str, records: Vec<(Option<Bytes>, Option<Bytes>)>) -> Result<i64, Error> {
+    pub(super) async fn append(&self, group: &str, records: Vec<(Option<Bytes>, Option<Bytes>)>) -> Result<i64, Error> {
         self.append_with(group, &BatchSpec::plain(self.now()), records).await
     }
 
@@ -442,10 +467,18 @@ impl GroupCoordinator {
                 Err(e) => tracing::warn!(%group, error = ?e, "cannot expire offsets"),
             }
         }
-        self.groups.retain(|_, g| {
+        let mut gone = Vec::new();
+        self.groups.retain(|id, g| {
             let g = g.lock();
-            !(g.is_empty() && g.offsets.is_empty())
+            let keep = !(g.is_empty() && g.offsets.is_empty());
+            if !keep && matches!(&g.protocol, Protocol::Classic(c) if c.protocol_type.is_some()) {
+                gone.push(id.clone());
+            }
+            keep
         });
+        for id in gone {
+            self.write_group_tombstone(&id).await;
+        }
     }
 
     /// Lag of every committed offset: (group, topic, partition, high watermark -

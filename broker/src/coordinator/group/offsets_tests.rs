@@ -141,3 +141,49 @@ async fn offsets_go_with_their_topic_and_their_group() {
     assert_eq!(listed, vec!["g1".to_string()]);
     n.storage.close();
 }
+
+#[tokio::test]
+async fn a_classic_groups_protocol_type_and_generation_survive_a_restart_until_it_goes() {
+    use crate::coordinator::group::Protocol;
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+    let clock = Arc::new(ManualClock::new(START));
+    let n = open(&config, clock.clone()).await;
+    n.storage.create_topic("t", 1, Default::default()).await.unwrap();
+    // Two groups that had members (now gone): one with a committed offset, one
+    // without.
+    for (group, generation) in [("kept", 4), ("bare", 2)] {
+        let entry = n.groups.group_or_new(group);
+        let mut g = entry.lock();
+        n.groups.with_classic(&mut g, |c| {
+            c.protocol_type = Some("consumer".into());
+            c.generation = generation;
+        });
+    }
+    n.groups.commit(simple("kept", vec![("t", 0, committed(3, ""))])).await.unwrap();
+    n.groups.write_group_metadata().await;
+    n.storage.close();
+    drop(n);
+
+    let described = |n: &Node, group: &str| {
+        n.groups.group(group).map(|g| match &g.lock().protocol {
+            Protocol::Classic(c) => (c.protocol_type.clone(), c.generation, c.is_empty()),
+            Protocol::Consumer(_) => panic!("a classic group"),
+        })
+    };
+    let n = open(&config, clock.clone()).await;
+    assert_eq!(described(&n, "kept"), Some((Some("consumer".into()), 4, true)));
+    assert_eq!(described(&n, "bare"), Some((Some("consumer".into()), 2, true)));
+    // An empty group without offsets goes at the next expiry pass, one deleted with
+    // DeleteGroups at once; both for good.
+    n.groups.expire_offsets().await;
+    assert!(n.groups.group("bare").is_none());
+    assert_eq!(n.groups.delete_groups(&["kept".to_string()]).await, vec![Ok(())]);
+    n.storage.close();
+    drop(n);
+
+    let n = open(&config, clock).await;
+    assert_eq!(described(&n, "bare"), None);
+    assert_eq!(described(&n, "kept"), None);
+    n.storage.close();
+}
