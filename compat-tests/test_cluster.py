@@ -6,6 +6,7 @@ controller; a SIGKILLed broker leaves the list once its lease expires and the
 controller is elected again; a restarted broker rejoins; a broker cut off from etcd
 stops taking writes and comes back with etcd."""
 
+import subprocess
 import time
 
 import pytest
@@ -210,6 +211,29 @@ def test_client_quotas_altered_on_one_broker_apply_on_every_broker(cluster):
     finally:
         for conn in conns.values():
             conn.close()
+
+
+def test_group_configs_set_through_one_broker_are_seen_through_every_broker(cluster, kafka_classpath):
+    """Group configs live in etcd (groupconfigs/<group>): set with kafka-configs
+    through one broker, described through every broker."""
+    group = f"gcfg-{int(time.time() * 1000)}"
+
+    def configs(node, *args):
+        r = subprocess.run(["java", "-cp", kafka_classpath, "org.apache.kafka.tools.ConfigCommand",
+                            "--bootstrap-server", node.address, "--entity-type", "groups", "--entity-name", group,
+                            *args], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout
+
+    a, b, c = cluster.nodes
+    configs(a, "--alter", "--add-config", "consumer.session.timeout.ms=50000")
+    for node in (b, c):
+        wait_until(lambda node=node: "consumer.session.timeout.ms=50000" in configs(node, "--describe"), timeout=30,
+                   what=f"broker {node.id} to describe the group config set through broker {a.id}")
+    configs(c, "--alter", "--delete-config", "consumer.session.timeout.ms")
+    for node in (a, b):
+        wait_until(lambda node=node: "consumer.session.timeout.ms" not in configs(node, "--describe"), timeout=30,
+                   what=f"broker {node.id} to drop the deleted group config")
 
 
 def test_offset_for_leader_epoch_answers_where_each_epoch_ended_after_a_move(cluster):

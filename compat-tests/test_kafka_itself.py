@@ -156,3 +156,22 @@ def test_the_java_programs_pass_against_kafka_too(java_build, apache_kafka, prog
                        timeout=240)
     out = r.stdout.decode(errors="replace")
     assert r.returncode == 0 and out.strip().endswith("OK"), (out + r.stderr.decode(errors="replace"))[-4000:]
+
+
+def test_group_configs_are_set_and_described_as_kafka_does(kafka_classpath, apache_kafka, broker):
+    """kafka-configs --entity-type groups against both: the same consumer.* lines."""
+    def configs(bootstrap, group):
+        def run(*args):
+            r = subprocess.run(["java", "-cp", kafka_classpath, "org.apache.kafka.tools.ConfigCommand",
+                                "--bootstrap-server", bootstrap, "--entity-type", "groups", "--entity-name", group,
+                                *args], capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0, r.stdout + r.stderr
+            return r.stdout
+        run("--alter", "--add-config", "consumer.session.timeout.ms=50000")
+        lines = [l.strip() for l in run("--describe", "--all").splitlines()]
+        return sorted(l for l in lines if l.startswith(("consumer.session", "consumer.heartbeat")))
+
+    group = unique("gcfg")
+    kafka, ours = configs(apache_kafka.bootstrap, group), configs(broker.bootstrap, group)
+    print("\n".join(kafka))
+    assert ours == kafka, (ours, kafka)

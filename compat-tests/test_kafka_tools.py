@@ -156,3 +156,27 @@ def test_producer_performance_runs_to_the_end(tool, broker):
                "--throughput", "-1", "--producer-props", f"bootstrap.servers={broker.bootstrap}", "acks=all",
                bootstrap=False)
     assert re.search(r"20000 records sent", out), out
+
+
+def test_kafka_configs_sets_group_configs_durably(tool, broker):
+    """KIP-848 group configs through kafka-configs --entity-type groups: set (the
+    group need not exist), described with their synonyms, refused when out of
+    bounds or unknown, kept across a restart, deleted."""
+    group = unique("gc")
+    args = ("--entity-type", "groups", "--entity-name", group)
+    tool("ConfigCommand", *args, "--alter", "--add-config",
+         "consumer.session.timeout.ms=50000,consumer.heartbeat.interval.ms=6000")
+    described = tool("ConfigCommand", *args, "--describe")
+    assert ("consumer.session.timeout.ms=50000 sensitive=false synonyms={DYNAMIC_GROUP_CONFIG:consumer.session."
+            "timeout.ms=50000, DEFAULT_CONFIG:group.consumer.session.timeout.ms=45000}") in described, described
+    assert "consumer.heartbeat.interval.ms=6000" in described, described
+    tool("ConfigCommand", *args, "--alter", "--add-config", "consumer.heartbeat.interval.ms=60000", fails=True)
+    tool("ConfigCommand", *args, "--alter", "--add-config", "no.such.config=1", fails=True)
+    broker.restart()
+    described = tool("ConfigCommand", *args, "--describe")
+    assert "consumer.session.timeout.ms=50000" in described and "consumer.heartbeat.interval.ms=6000" in described
+    tool("ConfigCommand", *args, "--alter", "--delete-config", "consumer.heartbeat.interval.ms")
+    described = tool("ConfigCommand", *args, "--describe")
+    assert "consumer.session.timeout.ms=50000" in described and "heartbeat" not in described, described
+    everything = tool("ConfigCommand", *args, "--describe", "--all")
+    assert "consumer.heartbeat.interval.ms=5000" in everything, everything

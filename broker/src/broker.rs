@@ -140,6 +140,31 @@ impl Broker {
 /// Client quota changes go to the metadata log on a single node and to etcd in
 /// cluster mode (every broker follows them; this one answers once it applied it).
 impl Broker {
+    /// Replaces a group's config overrides by `f` of its current ones (empty removes
+    /// them); nothing is written with `validate_only` or when `f` refuses.
+    pub async fn alter_group_configs(
+        &self,
+        group: &str,
+        validate_only: bool,
+        f: impl Fn(BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String>,
+    ) -> Result<(), QuotaChangeError> {
+        match &self.cluster {
+            Some(c) => c.group_configs.alter(group, validate_only, f).await,
+            None => {
+                let configs = f(self.groups.configs.get(group)).map_err(QuotaChangeError::Invalid)?;
+                if validate_only {
+                    return Ok(());
+                }
+                self.storage
+                    .set_group_configs(group.to_string(), configs.clone())
+                    .await
+                    .map_err(|e| QuotaChangeError::Storage(crate::errors::code(&e), e.to_string()))?;
+                self.groups.configs.set(group, configs);
+                Ok(())
+            }
+        }
+    }
+
     /// Replaces an entity's quotas by `f` of its current ones; nothing is written
     /// with `validate_only` or when `f` refuses.
     pub async fn alter_client_quotas(

@@ -15,11 +15,13 @@ use tributary_protocol::kafka_protocol::protocol::StrBytes;
 
 use super::topics::is_internal;
 use super::RequestCtx;
+use crate::cluster::quotas::QuotaChangeError;
 use crate::errors::{self, of, Error};
 use crate::storage::topic_config;
 
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
+const GROUP: i8 = 32;
 /// IncrementalAlterConfigs operations.
 const SET: i8 = 0;
 const DELETE: i8 = 1;
@@ -104,6 +106,53 @@ async fn alter_topic(
     }
 }
 
+/// A group's config overrides (KIP-848 group configs), changed as a whole: the
+/// group need not exist, as on Kafka.
+async fn alter_group(
+    ctx: &RequestCtx,
+    name: &str,
+    changes: Vec<Change>,
+    incremental: bool,
+    validate_only: bool,
+) -> (i16, Option<String>) {
+    use crate::coordinator::group::configs;
+    if name.is_empty() {
+        return (of(Error::InvalidRequest), Some("the group name must not be empty".into()));
+    }
+    let settings = &ctx.broker.groups.settings;
+    let apply = |current: BTreeMap<String, String>| {
+        let mut overrides = if incremental { current } else { BTreeMap::new() };
+        for (key, op, value) in &changes {
+            if configs::find(key).is_none() {
+                return Err(format!("Unknown group config name: {key}"));
+            }
+            match (*op, value) {
+                (SET, Some(v)) => {
+                    overrides.insert(key.clone(), v.clone());
+                }
+                (SET, None) | (DELETE, _) => {
+                    overrides.remove(key);
+                }
+                (APPEND | SUBTRACT, _) => return Err(format!("{key} is not a list: APPEND/SUBTRACT do not apply")),
+                (other, _) => return Err(format!("unknown config operation {other}")),
+            }
+        }
+        configs::validate(&overrides, settings)?;
+        Ok(overrides)
+    };
+    match ctx.broker.alter_group_configs(name, validate_only, apply).await {
+        Ok(()) => {
+            if !validate_only {
+                tracing::info!(group = name, "group configs changed");
+            }
+            (0, None)
+        }
+        Err(QuotaChangeError::Invalid(m)) => (of(Error::InvalidConfig), Some(m)),
+        Err(QuotaChangeError::Storage(code, m)) => (code, Some(m)),
+        Err(e) => (of(Error::RequestTimedOut), Some(e.to_string())),
+    }
+}
+
 fn broker_refusal() -> (i16, Option<String>) {
     (
         of(Error::InvalidConfig),
@@ -125,6 +174,7 @@ pub(crate) async fn incremental_alter_configs(
             .collect();
         let (code, message) = match r.resource_type {
             TOPIC => alter_topic(ctx, &r.resource_name, changes, true, request.validate_only).await,
+            GROUP => alter_group(ctx, &r.resource_name, changes, true, request.validate_only).await,
             BROKER => broker_refusal(),
             other => (of(Error::InvalidRequest), Some(format!("resource type {other} has no alterable configs"))),
         };
@@ -147,6 +197,7 @@ pub(crate) async fn alter_configs(ctx: &RequestCtx, request: AlterConfigsRequest
             r.configs.iter().map(|c| (c.name.to_string(), SET, c.value.as_ref().map(|v| v.to_string()))).collect();
         let (code, message) = match r.resource_type {
             TOPIC => alter_topic(ctx, &r.resource_name, changes, false, request.validate_only).await,
+            GROUP => alter_group(ctx, &r.resource_name, changes, false, request.validate_only).await,
             BROKER => broker_refusal(),
             other => (of(Error::InvalidRequest), Some(format!("resource type {other} has no alterable configs"))),
         };

@@ -1,6 +1,7 @@
 //! DescribeConfigs for topics (every known key with its effective value, source and
 //! synonyms: the topic override, the broker setting under its Kafka name, the default)
-//! and for this broker (its settings under their Kafka names, read-only).
+//! for this broker (its settings under their Kafka names, read-only) and for groups
+//! (KIP-848 group configs: the group's override or the broker's setting).
 
 use tributary_protocol::kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
@@ -16,7 +17,9 @@ use crate::storage::topic_config::{ConfigType, TOPIC_CONFIGS};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+const RESOURCE_GROUP: i8 = 32;
 pub(crate) const SOURCE_TOPIC_OVERRIDE: i8 = 1;
+const SOURCE_GROUP_OVERRIDE: i8 = 8;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
@@ -57,6 +60,10 @@ pub(crate) fn describe(ctx: &RequestCtx, request: DescribeConfigsRequest) -> Des
             RESOURCE_TOPIC => topic_entries(ctx, &name),
             RESOURCE_BROKER if name.is_empty() || name == ctx.broker.node.id.to_string() => Ok(broker_entries(ctx)),
             RESOURCE_BROKER => Err((of(Error::InvalidRequest), format!("unknown broker {name}"))),
+            RESOURCE_GROUP if name.is_empty() => {
+                Err((of(Error::InvalidRequest), "the group name must not be empty".to_string()))
+            }
+            RESOURCE_GROUP => Ok(group_entries(ctx, &name)),
             other => Err((of(Error::InvalidRequest), format!("resource type {other} is not supported"))),
         };
         match entries {
@@ -112,6 +119,33 @@ fn topic_entries(ctx: &RequestCtx, name: &str) -> Result<Vec<Entry>, (i16, Strin
             }
         })
         .collect())
+}
+
+/// A group's configs: its override or the broker's setting, under Kafka's names
+/// (the group need not exist, as on Kafka).
+fn group_entries(ctx: &RequestCtx, group: &str) -> Vec<Entry> {
+    use crate::coordinator::group::configs::DEFS;
+    let groups = &ctx.broker.groups;
+    let overrides = groups.configs.get(group);
+    DEFS.iter()
+        .map(|def| {
+            let default = (def.default)(&groups.settings).to_string();
+            let mut synonyms = Vec::new();
+            if let Some(v) = overrides.get(def.name) {
+                synonyms.push((def.name.to_string(), v.clone(), SOURCE_GROUP_OVERRIDE));
+            }
+            synonyms.push((def.broker_name.to_string(), default, SOURCE_DEFAULT));
+            Entry {
+                name: def.name.to_string(),
+                value: synonyms[0].1.clone(),
+                source: synonyms[0].2,
+                read_only: false,
+                config_type: ConfigType::Int,
+                documentation: def.doc,
+                synonyms,
+            }
+        })
+        .collect()
 }
 
 fn broker_entries(ctx: &RequestCtx) -> Vec<Entry> {

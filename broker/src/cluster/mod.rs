@@ -18,6 +18,8 @@
 //! - [`producer_ids`]: blocks of producer ids reserved in etcd.
 //! - [`quotas`]: client quotas in etcd (`quotas/<entity>`), followed by every
 //!   broker.
+//! - [`group_configs`]: group configs in etcd (`groupconfigs/<group>`), followed by
+//!   every broker.
 //! - [`sweep`]: the controller deletes journal objects, segments and manifests no
 //!   partition needs any more.
 //! - [`peers`]: requests to other brokers (transaction markers, write
@@ -32,6 +34,7 @@ pub mod assign;
 pub mod catalog;
 pub mod controller;
 pub mod etcd;
+pub mod group_configs;
 pub mod handover;
 pub mod loads;
 pub mod manifests;
@@ -74,6 +77,8 @@ pub struct Cluster {
     pub catalog: Catalog,
     pub quotas: quotas::ClientQuotas,
     quotas_applied: parking_lot::Mutex<Option<watch::Sender<i64>>>,
+    pub group_configs: group_configs::ClusterGroupConfigs,
+    group_configs_applied: parking_lot::Mutex<Option<watch::Sender<i64>>>,
     tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -103,6 +108,7 @@ impl Cluster {
         let node_id = info.id;
         let (applied_tx, applied) = watch::channel(0i64);
         let (quotas_tx, quotas_applied) = watch::channel(0i64);
+        let (group_configs_tx, group_configs_applied) = watch::channel(0i64);
         let cluster = Arc::new(Cluster {
             etcd: etcd.clone(),
             node_id,
@@ -114,6 +120,8 @@ impl Cluster {
             catalog: Catalog::new(etcd.clone(), applied.clone()),
             quotas: quotas::ClientQuotas::new(etcd.clone(), quotas_applied),
             quotas_applied: parking_lot::Mutex::new(Some(quotas_tx)),
+            group_configs: group_configs::ClusterGroupConfigs::new(etcd.clone(), group_configs_applied),
+            group_configs_applied: parking_lot::Mutex::new(Some(group_configs_tx)),
             tasks: parking_lot::Mutex::new(Vec::new()),
         });
         let internal = vec![
@@ -219,6 +227,19 @@ impl Cluster {
     pub fn follow_quotas(&self, quotas: Arc<crate::quotas::Quotas>, shutdown: CancellationToken) {
         if let Some(applied) = self.quotas_applied.lock().take() {
             let task = tokio::spawn(quotas::follow(self.etcd.clone(), quotas, applied, shutdown));
+            self.tasks.lock().push(task);
+        }
+    }
+
+    /// Keeps the group coordinator's configs equal to the group configs in etcd
+    /// until `shutdown`.
+    pub fn follow_group_configs(
+        &self,
+        groups: Arc<crate::coordinator::group::GroupCoordinator>,
+        shutdown: CancellationToken,
+    ) {
+        if let Some(applied) = self.group_configs_applied.lock().take() {
+            let task = tokio::spawn(group_configs::follow(self.etcd.clone(), groups, applied, shutdown));
             self.tasks.lock().push(task);
         }
     }

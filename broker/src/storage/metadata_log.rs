@@ -100,6 +100,11 @@ pub(crate) enum MetaRecord {
         entity: QuotaEntity,
         values: BTreeMap<String, f64>,
     },
+    /// A group's config overrides, replaced as a whole (empty: removed).
+    GroupConfigsSet {
+        group: String,
+        configs: BTreeMap<String, String>,
+    },
 }
 
 /// One segment of a sealed object, for one partition.
@@ -180,6 +185,9 @@ pub(crate) struct MetaState {
     /// Client quotas by entity.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) client_quotas: Vec<(QuotaEntity, BTreeMap<String, f64>)>,
+    /// Group config overrides by group.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) group_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl MetaState {
@@ -283,6 +291,13 @@ impl MetaState {
                 self.client_quotas.retain(|(e, _)| e != entity);
                 if !values.is_empty() {
                     self.client_quotas.push((entity.clone(), values.clone()));
+                }
+            }
+            MetaRecord::GroupConfigsSet { group, configs } => {
+                if configs.is_empty() {
+                    self.group_configs.remove(group);
+                } else {
+                    self.group_configs.insert(group.clone(), configs.clone());
                 }
             }
         }

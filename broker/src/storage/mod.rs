@@ -462,6 +462,21 @@ impl Storage {
         self.meta.lock().state.client_quotas.clone()
     }
 
+    /// Every group's config overrides.
+    pub fn group_configs(&self) -> Vec<(String, BTreeMap<String, String>)> {
+        self.meta.lock().state.group_configs.iter().map(|(g, c)| (g.clone(), c.clone())).collect()
+    }
+
+    /// Replaces a group's config overrides durably (empty removes them). `configs`
+    /// must already be validated.
+    pub async fn set_group_configs(
+        self: &Arc<Self>,
+        group: String,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), StorageError> {
+        self.record(MetaRecord::GroupConfigsSet { group, configs }).await
+    }
+
     /// Replaces a client quota entity's quotas durably (empty removes it). `values`
     /// must already be validated.
     pub async fn set_client_quotas(

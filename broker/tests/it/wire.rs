@@ -360,3 +360,46 @@ async fn describe_topic_partitions_pages_with_a_cursor() {
     assert!(r.topics.iter().all(|t| t.error_code == 42), "{r:?}");
     s.shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_config_sets_the_heartbeat_interval_members_are_given() {
+    use tributary_protocol::kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use tributary_protocol::kafka_protocol::messages::*;
+
+    let s = server().await;
+    let mut conn = TcpStream::connect(s.addr).await.unwrap();
+    let name = |n: &'static str| StrBytes::from_static_str(n);
+    let alter = |value: &'static str| {
+        Request::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default().with_resource_type(32).with_resource_name(name("g")).with_configs(vec![
+                AlterableConfig::default()
+                    .with_name(name("consumer.heartbeat.interval.ms"))
+                    .with_config_operation(0)
+                    .with_value(Some(name(value))),
+            ]),
+        ]))
+    };
+    let Response::IncrementalAlterConfigs(r) = call(&mut conn, 1, 1, alter("1234")).await else { panic!() };
+    assert_eq!(r.responses[0].error_code, 0, "{r:?}");
+    let Response::IncrementalAlterConfigs(r) = call(&mut conn, 2, 1, alter("999999")).await else { panic!() };
+    assert_eq!(r.responses[0].error_code, 40, "INVALID_CONFIG for an interval above the session timeout");
+
+    let join = |group: &'static str| {
+        Request::ConsumerGroupHeartbeat(
+            ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(GroupId(name(group)))
+                .with_member_id(name("m-1"))
+                .with_member_epoch(0)
+                .with_rebalance_timeout_ms(30_000)
+                .with_subscribed_topic_names(Some(vec![TopicName(name("t"))]))
+                .with_topic_partitions(Some(vec![])),
+        )
+    };
+    let Response::ConsumerGroupHeartbeat(r) = call(&mut conn, 3, 0, join("g")).await else { panic!() };
+    assert_eq!((r.error_code, r.heartbeat_interval_ms), (0, 1234), "{r:?}");
+    let Response::ConsumerGroupHeartbeat(r) = call(&mut conn, 4, 0, join("other")).await else { panic!() };
+    assert_eq!((r.error_code, r.heartbeat_interval_ms), (0, 5000), "the broker's interval elsewhere");
+    s.shutdown.cancel();
+}

@@ -16,6 +16,7 @@
 
 pub(crate) mod assignor;
 pub(crate) mod classic;
+pub mod configs;
 pub(crate) mod consumer;
 mod ids;
 pub mod lag;
@@ -209,10 +210,13 @@ pub struct GroupCoordinator {
     /// Classic groups whose generation or protocol type changed since their
     /// metadata record was last written (the timer writes them).
     meta_due: DashSet<String>,
+    /// Per-group config overrides (KIP-848 group configs).
+    pub configs: configs::GroupConfigs,
 }
 
 impl GroupCoordinator {
     pub fn new(storage: Arc<Storage>, config: &GroupConfig, metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> Arc<Self> {
+        let storage_configs = storage.group_configs();
         Arc::new(GroupCoordinator {
             storage,
             settings: GroupSettings::from_config(config),
@@ -222,6 +226,7 @@ impl GroupCoordinator {
             metrics,
             owner: std::sync::OnceLock::new(),
             meta_due: DashSet::new(),
+            configs: configs::GroupConfigs::new(storage_configs),
         })
     }
 
@@ -499,7 +504,8 @@ impl GroupCoordinator {
         }
         let Protocol::Consumer(c) = &mut g.protocol else { unreachable!("converted above") };
         let before = c.assignment_epoch;
-        let out = c.heartbeat(req, &self.settings, self.storage.as_ref(), now);
+        let overridden = self.configs.settings_for(group_id, &self.settings);
+        let out = c.heartbeat(req, overridden.as_ref().unwrap_or(&self.settings), self.storage.as_ref(), now);
         if c.assignment_epoch != before {
             self.metrics.rebalances.with_label_values(&["consumer"]).inc();
         }
