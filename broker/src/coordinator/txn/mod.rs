@@ -425,17 +425,9 @@ impl TxnCoordinator {
                 if partition.has_open_transaction(producer_id, epoch) {
                     return Ok(());
                 }
-                match routes.verify(id.to_string(), producer_id, epoch, vec![(topic.to_string(), index)], true).await {
-                    // What a producer retries a Produce on, as Kafka answers when the
-                    // coordinator cannot verify the write now.
-                    Err(
-                        Error::NotCoordinator
-                        | Error::CoordinatorNotAvailable
-                        | Error::CoordinatorLoadInProgress
-                        | Error::ConcurrentTransactions,
-                    ) => Err(Error::NotEnoughReplicas),
-                    other => other,
-                }
+                retry_later(
+                    routes.verify(id.to_string(), producer_id, epoch, vec![(topic.to_string(), index)], true).await,
+                )
             }
             (Err(e), _) => Err(e),
             (Ok(_), _) => self.verify(id, producer_id, epoch, topic, index).await,
@@ -535,15 +527,7 @@ impl TxnCoordinator {
             (Err(e), _) => Err(e),
             (Ok(_), _) => self.add(id, producer_id, epoch, vec![(topic.to_string(), index)], None).await,
         };
-        match added {
-            Err(
-                Error::NotCoordinator
-                | Error::CoordinatorNotAvailable
-                | Error::CoordinatorLoadInProgress
-                | Error::ConcurrentTransactions,
-            ) => Err(Error::NotEnoughReplicas),
-            other => other,
-        }
+        retry_later(added)
     }
 
     /// TxnOffsetCommit v5: the group's offsets partition joins the producer's
@@ -706,6 +690,21 @@ impl TxnCoordinator {
                 self.finish_ending().await;
             }
         }
+    }
+}
+
+/// What a producer retries a Produce on, as Kafka answers a write whose
+/// transaction cannot be verified or joined now (the coordinator moving or loading,
+/// the last transaction's markers still being written): NOT_ENOUGH_REPLICAS.
+fn retry_later(result: Result<(), Error>) -> Result<(), Error> {
+    match result {
+        Err(
+            Error::NotCoordinator
+            | Error::CoordinatorNotAvailable
+            | Error::CoordinatorLoadInProgress
+            | Error::ConcurrentTransactions,
+        ) => Err(Error::NotEnoughReplicas),
+        other => other,
     }
 }
 

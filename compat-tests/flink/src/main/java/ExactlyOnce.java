@@ -8,11 +8,7 @@
 // Prints "RUNNING" when the job runs; stops when a line "stop" arrives on standard
 // input (or after 300 s): cancels the job and prints "OK".
 
-import java.io.BufferedReader;
-import java.io.InputStreamReader;
-import java.util.concurrent.TimeUnit;
 
-import org.apache.flink.api.common.JobStatus;
 import org.apache.flink.api.common.eventtime.WatermarkStrategy;
 import org.apache.flink.api.common.serialization.SimpleStringSchema;
 import org.apache.flink.api.common.typeinfo.Types;
@@ -22,7 +18,6 @@ import org.apache.flink.connector.kafka.sink.KafkaRecordSerializationSchema;
 import org.apache.flink.connector.kafka.sink.KafkaSink;
 import org.apache.flink.connector.kafka.source.KafkaSource;
 import org.apache.flink.connector.kafka.source.enumerator.initializer.OffsetsInitializer;
-import org.apache.flink.core.execution.JobClient;
 import org.apache.flink.streaming.api.CheckpointingMode;
 import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
 
@@ -33,12 +28,10 @@ public class ExactlyOnce {
         // Task failures and restarts, so the test can tell what the job went through.
         System.setProperty("org.slf4j.simpleLogger.log.org.apache.flink.runtime.executiongraph.ExecutionGraph", "info");
         Configuration conf = new Configuration();
-        conf.setString("rest.bind-address", "127.0.0.1");
-        conf.setString("rest.bind-port", "0");
         conf.setString("restart-strategy.type", "fixed-delay");
         conf.setString("restart-strategy.fixed-delay.attempts", "1000");
         conf.setString("restart-strategy.fixed-delay.delay", "1 s");
-        StreamExecutionEnvironment env = StreamExecutionEnvironment.createLocalEnvironment(2, conf);
+        StreamExecutionEnvironment env = Jobs.local(2, conf);
         env.enableCheckpointing(500, CheckpointingMode.EXACTLY_ONCE);
 
         KafkaSource<String> source = KafkaSource.<String>builder()
@@ -63,30 +56,6 @@ public class ExactlyOnce {
         env.fromSource(source, WatermarkStrategy.noWatermarks(), "input")
                 .map(v -> v + "!").returns(Types.STRING)
                 .sinkTo(sink);
-        JobClient job = env.executeAsync("exactly-once");
-        long deadline = System.currentTimeMillis() + 60_000;
-        while (job.getJobStatus().get(10, TimeUnit.SECONDS) != JobStatus.RUNNING) {
-            if (System.currentTimeMillis() > deadline) throw new IllegalStateException("job not running");
-            Thread.sleep(100);
-        }
-        System.out.println("RUNNING");
-        System.out.flush();
-        Thread stdin = new Thread(() -> {
-            try (BufferedReader in = new BufferedReader(new InputStreamReader(System.in))) {
-                String line;
-                while ((line = in.readLine()) != null) {
-                    if (line.trim().equals("stop")) break;
-                }
-            } catch (Exception ignored) {
-                // closed: stop as well
-            }
-        });
-        stdin.setDaemon(true);
-        stdin.start();
-        stdin.join(300_000);
-        job.cancel().get(60, TimeUnit.SECONDS);
-        System.out.println("OK");
-        System.out.flush();
-        System.exit(0);
+        Jobs.runUntilStopped(env, "exactly-once", 300_000);
     }
 }

@@ -6,20 +6,15 @@
 // when a line "stop" arrives on standard input (or after 240 s): cancels the job and
 // prints "OK".
 
-import java.io.BufferedReader;
-import java.io.InputStreamReader;
 import java.nio.charset.StandardCharsets;
-import java.util.concurrent.TimeUnit;
 
 import org.apache.flink.api.common.eventtime.WatermarkStrategy;
 import org.apache.flink.api.common.typeinfo.TypeInformation;
 import org.apache.flink.api.common.typeinfo.Types;
-import org.apache.flink.api.common.JobStatus;
 import org.apache.flink.configuration.Configuration;
 import org.apache.flink.connector.kafka.source.KafkaSource;
 import org.apache.flink.connector.kafka.source.enumerator.initializer.OffsetsInitializer;
 import org.apache.flink.connector.kafka.source.reader.deserializer.KafkaRecordDeserializationSchema;
-import org.apache.flink.core.execution.JobClient;
 import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
 import org.apache.flink.util.Collector;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
@@ -53,39 +48,11 @@ public class ReadGrowing {
                 .setProperty("partition.discovery.interval.ms", discovery)
                 .setProperty("metadata.max.age.ms", "500")
                 .build();
-        // Flink's MiniCluster in this JVM, its REST endpoint on a free loopback port.
         Configuration conf = new Configuration();
-        conf.setString("rest.bind-address", "127.0.0.1");
-        conf.setString("rest.bind-port", "0");
-        StreamExecutionEnvironment env = StreamExecutionEnvironment.createLocalEnvironment(1, conf);
+        StreamExecutionEnvironment env = Jobs.local(1, conf);
         env.fromSource(source, WatermarkStrategy.noWatermarks(), "tributary")
                 .map(line -> "CONSUMED " + line).returns(Types.STRING)
                 .print();
-        JobClient job = env.executeAsync("read-growing");
-        long deadline = System.currentTimeMillis() + 60_000;
-        while (job.getJobStatus().get(10, TimeUnit.SECONDS) != JobStatus.RUNNING) {
-            if (System.currentTimeMillis() > deadline) throw new IllegalStateException("job not running");
-            Thread.sleep(100);
-        }
-        System.out.println("RUNNING");
-        System.out.flush();
-        Thread stdin = new Thread(() -> {
-            try (BufferedReader in = new BufferedReader(new InputStreamReader(System.in))) {
-                String line;
-                while ((line = in.readLine()) != null) {
-                    if (line.trim().equals("stop")) break;
-                }
-            } catch (Exception ignored) {
-                // closed: stop as well
-            }
-        });
-        stdin.setDaemon(true);
-        stdin.start();
-        stdin.join(240_000);
-        job.cancel().get(60, TimeUnit.SECONDS);
-        System.out.flush();
-        System.out.println("OK");
-        System.out.flush();
-        System.exit(0);
+        Jobs.runUntilStopped(env, "read-growing", 240_000);
     }
 }
