@@ -12,6 +12,8 @@ use crate::coordinator::group::GroupCoordinator;
 use crate::coordinator::txn::TxnCoordinator;
 use crate::metrics::Metrics;
 use crate::quotas::{QuotaEntity, Quotas};
+use crate::security::users::{Credentials, Users};
+use crate::security::Sasl;
 use crate::storage::{Storage, StorageError, Topic};
 
 /// This broker as clients see it in Metadata.
@@ -31,6 +33,9 @@ pub struct Broker {
     pub groups: Arc<GroupCoordinator>,
     pub txns: Arc<TxnCoordinator>,
     pub quotas: Arc<Quotas>,
+    /// SASL users (SCRAM credentials) and what the SASL listeners offer.
+    pub users: Arc<Users>,
+    pub security: Sasl,
     pub node: Node,
     /// Cluster mode: the membership, election and view kept current from etcd.
     pub cluster: Option<Arc<Cluster>>,
@@ -51,7 +56,9 @@ impl Broker {
         let node = Node { id: info.id, host: info.host.clone(), port: info.port };
         let single = Arc::new(Topology::single(info, storage.cluster_id()));
         let quotas = Arc::new(Quotas::new(&config.quotas, storage.client_quotas()));
-        Broker { config, storage, metrics, groups, txns, quotas, node, cluster, single }
+        let users = Arc::new(Users::new(storage.user_credentials()));
+        let security = Sasl::new(&config.security);
+        Broker { config, storage, metrics, groups, txns, quotas, users, security, node, cluster, single }
     }
 
     /// What this broker knows of the cluster now (in single node, a fixed view in
@@ -66,13 +73,19 @@ impl Broker {
 
 /// This broker as it registers: id, advertised host and port, rack and weight.
 pub fn advertised_info(config: &Config) -> BrokerInfo {
-    let advertised = config.advertised().to_string();
-    let (host, port) = advertised.rsplit_once(':').unwrap_or((advertised.as_str(), "9092"));
+    let (host, port) =
+        crate::cluster::split_host_port(config.advertised()).unwrap_or((config.advertised().into(), 9092));
     let rack = &config.cluster.rack;
+    let listeners = config
+        .listeners
+        .iter()
+        .map(|l| (l.name.clone(), if l.advertised.is_empty() { l.listen.clone() } else { l.advertised.clone() }))
+        .collect();
     BrokerInfo {
         id: config.node_id,
-        host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
-        port: port.parse().unwrap_or(9092),
+        host,
+        port,
+        listeners,
         rack: (!rack.is_empty()).then(|| rack.clone()),
         weight: config.cluster.weight,
         incarnation: uuid::Uuid::new_v4().simple().to_string(),
@@ -163,6 +176,45 @@ impl Broker {
                 Ok(())
             }
         }
+    }
+
+    /// Replaces a user's SCRAM credentials by `f` of its current ones (empty removes
+    /// the user); nothing is written when `f` refuses.
+    pub async fn alter_user_credentials(
+        &self,
+        user: &str,
+        f: impl Fn(Credentials) -> Result<Credentials, String>,
+    ) -> Result<(), QuotaChangeError> {
+        match &self.cluster {
+            Some(c) => c.users.alter(user, false, f).await,
+            None => {
+                let credentials = f(self.users.get(user)).map_err(QuotaChangeError::Invalid)?;
+                self.storage
+                    .set_user_credentials(user.to_string(), credentials.clone())
+                    .await
+                    .map_err(|e| QuotaChangeError::Storage(crate::errors::code(&e), e.to_string()))?;
+                self.users.set(user, credentials);
+                Ok(())
+            }
+        }
+    }
+
+    /// Creates the configured bootstrap users that have no credential yet.
+    pub async fn create_bootstrap_users(&self) -> Result<(), QuotaChangeError> {
+        let iterations = self.config.security.bootstrap_iterations as i32;
+        for (user, password) in &self.config.security.bootstrap_users {
+            self.alter_user_credentials(user, |existing| {
+                if !existing.is_empty() {
+                    return Ok(existing);
+                }
+                Ok(crate::security::scram::Mechanism::ALL
+                    .into_iter()
+                    .map(|m| (m, crate::security::scram::ScramCredential::from_password(m, password, iterations)))
+                    .collect())
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// Replaces an entity's quotas by `f` of its current ones; nothing is written

@@ -39,6 +39,7 @@ pub mod metrics;
 pub mod quotas;
 pub mod rates;
 pub mod scaling;
+pub mod security;
 pub mod server;
 pub mod storage;
 
@@ -97,10 +98,13 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
 
-    let listener =
-        TcpListener::bind(&config.listen).await.with_context(|| format!("cannot bind listen {}", config.listen))?;
+    let listeners = server::bind(&config).await?;
+    for l in &listeners[1..] {
+        tracing::info!(name = %l.info.name, protocol = l.info.protocol.name(), listen = %l.listener.local_addr()?, "listener");
+    }
     tracing::info!(
-        listen = %listener.local_addr()?,
+        listen = %listeners[0].listener.local_addr()?,
+        protocol = listeners[0].info.protocol.name(),
         advertised = config.advertised(),
         http = %config.http_listen,
         data_dir = %config.data_dir.display(),
@@ -137,7 +141,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         Arc::new(broker::Broker::new(config, storage.clone(), metrics, groups.clone(), txns.clone(), cluster.clone()));
     if let Some(c) = &cluster {
         c.follow_quotas(broker.quotas.clone(), shutdown.clone());
-        c.follow_group_configs(groups.clone(), shutdown.clone());
+        c.follow_keyed(groups.configs.clone(), broker.users.clone(), shutdown.clone());
     }
     let scaler = tokio::spawn(scaling::run(broker.clone(), shutdown.clone()));
     let rates = tokio::spawn(rates::run(
@@ -147,7 +151,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         Duration::from_millis(broker.config.topics.rate_sample_ms),
         shutdown.clone(),
     ));
-    let server_task = tokio::spawn(server::serve(listener, broker, shutdown.clone()));
+    broker.create_bootstrap_users().await.context("creating security.bootstrap_users")?;
+    let server_task = tokio::spawn(server::serve_all(listeners, broker, shutdown.clone()));
     // Group APIs answer COORDINATOR_LOAD_IN_PROGRESS until the offsets are loaded;
     // the broker is ready once they are.
     groups.load().await.context("loading committed offsets")?;

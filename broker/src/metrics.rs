@@ -50,6 +50,7 @@ pub struct Metrics {
     pub connections_total: IntCounter,
     pub connection_errors: IntCounter,
     pub connections_refused: IntCounterVec,
+    pub authentications: IntCounterVec,
     pub request_bytes_reading: IntGauge,
     pub connections_closed: IntCounterVec,
     pub offset_commits: IntCounter,
@@ -282,6 +283,11 @@ impl Metrics {
                 "tributary_connections_refused_total",
                 "Connections refused at accept, by limit (max_connections, reserved, max_connections_per_ip).",
                 &["reason"],
+            ),
+            authentications: counter_vec(
+                "tributary_authentications_total",
+                "SASL and TLS authentications by listener and result (success, failure).",
+                &["listener", "result"],
             ),
             request_bytes_reading: gauge(
                 "tributary_request_bytes_reading",

@@ -8,6 +8,7 @@
 //! an operator can act on.
 
 mod layers;
+mod security;
 mod validate;
 
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use layers::{load, Sources};
+pub use security::{ClientAuth, ListenerConfig, SecurityConfig, SecurityProtocol, TlsConfig, SASL_MECHANISMS};
 
 /// The whole configuration tree.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +48,9 @@ pub struct Config {
     pub storage: StorageConfig,
     pub quotas: QuotaConfig,
     pub cluster: ClusterConfig,
+    pub security: SecurityConfig,
+    /// Listeners besides `listen`, each with its own security protocol.
+    pub listeners: Vec<ListenerConfig>,
 }
 
 /// The transaction coordinator.
@@ -368,6 +373,8 @@ impl Default for Config {
             storage: StorageConfig::default(),
             quotas: QuotaConfig::default(),
             cluster: ClusterConfig::default(),
+            security: SecurityConfig::default(),
+            listeners: Vec::new(),
         }
     }
 }

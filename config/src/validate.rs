@@ -59,6 +59,58 @@ fn cluster(p: &mut Vec<String>, c: &Config) {
     }
 }
 
+/// Listeners with unique names and valid addresses; SASL and TLS settings present
+/// where a listener's protocol needs them.
+fn security(p: &mut Vec<String>, c: &Config) {
+    let s = &c.security;
+    let mut names = std::collections::BTreeSet::from(["default"]);
+    for (i, l) in c.listeners.iter().enumerate() {
+        let key = format!("listeners[{i}]");
+        if l.name.is_empty() || !l.name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') {
+            p.push(format!("{key}.name: {:?} must be 1 or more of [A-Za-z0-9_-]", l.name));
+        } else if !names.insert(l.name.as_str()) {
+            p.push(format!("{key}.name: {:?} is used twice (\"default\" is the listener of `listen`)", l.name));
+        }
+        address(p, &format!("{key}.listen"), &l.listen);
+        if !l.advertised.is_empty() {
+            address(p, &format!("{key}.advertised"), &l.advertised);
+        }
+    }
+    let protocols: Vec<_> = std::iter::once(s.protocol).chain(c.listeners.iter().map(|l| l.protocol)).collect();
+    for m in &s.sasl_mechanisms {
+        if !crate::SASL_MECHANISMS.contains(&m.as_str()) {
+            p.push(format!("security.sasl_mechanisms: {m:?} is not one of {:?}", crate::SASL_MECHANISMS));
+        }
+    }
+    if protocols.iter().any(|p| p.sasl()) && s.sasl_mechanisms.is_empty() {
+        p.push("security.sasl_mechanisms: a SASL listener needs at least one mechanism".into());
+    }
+    range(p, "security.connections_max_reauth_ms", s.connections_max_reauth_ms, 0, i64::MAX as u64);
+    range(p, "security.bootstrap_iterations", s.bootstrap_iterations, 4096, 16384);
+    for user in s.bootstrap_users.keys() {
+        if user.is_empty() {
+            p.push("security.bootstrap_users: a user name must not be empty".into());
+        }
+    }
+    let t = &s.tls;
+    if protocols.iter().any(|p| p.tls()) {
+        if t.cert_file.is_empty() || t.key_file.is_empty() {
+            p.push("security.tls: an SSL or SASL_SSL listener needs cert_file and key_file".into());
+        }
+        if t.client_auth != crate::ClientAuth::None && t.ca_file.is_empty() {
+            p.push("security.tls.ca_file: client_auth other than \"none\" needs the authorities to check".into());
+        }
+    }
+    range(p, "security.tls.reload_interval_ms", t.reload_interval_ms, 100, 86_400_000);
+    if c.cluster.enabled() && s.protocol != crate::SecurityProtocol::Plaintext {
+        p.push(
+            "security.protocol: in cluster mode brokers reach each other on the listener of `listen`, which must be \
+             PLAINTEXT (bind it to a private address); serve clients SSL or SASL on a [[listeners]] entry"
+                .into(),
+        );
+    }
+}
+
 /// Checks every range; returns all problems at once.
 pub(crate) fn check(c: &Config) -> Result<(), ConfigError> {
     let mut p = Vec::new();
@@ -72,6 +124,7 @@ pub(crate) fn check(c: &Config) -> Result<(), ConfigError> {
     }
     range(&mut p, "node_id", c.node_id, if c.cluster.enabled() { -1 } else { 0 }, i32::MAX);
     cluster(&mut p, c);
+    security(&mut p, c);
     range(&mut p, "journal.fsync_interval_ms", c.journal.fsync_interval_ms, 1, 60_000);
     range(&mut p, "journal.file_bytes", c.journal.file_bytes, 1 << 20, 1 << 34);
     range(&mut p, "journal.group_commit_bytes", c.journal.group_commit_bytes, 1 << 16, 1 << 30);

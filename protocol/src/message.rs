@@ -137,6 +137,13 @@ messages! {
     DescribeClientQuotas => DescribeClientQuotasRequest, DescribeClientQuotasResponse;
     AlterClientQuotas => AlterClientQuotasRequest, AlterClientQuotasResponse;
     WriteTxnMarkers => WriteTxnMarkersRequest, WriteTxnMarkersResponse;
+    SaslHandshake => SaslHandshakeRequest, SaslHandshakeResponse;
+    SaslAuthenticate => SaslAuthenticateRequest, SaslAuthenticateResponse;
+    DescribeUserScramCredentials => DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse;
+    AlterUserScramCredentials => AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse;
+    CreateAcls => CreateAclsRequest, CreateAclsResponse;
+    DescribeAcls => DescribeAclsRequest, DescribeAclsResponse;
+    DeleteAcls => DeleteAclsRequest, DeleteAclsResponse;
 }
 
 #[cfg(test)]

@@ -100,6 +100,21 @@ impl Response {
             }
             Response::DescribeClientQuotas(r) => e(r.error_code),
             Response::AlterClientQuotas(r) => r.entries.iter().for_each(|q| e(q.error_code)),
+            Response::SaslHandshake(r) => e(r.error_code),
+            Response::SaslAuthenticate(r) => e(r.error_code),
+            Response::DescribeUserScramCredentials(r) => {
+                e(r.error_code);
+                r.results.iter().for_each(|u| e(u.error_code));
+            }
+            Response::AlterUserScramCredentials(r) => r.results.iter().for_each(|u| e(u.error_code)),
+            Response::CreateAcls(r) => r.results.iter().for_each(|a| e(a.error_code)),
+            Response::DescribeAcls(r) => e(r.error_code),
+            Response::DeleteAcls(r) => {
+                for f in &r.filter_results {
+                    e(f.error_code);
+                    f.matching_acls.iter().for_each(|a| e(a.error_code));
+                }
+            }
         }
     }
 }

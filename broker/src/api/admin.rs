@@ -291,10 +291,11 @@ pub(crate) fn describe_cluster(ctx: &RequestCtx, request: DescribeClusterRequest
         view.brokers
             .iter()
             .map(|b| {
+                let (host, port) = ctx.endpoint(b);
                 DescribeClusterBroker::default()
                     .with_broker_id(BrokerId(b.id))
-                    .with_host(s(b.host.clone()))
-                    .with_port(b.port)
+                    .with_host(host)
+                    .with_port(port)
                     .with_rack(b.rack.clone().map(s))
             })
             .collect(),

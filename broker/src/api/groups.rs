@@ -45,6 +45,10 @@ fn txn_coordinator_of(ctx: &RequestCtx, view: &Topology, transactional_id: &str)
 pub(crate) fn find_coordinator(ctx: &RequestCtx, request: FindCoordinatorRequest) -> FindCoordinatorResponse {
     let node = &ctx.broker.node;
     let view = ctx.broker.topology();
+    let at = |base: Coordinator, b: &crate::cluster::BrokerInfo| {
+        let (host, port) = ctx.endpoint(b);
+        base.with_node_id(BrokerId(b.id)).with_host(host).with_port(port)
+    };
     let answer = |key: &StrBytes| -> Coordinator {
         let base = Coordinator::default().with_key(key.clone());
         match request.key_type {
@@ -54,7 +58,7 @@ pub(crate) fn find_coordinator(ctx: &RequestCtx, request: FindCoordinatorRequest
                 .with_port(-1)
                 .with_error_code(of(Error::CoordinatorLoadInProgress)),
             KEY_GROUP => match coordinator_of(ctx, &view, key) {
-                Some(b) => base.with_node_id(BrokerId(b.id)).with_host(s(b.host.clone())).with_port(b.port),
+                Some(b) => at(base, &b),
                 None => base
                     .with_node_id(BrokerId(-1))
                     .with_host(s(""))
@@ -66,11 +70,12 @@ pub(crate) fn find_coordinator(ctx: &RequestCtx, request: FindCoordinatorRequest
                 .with_host(s(""))
                 .with_port(-1)
                 .with_error_code(of(Error::CoordinatorLoadInProgress)),
-            KEY_TXN if ctx.broker.cluster.is_none() => {
-                base.with_node_id(BrokerId(node.id)).with_host(s(node.host.clone())).with_port(node.port)
-            }
+            KEY_TXN if ctx.broker.cluster.is_none() => match view.brokers.iter().find(|b| b.id == node.id) {
+                Some(b) => at(base, b),
+                None => base.with_node_id(BrokerId(-1)).with_error_code(of(Error::CoordinatorNotAvailable)),
+            },
             KEY_TXN => match txn_coordinator_of(ctx, &view, key) {
-                Some(b) => base.with_node_id(BrokerId(b.id)).with_host(s(b.host.clone())).with_port(b.port),
+                Some(b) => at(base, &b),
                 None => base
                     .with_node_id(BrokerId(-1))
                     .with_host(s(""))

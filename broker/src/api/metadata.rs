@@ -59,10 +59,11 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: MetadataRequest) -> Metada
         .brokers
         .iter()
         .map(|b| {
+            let (host, port) = ctx.endpoint(b);
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.id))
-                .with_host(StrBytes::from_string(b.host.clone()))
-                .with_port(b.port)
+                .with_host(host)
+                .with_port(port)
                 .with_rack(b.rack.clone().map(StrBytes::from_string))
         })
         .collect();

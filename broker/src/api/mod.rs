@@ -17,8 +17,10 @@ mod operations;
 mod produce;
 mod quotas;
 mod route;
+mod sasl;
 mod topics;
 mod txn;
+mod users;
 
 use std::future::Future;
 use std::ops::RangeInclusive;
@@ -26,6 +28,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use tributary_protocol::kafka_protocol::messages::ApiKey;
+use tributary_protocol::kafka_protocol::protocol::StrBytes;
 use tributary_protocol::message::{Request, Response};
 
 use crate::broker::Broker;
@@ -73,6 +76,10 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// The versions of `key` that are served, if any.
@@ -89,6 +96,8 @@ pub(crate) struct RequestCtx {
     pub(crate) peer: std::net::SocketAddr,
     /// The connection's read gate, closed for a while when its client is throttled.
     pub(crate) mute: Arc<crate::quotas::Mute>,
+    /// Who the connection is (its listener, its principal once authenticated).
+    pub(crate) session: Arc<crate::security::session::Session>,
 }
 
 impl RequestCtx {
@@ -99,6 +108,12 @@ impl RequestCtx {
         let metrics = &self.broker.metrics;
         metrics.throttled.with_label_values(&[kind.label()]).inc();
         metrics.throttle_seconds.with_label_values(&[kind.label()]).inc_by(ms as f64 / 1000.0);
+    }
+
+    /// Where the client reaches broker `b`: its address on the client's listener.
+    pub(crate) fn endpoint(&self, b: &crate::cluster::BrokerInfo) -> (StrBytes, i32) {
+        let (host, port) = b.endpoint(&self.session.listener.name);
+        (StrBytes::from_string(host), port)
     }
 
     /// The client's host as group members show it (`/127.0.0.1`, as Kafka writes it).
@@ -168,6 +183,13 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: Request) -> Reply {
             in_order(ctx, |c| async move { consumer_groups::heartbeat(&c, r).into() })
         }
         Request::ConsumerGroupDescribe(r) => in_order(ctx, |c| async move { consumer_groups::describe(&c, r).into() }),
+        Request::SaslHandshake(r) => Reply::Now(sasl::handshake(ctx, r).into()),
+        Request::SaslAuthenticate(r) => Reply::Now(sasl::authenticate(ctx, r).into()),
+        Request::DescribeUserScramCredentials(r) => Reply::Now(users::describe(ctx, r).into()),
+        Request::AlterUserScramCredentials(r) => in_order(ctx, |c| async move { users::alter(&c, r).await.into() }),
+        Request::CreateAcls(_) | Request::DescribeAcls(_) | Request::DeleteAcls(_) => {
+            unreachable!("invariant: dispatch refuses APIs missing from SUPPORTED")
+        }
     }
 }
 

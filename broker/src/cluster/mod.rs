@@ -18,8 +18,8 @@
 //! - [`producer_ids`]: blocks of producer ids reserved in etcd.
 //! - [`quotas`]: client quotas in etcd (`quotas/<entity>`), followed by every
 //!   broker.
-//! - [`group_configs`]: group configs in etcd (`groupconfigs/<group>`), followed by
-//!   every broker.
+//! - [`keyed`]: maps of names to values in etcd, followed by every broker: group
+//!   configs (`groupconfigs/<group>`) and SASL users (`users/<name>`).
 //! - [`sweep`]: the controller deletes journal objects, segments and manifests no
 //!   partition needs any more.
 //! - [`peers`]: requests to other brokers (transaction markers, write
@@ -34,8 +34,8 @@ pub mod assign;
 pub mod catalog;
 pub mod controller;
 pub mod etcd;
-pub mod group_configs;
 pub mod handover;
+pub mod keyed;
 pub mod loads;
 pub mod manifests;
 pub mod membership;
@@ -58,7 +58,7 @@ use crate::storage::Storage;
 pub use catalog::{Catalog, CatalogError};
 pub use etcd::{ClusterError, Etcd};
 use membership::Lease;
-pub use topology::{BrokerInfo, Owner, Topology};
+pub use topology::{split_host_port, BrokerInfo, Owner, Topology};
 
 const CLUSTER_ID_KEY: &str = "cluster-id";
 
@@ -77,8 +77,8 @@ pub struct Cluster {
     pub catalog: Catalog,
     pub quotas: quotas::ClientQuotas,
     quotas_applied: parking_lot::Mutex<Option<watch::Sender<i64>>>,
-    pub group_configs: group_configs::ClusterGroupConfigs,
-    group_configs_applied: parking_lot::Mutex<Option<watch::Sender<i64>>>,
+    pub group_configs: keyed::KeyedMap<crate::coordinator::group::configs::GroupConfigs>,
+    pub users: keyed::KeyedMap<crate::security::users::Users>,
     tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -108,7 +108,6 @@ impl Cluster {
         let node_id = info.id;
         let (applied_tx, applied) = watch::channel(0i64);
         let (quotas_tx, quotas_applied) = watch::channel(0i64);
-        let (group_configs_tx, group_configs_applied) = watch::channel(0i64);
         let cluster = Arc::new(Cluster {
             etcd: etcd.clone(),
             node_id,
@@ -120,8 +119,8 @@ impl Cluster {
             catalog: Catalog::new(etcd.clone(), applied.clone()),
             quotas: quotas::ClientQuotas::new(etcd.clone(), quotas_applied),
             quotas_applied: parking_lot::Mutex::new(Some(quotas_tx)),
-            group_configs: group_configs::ClusterGroupConfigs::new(etcd.clone(), group_configs_applied),
-            group_configs_applied: parking_lot::Mutex::new(Some(group_configs_tx)),
+            group_configs: keyed::KeyedMap::new(etcd.clone()),
+            users: keyed::KeyedMap::new(etcd.clone()),
             tasks: parking_lot::Mutex::new(Vec::new()),
         });
         let internal = vec![
@@ -231,17 +230,16 @@ impl Cluster {
         }
     }
 
-    /// Keeps the group coordinator's configs equal to the group configs in etcd
-    /// until `shutdown`.
-    pub fn follow_group_configs(
+    /// Keeps the group coordinator's configs and the SASL users equal to what etcd
+    /// holds until `shutdown`.
+    pub fn follow_keyed(
         &self,
-        groups: Arc<crate::coordinator::group::GroupCoordinator>,
+        groups: Arc<crate::coordinator::group::configs::GroupConfigs>,
+        users: Arc<crate::security::users::Users>,
         shutdown: CancellationToken,
     ) {
-        if let Some(applied) = self.group_configs_applied.lock().take() {
-            let task = tokio::spawn(group_configs::follow(self.etcd.clone(), groups, applied, shutdown));
-            self.tasks.lock().push(task);
-        }
+        let tasks = [self.group_configs.follow(groups, shutdown.clone()), self.users.follow(users, shutdown)];
+        self.tasks.lock().extend(tasks.into_iter().flatten());
     }
 
     /// The first step of a clean shutdown: marks this broker draining in its etcd key,

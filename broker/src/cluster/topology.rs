@@ -24,6 +24,27 @@ pub struct BrokerInfo {
     /// hand its partitions on before it leaves.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub draining: bool,
+    /// The advertised HOST:PORT of each listener besides `default` (whose address
+    /// is `host` and `port`), by listener name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub listeners: std::collections::BTreeMap<String, String>,
+}
+
+impl BrokerInfo {
+    /// Where clients connected through `listener` reach this broker: its address on
+    /// the listener of that name, or the default one where it has none.
+    pub fn endpoint(&self, listener: &str) -> (String, i32) {
+        match self.listeners.get(listener).and_then(|a| split_host_port(a)) {
+            Some(endpoint) => endpoint,
+            None => (self.host.clone(), self.port),
+        }
+    }
+}
+
+/// `host:port` or `[v6]:port` as a host without brackets and a port.
+pub fn split_host_port(address: &str) -> Option<(String, i32)> {
+    let (host, port) = address.rsplit_once(':')?;
+    Some((host.trim_start_matches('[').trim_end_matches(']').to_string(), port.parse().ok()?))
 }
 
 /// The owner of one partition and its leader epoch.
@@ -116,6 +137,7 @@ mod tests {
             weight: 1,
             incarnation: "x".into(),
             draining: false,
+            listeners: Default::default(),
         }
     }
 

@@ -13,9 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +23,7 @@ use tributary_protocol::frame;
 use super::dispatch;
 use crate::broker::Broker;
 use crate::quotas::Mute;
+use crate::security::session::Session;
 
 /// What a request's turn in the response order produces.
 #[derive(Debug)]
@@ -92,7 +91,7 @@ impl FrameReader {
     /// frame beyond the first chunk is taken from the memory budget until the frame
     /// is complete, so a client that declares a large request and sends little costs
     /// little, and all of them together at most `queued_max_request_bytes`.
-    async fn read(&self, rd: &mut OwnedReadHalf, buf: &mut BytesMut) -> Result<Bytes, ReadEnd> {
+    async fn read<R: AsyncRead + Unpin>(&self, rd: &mut R, buf: &mut BytesMut) -> Result<Bytes, ReadEnd> {
         let mut need = frame::LENGTH_PREFIX;
         let mut len = None;
         let mut held: Option<OwnedSemaphorePermit> = None;
@@ -179,16 +178,22 @@ impl FrameReader {
     }
 }
 
-pub(super) async fn run(
-    stream: TcpStream,
+/// Serves one connection (plain TCP or TLS, split in halves) until the client
+/// goes, a protocol error, its session says to close, or shutdown.
+pub(super) async fn run<R, W>(
+    mut rd: R,
+    wr: W,
     peer: SocketAddr,
+    session: Arc<Session>,
     broker: Arc<Broker>,
     memory: Arc<Semaphore>,
     shutdown: CancellationToken,
-) {
-    let span = tracing::info_span!("connection", %peer);
+) where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let span = tracing::info_span!("connection", %peer, listener = %session.listener.name);
     async move {
-        let (mut rd, wr) = stream.into_split();
         let (tx, mut rx) = mpsc::channel::<Pending>(broker.config.limits.max_in_flight_per_connection);
         let writer = tokio::spawn(async move {
             let mut wr = BufWriter::new(wr);
@@ -251,9 +256,13 @@ pub(super) async fn run(
                     break;
                 }
             };
-            match dispatch::dispatch(&broker, peer, &mute, frame).await {
+            match dispatch::dispatch(&broker, peer, &mute, &session, frame).await {
                 Ok(pending) => {
                     if tx.send(pending).await.is_err() {
+                        break;
+                    }
+                    if session.closing() {
+                        // A failed authentication: its answer goes out, then the close.
                         break;
                     }
                 }

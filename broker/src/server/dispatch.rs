@@ -15,17 +15,21 @@ use tributary_protocol::message::Response;
 use super::connection::{Outcome, Pending};
 use crate::api::{self, Reply, RequestCtx};
 use crate::broker::Broker;
+use crate::security::session::Session;
 
 /// Dispatches one request. `Err` means: close the connection, for the reason given.
 pub(super) async fn dispatch(
     broker: &Arc<Broker>,
     peer: SocketAddr,
     mute: &Arc<crate::quotas::Mute>,
+    session: &Arc<Session>,
     frame: Bytes,
 ) -> Result<Pending, String> {
     let prelude = header::peek(&frame).ok_or("request shorter than a request header")?;
     let (version, correlation_id) = (prelude.api_version, prelude.correlation_id);
     let key = ApiKey::try_from(prelude.api_key).map_err(|_| format!("unknown api key {}", prelude.api_key))?;
+    // Before SASL authentication only ApiVersions and the SASL requests pass.
+    session.admit(key, Instant::now()).map_err(|refusal| refusal.to_string())?;
     let range = api::supported(key).ok_or_else(|| format!("{key:?} is not supported"))?;
     if !range.contains(&version) {
         if key == ApiKey::ApiVersions {
@@ -47,6 +51,7 @@ pub(super) async fn dispatch(
         client_id: request_header.client_id.map(|s| s.to_string()).unwrap_or_default(),
         peer,
         mute: mute.clone(),
+        session: session.clone(),
     };
     let reply = api::handle(&ctx, request).await;
     let metrics = broker.metrics.clone();

@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::journal::entry;
 use super::journal::files::sync_dir;
 use crate::quotas::QuotaEntity;
+use crate::security::users::Credentials;
 
 const KIND_META: u8 = 2;
 const SNAPSHOT: &str = "metadata.snapshot";
@@ -105,6 +106,11 @@ pub(crate) enum MetaRecord {
         group: String,
         configs: BTreeMap<String, String>,
     },
+    /// A SASL user's SCRAM credentials, replaced as a whole (empty: removed).
+    UserCredentialsSet {
+        user: String,
+        credentials: Credentials,
+    },
 }
 
 /// One segment of a sealed object, for one partition.
@@ -188,6 +194,9 @@ pub(crate) struct MetaState {
     /// Group config overrides by group.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) group_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// SASL users' SCRAM credentials by user.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) users: BTreeMap<String, Credentials>,
 }
 
 impl MetaState {
@@ -298,6 +307,13 @@ impl MetaState {
                     self.group_configs.remove(group);
                 } else {
                     self.group_configs.insert(group.clone(), configs.clone());
+                }
+            }
+            MetaRecord::UserCredentialsSet { user, credentials } => {
+                if credentials.is_empty() {
+                    self.users.remove(user);
+                } else {
+                    self.users.insert(user.clone(), credentials.clone());
                 }
             }
         }

@@ -50,6 +50,7 @@ pub use txn_index::AbortedTxn;
 
 use crate::metrics::Metrics;
 use crate::quotas::QuotaEntity;
+use crate::security::users::Credentials;
 
 /// A topic (stream) and its partitions.
 #[derive(Debug)]
@@ -475,6 +476,20 @@ impl Storage {
         configs: BTreeMap<String, String>,
     ) -> Result<(), StorageError> {
         self.record(MetaRecord::GroupConfigsSet { group, configs }).await
+    }
+
+    /// Every SASL user's SCRAM credentials.
+    pub fn user_credentials(&self) -> Vec<(String, Credentials)> {
+        self.meta.lock().state.users.iter().map(|(u, c)| (u.clone(), c.clone())).collect()
+    }
+
+    /// Replaces a user's SCRAM credentials durably (empty removes the user).
+    pub async fn set_user_credentials(
+        self: &Arc<Self>,
+        user: String,
+        credentials: Credentials,
+    ) -> Result<(), StorageError> {
+        self.record(MetaRecord::UserCredentialsSet { user, credentials }).await
     }
 
     /// Replaces a client quota entity's quotas durably (empty removes it). `values`

@@ -211,7 +211,7 @@ pub struct GroupCoordinator {
     /// metadata record was last written (the timer writes them).
     meta_due: DashSet<String>,
     /// Per-group config overrides (KIP-848 group configs).
-    pub configs: configs::GroupConfigs,
+    pub configs: Arc<configs::GroupConfigs>,
 }
 
 impl GroupCoordinator {
@@ -226,7 +226,7 @@ impl GroupCoordinator {
             metrics,
             owner: std::sync::OnceLock::new(),
             meta_due: DashSet::new(),
-            configs: configs::GroupConfigs::new(storage_configs),
+            configs: Arc::new(configs::GroupConfigs::new(storage_configs)),
         })
     }
 

@@ -1,0 +1,67 @@
+//! Who a connection is: listeners' security protocols, SASL authentication (PLAIN,
+//! SCRAM-SHA-256, SCRAM-SHA-512, with KIP-368 re-authentication) and the users it
+//! checks against.
+//!
+//! - [`session`]: one connection's authentication state, consulted before every
+//!   request is decoded (only ApiVersions and the SASL requests pass until the
+//!   client is authenticated).
+//! - [`scram`], [`plain`]: the mechanisms' messages.
+//! - [`users`]: the SCRAM credentials by user.
+
+pub mod plain;
+pub mod scram;
+pub mod session;
+pub mod users;
+
+use std::fmt;
+
+use session::SaslMechanism;
+use tributary_config::SecurityConfig;
+
+/// What the SASL listeners offer, fixed at start.
+#[derive(Clone)]
+pub struct Sasl {
+    /// The mechanisms offered, in the configured order.
+    pub mechanisms: Vec<SaslMechanism>,
+    /// Keys the stand-in salts of unknown users (random per broker start).
+    pub secret: Vec<u8>,
+}
+
+impl fmt::Debug for Sasl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sasl").field("mechanisms", &self.mechanisms).finish_non_exhaustive()
+    }
+}
+
+impl Sasl {
+    pub fn new(config: &SecurityConfig) -> Sasl {
+        Sasl {
+            mechanisms: config.sasl_mechanisms.iter().filter_map(|m| SaslMechanism::from_name(m)).collect(),
+            secret: scram::random_bytes(32),
+        }
+    }
+}
+
+/// An authenticated identity, as Kafka writes it: `User:alice`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Principal {
+    pub kind: String,
+    pub name: String,
+}
+
+impl Principal {
+    pub fn user(name: &str) -> Principal {
+        Principal { kind: "User".into(), name: name.into() }
+    }
+
+    /// Who a client is on a listener without authentication.
+    pub fn anonymous() -> Principal {
+        Principal::user("ANONYMOUS")
+    }
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.kind, self.name)
+    }
+}

@@ -1,0 +1,132 @@
+//! Listeners and their security: the security protocol of each listener (Kafka's
+//! PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL), TLS certificates, the SASL mechanisms
+//! offered, users created at first start, and the authorizer.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A listener's security protocol, as Kafka names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SecurityProtocol {
+    #[serde(rename = "PLAINTEXT")]
+    Plaintext,
+    #[serde(rename = "SSL")]
+    Ssl,
+    #[serde(rename = "SASL_PLAINTEXT")]
+    SaslPlaintext,
+    #[serde(rename = "SASL_SSL")]
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// TLS on the connection.
+    pub fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    /// SASL authentication before any other request.
+    pub fn sasl(self) -> bool {
+        matches!(self, SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+}
+
+/// A listener besides `listen` (Kafka's `listeners` entries): its own address,
+/// advertised address and security protocol. Clients that connect through it are
+/// given every broker's address on the listener of the same name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Unique among the listeners; `default` is the one of `listen`.
+    pub name: String,
+    /// HOST:PORT to bind.
+    pub listen: String,
+    /// HOST:PORT given to clients in Metadata; empty means `listen`.
+    #[serde(default)]
+    pub advertised: String,
+    pub protocol: SecurityProtocol,
+}
+
+/// Security: the protocol of the `listen` listener, TLS, SASL and the authorizer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Security protocol of the `listen` listener.
+    pub protocol: SecurityProtocol,
+    /// SASL mechanisms offered on SASL listeners: any of SCRAM-SHA-512,
+    /// SCRAM-SHA-256 and PLAIN (checked against the users' SCRAM credentials).
+    pub sasl_mechanisms: Vec<String>,
+    /// KIP-368: an authenticated SASL session lasts at most this long; the client
+    /// re-authenticates on the same connection before then, or the broker closes it.
+    /// 0: sessions do not expire.
+    pub connections_max_reauth_ms: u64,
+    /// Users created at start when they have no credential yet, name -> password:
+    /// their SCRAM-SHA-256 and SCRAM-SHA-512 credentials are stored (salted, as
+    /// Kafka stores them), the password never is. Change it once started.
+    pub bootstrap_users: BTreeMap<String, String>,
+    /// PBKDF2 iterations of the bootstrap users' credentials.
+    pub bootstrap_iterations: u32,
+    pub tls: TlsConfig,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            protocol: SecurityProtocol::Plaintext,
+            sasl_mechanisms: vec!["SCRAM-SHA-512".into(), "SCRAM-SHA-256".into(), "PLAIN".into()],
+            connections_max_reauth_ms: 0,
+            bootstrap_users: BTreeMap::new(),
+            bootstrap_iterations: 8192,
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+/// When a TLS listener asks clients for a certificate (Kafka's `ssl.client.auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    None,
+    Requested,
+    Required,
+}
+
+/// TLS of the SSL and SASL_SSL listeners. The files are read again when they
+/// change, so certificates are renewed without a restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the broker, leaf first.
+    pub cert_file: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+    /// PEM certificates of the authorities client certificates must chain to.
+    pub ca_file: String,
+    pub client_auth: ClientAuth,
+    /// How often the files are checked for a change.
+    pub reload_interval_ms: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: String::new(),
+            key_file: String::new(),
+            ca_file: String::new(),
+            client_auth: ClientAuth::None,
+            reload_interval_ms: 10_000,
+        }
+    }
+}
+
+/// The SASL mechanisms Tributary implements.
+pub const SASL_MECHANISMS: &[&str] = &["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"];
