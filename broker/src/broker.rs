@@ -12,6 +12,7 @@ use crate::coordinator::group::GroupCoordinator;
 use crate::coordinator::txn::TxnCoordinator;
 use crate::metrics::Metrics;
 use crate::quotas::{QuotaEntity, Quotas};
+use crate::security::acl::{Acls, Authorizer, Entries as AclEntries};
 use crate::security::users::{Credentials, Users};
 use crate::security::Sasl;
 use crate::storage::{Storage, StorageError, Topic};
@@ -36,11 +37,15 @@ pub struct Broker {
     /// SASL users (SCRAM credentials) and what the SASL listeners offer.
     pub users: Arc<Users>,
     pub security: Sasl,
+    /// ACLs and who they bind (everything is allowed while it is off).
+    pub authorizer: Authorizer,
     pub node: Node,
     /// Cluster mode: the membership, election and view kept current from etcd.
     pub cluster: Option<Arc<Cluster>>,
     /// Single node: the fixed view in which this broker owns everything.
     single: Arc<Topology>,
+    /// Single node: read-modify-write changes of users and ACLs, one at a time.
+    meta_changes: tokio::sync::Mutex<()>,
 }
 
 impl Broker {
@@ -58,7 +63,24 @@ impl Broker {
         let quotas = Arc::new(Quotas::new(&config.quotas, storage.client_quotas()));
         let users = Arc::new(Users::new(storage.user_credentials()));
         let security = Sasl::new(&config.security);
-        Broker { config, storage, metrics, groups, txns, quotas, users, security, node, cluster, single }
+        let s = &config.security;
+        let acls = Arc::new(Acls::new(storage.acls()));
+        let authorizer = Authorizer::new(s.authorizer, &s.super_users, s.allow_everyone_if_no_acl_found, acls);
+        Broker {
+            config,
+            storage,
+            metrics,
+            groups,
+            txns,
+            quotas,
+            users,
+            security,
+            authorizer,
+            node,
+            cluster,
+            single,
+            meta_changes: Default::default(),
+        }
     }
 
     /// What this broker knows of the cluster now (in single node, a fixed view in
@@ -188,12 +210,36 @@ impl Broker {
         match &self.cluster {
             Some(c) => c.users.alter(user, false, f).await,
             None => {
+                let _one = self.meta_changes.lock().await;
                 let credentials = f(self.users.get(user)).map_err(QuotaChangeError::Invalid)?;
                 self.storage
                     .set_user_credentials(user.to_string(), credentials.clone())
                     .await
                     .map_err(|e| QuotaChangeError::Storage(crate::errors::code(&e), e.to_string()))?;
                 self.users.set(user, credentials);
+                Ok(())
+            }
+        }
+    }
+
+    /// Replaces a resource pattern's ACLs by `f` of its current ones (empty removes
+    /// them).
+    pub async fn alter_acls(
+        &self,
+        pattern: &str,
+        f: impl Fn(AclEntries) -> Result<AclEntries, String>,
+    ) -> Result<(), QuotaChangeError> {
+        let acls = &self.authorizer.acls;
+        match &self.cluster {
+            Some(c) => c.acls.alter(pattern, false, f).await,
+            None => {
+                let _one = self.meta_changes.lock().await;
+                let entries = f(acls.get(pattern)).map_err(QuotaChangeError::Invalid)?;
+                self.storage
+                    .set_acls(pattern.to_string(), entries.clone())
+                    .await
+                    .map_err(|e| QuotaChangeError::Storage(crate::errors::code(&e), e.to_string()))?;
+                acls.set(pattern, entries);
                 Ok(())
             }
         }

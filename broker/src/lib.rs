@@ -141,7 +141,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         Arc::new(broker::Broker::new(config, storage.clone(), metrics, groups.clone(), txns.clone(), cluster.clone()));
     if let Some(c) = &cluster {
         c.follow_quotas(broker.quotas.clone(), shutdown.clone());
-        c.follow_keyed(groups.configs.clone(), broker.users.clone(), shutdown.clone());
+        c.follow_keyed(groups.configs.clone(), broker.users.clone(), broker.authorizer.acls.clone(), shutdown.clone());
     }
     let scaler = tokio::spawn(scaling::run(broker.clone(), shutdown.clone()));
     let rates = tokio::spawn(rates::run(

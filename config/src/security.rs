@@ -75,6 +75,13 @@ pub struct SecurityConfig {
     pub bootstrap_users: BTreeMap<String, String>,
     /// PBKDF2 iterations of the bootstrap users' credentials.
     pub bootstrap_iterations: u32,
+    /// ACLs are checked on every request (Kafka's StandardAuthorizer semantics).
+    pub authorizer: bool,
+    /// Principals allowed everything, ACLs or not (`User:admin`).
+    pub super_users: Vec<String>,
+    /// With the authorizer on: whether a resource no ACL names is open to everyone
+    /// (Kafka's `allow.everyone.if.no.acl.found`).
+    pub allow_everyone_if_no_acl_found: bool,
     pub tls: TlsConfig,
 }
 
@@ -86,6 +93,9 @@ impl Default for SecurityConfig {
             connections_max_reauth_ms: 0,
             bootstrap_users: BTreeMap::new(),
             bootstrap_iterations: 8192,
+            authorizer: false,
+            super_users: Vec::new(),
+            allow_everyone_if_no_acl_found: false,
             tls: TlsConfig::default(),
         }
     }

@@ -87,6 +87,11 @@ fn security(p: &mut Vec<String>, c: &Config) {
     }
     range(p, "security.connections_max_reauth_ms", s.connections_max_reauth_ms, 0, i64::MAX as u64);
     range(p, "security.bootstrap_iterations", s.bootstrap_iterations, 4096, 16384);
+    for u in &s.super_users {
+        if !u.split_once(':').is_some_and(|(kind, name)| !kind.is_empty() && !name.is_empty()) {
+            p.push(format!("security.super_users: {u:?} is not a principal such as \"User:admin\""));
+        }
+    }
     for user in s.bootstrap_users.keys() {
         if user.is_empty() {
             p.push("security.bootstrap_users: a user name must not be empty".into());

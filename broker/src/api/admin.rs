@@ -17,6 +17,7 @@ use super::topics::is_internal;
 use super::RequestCtx;
 use crate::cluster::quotas::QuotaChangeError;
 use crate::errors::{self, of, Error};
+use crate::security::acl::{Operation, ResourceType};
 use crate::storage::topic_config;
 
 const TOPIC: i8 = 2;
@@ -153,6 +154,26 @@ async fn alter_group(
     }
 }
 
+/// ALTER_CONFIGS on the topic, group or cluster (for a broker's configs).
+fn may_alter(ctx: &RequestCtx, resource_type: i8, name: &str) -> bool {
+    match resource_type {
+        TOPIC => ctx.allowed(Operation::AlterConfigs, ResourceType::Topic, name),
+        GROUP => ctx.allowed(Operation::AlterConfigs, ResourceType::Group, name),
+        BROKER => ctx.allowed_on_cluster(Operation::AlterConfigs),
+        _ => true,
+    }
+}
+
+/// The authorization error of a config resource type, as Kafka answers it.
+pub(super) fn refused(resource_type: i8) -> (i16, Option<String>) {
+    let error = match resource_type {
+        TOPIC => Error::TopicAuthorizationFailed,
+        GROUP => Error::GroupAuthorizationFailed,
+        _ => Error::ClusterAuthorizationFailed,
+    };
+    (of(error), None)
+}
+
 fn broker_refusal() -> (i16, Option<String>) {
     (
         of(Error::InvalidConfig),
@@ -173,6 +194,7 @@ pub(crate) async fn incremental_alter_configs(
             .map(|c| (c.name.to_string(), c.config_operation, c.value.as_ref().map(|v| v.to_string())))
             .collect();
         let (code, message) = match r.resource_type {
+            _ if !may_alter(ctx, r.resource_type, &r.resource_name) => refused(r.resource_type),
             TOPIC => alter_topic(ctx, &r.resource_name, changes, true, request.validate_only).await,
             GROUP => alter_group(ctx, &r.resource_name, changes, true, request.validate_only).await,
             BROKER => broker_refusal(),
@@ -196,6 +218,7 @@ pub(crate) async fn alter_configs(ctx: &RequestCtx, request: AlterConfigsRequest
         let changes: Vec<Change> =
             r.configs.iter().map(|c| (c.name.to_string(), SET, c.value.as_ref().map(|v| v.to_string()))).collect();
         let (code, message) = match r.resource_type {
+            _ if !may_alter(ctx, r.resource_type, &r.resource_name) => refused(r.resource_type),
             TOPIC => alter_topic(ctx, &r.resource_name, changes, false, request.validate_only).await,
             GROUP => alter_group(ctx, &r.resource_name, changes, false, request.validate_only).await,
             BROKER => broker_refusal(),
@@ -218,6 +241,9 @@ pub(crate) async fn create_partitions(ctx: &RequestCtx, request: CreatePartition
     for t in request.topics {
         let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
         let (code, message) = match storage.topic(&t.name) {
+            _ if !ctx.allowed(Operation::Alter, ResourceType::Topic, &t.name) => {
+                (of(Error::TopicAuthorizationFailed), None)
+            }
             None => (of(Error::UnknownTopicOrPartition), Some(format!("topic {} does not exist", t.name.as_str()))),
             Some(_) if is_internal(&t.name) => (of(Error::InvalidRequest), Some("internal topic".to_string())),
             Some(topic) if t.count <= topic.partitions.len() as i32 => (
@@ -251,10 +277,15 @@ pub(crate) async fn delete_records(ctx: &RequestCtx, request: DeleteRecordsReque
     let mut topics = Vec::with_capacity(request.topics.len());
     for t in request.topics {
         let topic = storage.topic(&t.name);
+        let deletable = ctx.allowed(Operation::Delete, ResourceType::Topic, &t.name);
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let result =
                 DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index).with_low_watermark(-1);
+            if !deletable {
+                partitions.push(result.with_error_code(of(Error::TopicAuthorizationFailed)));
+                continue;
+            }
             let (Some(topic), Some(log)) =
                 (topic.as_ref(), topic.as_ref().and_then(|x| x.partition(p.partition_index)))
             else {
@@ -282,8 +313,10 @@ pub(crate) fn describe_cluster(ctx: &RequestCtx, request: DescribeClusterRequest
         .with_cluster_id(s(view.cluster_id.to_string()))
         .with_controller_id(BrokerId(view.controller.unwrap_or(-1)))
         .with_cluster_authorized_operations(super::operations::if_asked(
+            ctx,
             request.include_cluster_authorized_operations,
-            super::operations::CLUSTER,
+            ResourceType::Cluster,
+            super::CLUSTER_NAME,
         ));
     // Endpoint type 1 is brokers; 2 (controllers) is the same brokers: every broker
     // can be the controller, which etcd elects.
@@ -303,6 +336,9 @@ pub(crate) fn describe_cluster(ctx: &RequestCtx, request: DescribeClusterRequest
 }
 
 pub(crate) fn elect_leaders(ctx: &RequestCtx, request: ElectLeadersRequest) -> ElectLeadersResponse {
+    if !ctx.allowed_on_cluster(Operation::Alter) {
+        return ElectLeadersResponse::default().with_error_code(of(Error::ClusterAuthorizationFailed));
+    }
     let storage = &ctx.broker.storage;
     let wanted: Vec<(String, Vec<i32>)> = match request.topic_partitions {
         Some(tps) => tps.into_iter().map(|t| (t.topic.to_string(), t.partitions)).collect(),
@@ -350,12 +386,16 @@ pub(crate) fn offset_for_leader_epoch(
         .into_iter()
         .map(|t| {
             let topic = storage.topic(&t.topic);
+            let describable = ctx.allowed(Operation::Describe, ResourceType::Topic, &t.topic);
             let partitions = t
                 .partitions
                 .iter()
                 .map(|p| {
                     let base =
                         EpochEndOffset::default().with_partition(p.partition).with_leader_epoch(-1).with_end_offset(-1);
+                    if !describable {
+                        return base.with_error_code(of(Error::TopicAuthorizationFailed));
+                    }
                     let Some(log) = topic.as_ref().and_then(|x| x.partition(p.partition)) else {
                         return base.with_error_code(of(Error::UnknownTopicOrPartition));
                     };
@@ -380,6 +420,9 @@ pub(crate) fn offset_for_leader_epoch(
 
 pub(crate) fn describe_log_dirs(ctx: &RequestCtx, request: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
     use describe_log_dirs_response::{DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic};
+    if !ctx.allowed_on_cluster(Operation::Describe) {
+        return DescribeLogDirsResponse::default().with_error_code(of(Error::ClusterAuthorizationFailed));
+    }
     let storage = &ctx.broker.storage;
     let wanted: Vec<(std::sync::Arc<crate::storage::Topic>, Vec<i32>)> = match request.topics {
         None => storage

@@ -11,6 +11,7 @@ use tributary_protocol::kafka_protocol::protocol::StrBytes;
 
 use super::RequestCtx;
 use crate::errors::{of, Error};
+use crate::security::acl::{Operation, ResourceType};
 use tributary_config::TopicDefaults;
 
 use crate::storage::topic_config::{ConfigType, TOPIC_CONFIGS};
@@ -57,6 +58,15 @@ pub(crate) fn describe(ctx: &RequestCtx, request: DescribeConfigsRequest) -> Des
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
         let entries = match resource.resource_type {
+            RESOURCE_TOPIC if !ctx.allowed(Operation::DescribeConfigs, ResourceType::Topic, &name) => {
+                Err((of(Error::TopicAuthorizationFailed), "Topic authorization failed.".into()))
+            }
+            RESOURCE_GROUP if !ctx.allowed(Operation::DescribeConfigs, ResourceType::Group, &name) => {
+                Err((of(Error::GroupAuthorizationFailed), "Group authorization failed.".into()))
+            }
+            RESOURCE_BROKER if !ctx.allowed_on_cluster(Operation::DescribeConfigs) => {
+                Err((of(Error::ClusterAuthorizationFailed), "Cluster authorization failed.".into()))
+            }
             RESOURCE_TOPIC => topic_entries(ctx, &name),
             RESOURCE_BROKER if name.is_empty() || name == ctx.broker.node.id.to_string() => Ok(broker_entries(ctx)),
             RESOURCE_BROKER => Err((of(Error::InvalidRequest), format!("unknown broker {name}"))),

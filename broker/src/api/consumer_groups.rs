@@ -15,12 +15,29 @@ use crate::coordinator::group::assignor;
 use crate::coordinator::group::consumer::HeartbeatRequest;
 use crate::coordinator::group::{Protocol, TopicLookup};
 use crate::errors::{of, Error};
+use crate::security::acl::{Operation, ResourceType};
 
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
 }
 
 pub(crate) fn heartbeat(ctx: &RequestCtx, request: ConsumerGroupHeartbeatRequest) -> ConsumerGroupHeartbeatResponse {
+    if !ctx.allowed(Operation::Read, ResourceType::Group, &request.group_id) {
+        return ConsumerGroupHeartbeatResponse::default().with_error_code(of(Error::GroupAuthorizationFailed));
+    }
+    // A member subscribes only to topics it may describe.
+    let hidden: Vec<String> = request
+        .subscribed_topic_names
+        .iter()
+        .flatten()
+        .filter(|n| !ctx.allowed(Operation::Describe, ResourceType::Topic, n))
+        .map(|n| n.to_string())
+        .collect();
+    if !hidden.is_empty() {
+        return ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(of(Error::TopicAuthorizationFailed))
+            .with_error_message(Some(s(format!("Topic authorization failed for topics {hidden:?}"))));
+    }
     let owned = request.topic_partitions.as_ref().map(|tps| {
         tps.iter()
             .map(|tp| (tp.topic_id, tp.partitions.iter().copied().collect::<BTreeSet<i32>>()))
@@ -81,12 +98,15 @@ fn described(ctx: &RequestCtx, a: &assignor::Assignment) -> describe::Assignment
 }
 
 pub(crate) fn describe(ctx: &RequestCtx, request: ConsumerGroupDescribeRequest) -> ConsumerGroupDescribeResponse {
-    let ops = super::operations::if_asked(request.include_authorized_operations, super::operations::GROUP);
     let groups = request
         .group_ids
         .iter()
         .map(|id| {
+            let ops = super::operations::if_asked(ctx, request.include_authorized_operations, ResourceType::Group, id);
             let base = DescribedGroup::default().with_group_id(id.clone()).with_authorized_operations(ops);
+            if !ctx.allowed(Operation::Describe, ResourceType::Group, id) {
+                return base.with_error_code(of(Error::GroupAuthorizationFailed));
+            }
             if let Err(e) = ctx.broker.groups.ready() {
                 return base.with_error_code(of(e));
             }

@@ -21,7 +21,8 @@ use tributary_protocol::kafka_protocol::messages::{BrokerId, FetchRequest, Fetch
 use super::{Reply, RequestCtx};
 use crate::broker::Broker;
 use crate::errors::{self, of, Error};
-use crate::quotas::{QuotaKind, ANONYMOUS};
+use crate::quotas::QuotaKind;
+use crate::security::acl::{Operation, ResourceType};
 use crate::storage::{StorageError, Topic};
 
 const READ_COMMITTED: i8 = 1;
@@ -40,11 +41,23 @@ async fn fetch(ctx: &RequestCtx, request: FetchRequest) -> FetchResponse {
     let mut durable = broker.storage.durable_changes();
     // No more than the client's consumer_byte_rate allows in one response (Kafka's
     // cap), so that a large fetch is answered smaller rather than throttled forever.
-    let cap =
-        broker.quotas.max_in_window(QuotaKind::Fetch, ANONYMOUS, &ctx.client_id).map_or(usize::MAX, |c| c as usize);
+    let user = ctx.quota_user();
+    let cap = broker.quotas.max_in_window(QuotaKind::Fetch, &user, &ctx.client_id).map_or(usize::MAX, |c| c as usize);
+    // READ on each topic, decided once for the whole long poll.
+    let readable: Vec<bool> = request
+        .topics
+        .iter()
+        .map(|t| {
+            let name = match version >= 13 {
+                true => broker.storage.topic_by_id(&t.topic_id).map(|t| t.name.to_string()),
+                false => Some(t.topic.0.to_string()),
+            };
+            name.is_none_or(|n| ctx.allowed(Operation::Read, ResourceType::Topic, &n))
+        })
+        .collect();
     let (mut response, bytes, tally) = loop {
         durable.borrow_and_update();
-        let (response, bytes, errors, tally) = read_all(broker, version, &request, cap).await;
+        let (response, bytes, errors, tally) = read_all(broker, version, &request, &readable, cap).await;
         if bytes >= request.min_bytes.max(0) as usize || errors || Instant::now() >= deadline {
             break (response, bytes, tally);
         }
@@ -57,9 +70,9 @@ async fn fetch(ctx: &RequestCtx, request: FetchRequest) -> FetchResponse {
     // bytes it did not get do not count), as Kafka answers.
     let now = crate::clock::now_ms();
     let quotas = &broker.quotas;
-    let throttle = quotas.record(QuotaKind::Fetch, ANONYMOUS, &ctx.client_id, bytes as u64, now);
+    let throttle = quotas.record(QuotaKind::Fetch, &user, &ctx.client_id, bytes as u64, now);
     if throttle > 0 {
-        quotas.unrecord(QuotaKind::Fetch, ANONYMOUS, &ctx.client_id, bytes as u64, now);
+        quotas.unrecord(QuotaKind::Fetch, &user, &ctx.client_id, bytes as u64, now);
         ctx.throttle(QuotaKind::Fetch, throttle);
         response = FetchResponse::default();
         response.throttle_time_ms = throttle as i32;
@@ -85,6 +98,7 @@ async fn read_all(
     broker: &Broker,
     version: i16,
     request: &FetchRequest,
+    readable: &[bool],
     cap: usize,
 ) -> (FetchResponse, usize, bool, Tally) {
     let mut tally = Tally::new();
@@ -95,7 +109,7 @@ async fn read_all(
     let mut any_error = false;
     let mut responses = Vec::with_capacity(request.topics.len());
     let committed = version >= 4 && request.isolation_level == READ_COMMITTED;
-    for wanted in &request.topics {
+    for (wanted, readable) in request.topics.iter().zip(readable) {
         let topic: Option<Arc<Topic>> =
             if version >= 13 { storage.topic_by_id(&wanted.topic_id) } else { storage.topic(wanted.topic.0.as_str()) };
         let unknown = if version >= 13 { of(Error::UnknownTopicId) } else { of(Error::UnknownTopicOrPartition) };
@@ -109,6 +123,12 @@ async fn read_all(
                 .with_records(Some(Bytes::new()));
             if version >= 4 && request.isolation_level == READ_COMMITTED {
                 data.aborted_transactions = Some(Vec::new());
+            }
+            if !readable {
+                data.error_code = of(Error::TopicAuthorizationFailed);
+                any_error = true;
+                partitions.push(data);
+                continue;
             }
             let Some(log) = topic.as_ref().and_then(|t| t.partition(p.partition)) else {
                 data.error_code = unknown;

@@ -18,6 +18,7 @@ use super::{Reply, RequestCtx};
 use crate::coordinator::group::classic::{JoinOutcome, JoinRequest, State};
 use crate::coordinator::group::Protocol;
 use crate::errors::{of, Error};
+use crate::security::acl::{Operation, ResourceType};
 
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
@@ -51,7 +52,16 @@ pub(crate) fn find_coordinator(ctx: &RequestCtx, request: FindCoordinatorRequest
     };
     let answer = |key: &StrBytes| -> Coordinator {
         let base = Coordinator::default().with_key(key.clone());
+        let denied = |error: Error| {
+            base.clone().with_node_id(BrokerId(-1)).with_host(s("")).with_port(-1).with_error_code(of(error))
+        };
         match request.key_type {
+            KEY_GROUP if !ctx.allowed(Operation::Describe, ResourceType::Group, key) => {
+                denied(Error::GroupAuthorizationFailed)
+            }
+            KEY_TXN if !ctx.allowed(Operation::Describe, ResourceType::TransactionalId, key) => {
+                denied(Error::TransactionalIdAuthorizationFailed)
+            }
             KEY_GROUP if !ctx.broker.groups.is_loaded() => base
                 .with_node_id(BrokerId(-1))
                 .with_host(s(""))
@@ -105,6 +115,13 @@ pub(crate) fn find_coordinator(ctx: &RequestCtx, request: FindCoordinatorRequest
 
 pub(crate) fn join(ctx: &RequestCtx, request: JoinGroupRequest) -> Reply {
     let version = ctx.version;
+    if !ctx.allowed(Operation::Read, ResourceType::Group, &request.group_id) {
+        let refused = JoinGroupResponse::default()
+            .with_error_code(of(Error::GroupAuthorizationFailed))
+            .with_generation_id(-1)
+            .with_member_id(request.member_id);
+        return Reply::Now(refused.into());
+    }
     let req = JoinRequest {
         member_id: request.member_id.to_string(),
         instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
@@ -146,6 +163,9 @@ fn join_response(o: JoinOutcome) -> JoinGroupResponse {
 }
 
 pub(crate) fn sync(ctx: &RequestCtx, request: SyncGroupRequest) -> Reply {
+    if !ctx.allowed(Operation::Read, ResourceType::Group, &request.group_id) {
+        return Reply::Now(SyncGroupResponse::default().with_error_code(of(Error::GroupAuthorizationFailed)).into());
+    }
     let groups = ctx.broker.groups.clone();
     Reply::Later(Box::pin(async move {
         let o = groups
@@ -169,6 +189,9 @@ pub(crate) fn sync(ctx: &RequestCtx, request: SyncGroupRequest) -> Reply {
 }
 
 pub(crate) fn heartbeat(ctx: &RequestCtx, request: HeartbeatRequest) -> HeartbeatResponse {
+    if !ctx.allowed(Operation::Read, ResourceType::Group, &request.group_id) {
+        return HeartbeatResponse::default().with_error_code(of(Error::GroupAuthorizationFailed));
+    }
     let result = ctx.broker.groups.heartbeat(
         &request.group_id,
         &request.member_id,
@@ -179,6 +202,9 @@ pub(crate) fn heartbeat(ctx: &RequestCtx, request: HeartbeatRequest) -> Heartbea
 }
 
 pub(crate) fn leave(ctx: &RequestCtx, request: LeaveGroupRequest) -> LeaveGroupResponse {
+    if !ctx.allowed(Operation::Read, ResourceType::Group, &request.group_id) {
+        return LeaveGroupResponse::default().with_error_code(of(Error::GroupAuthorizationFailed));
+    }
     let members: Vec<(String, Option<String>)> = if ctx.version >= 3 {
         request
             .members
@@ -215,8 +241,11 @@ pub(crate) fn list(ctx: &RequestCtx, request: ListGroupsRequest) -> ListGroupsRe
     };
     let states: Vec<String> = request.states_filter.iter().map(|s| s.to_lowercase()).collect();
     let types: Vec<String> = request.types_filter.iter().map(|s| s.to_lowercase()).collect();
+    // DESCRIBE on the cluster lists every group; otherwise those the client may describe.
+    let everything = ctx.allowed_on_cluster(Operation::Describe);
     let groups = listings
         .into_iter()
+        .filter(|l| everything || ctx.allowed(Operation::Describe, ResourceType::Group, &l.group_id))
         .filter(|l| states.is_empty() || states.contains(&l.state.to_lowercase()))
         .filter(|l| types.is_empty() || types.contains(&l.group_type.to_string()))
         .map(|l| {
@@ -234,12 +263,15 @@ pub(crate) fn list(ctx: &RequestCtx, request: ListGroupsRequest) -> ListGroupsRe
 }
 
 pub(crate) fn describe(ctx: &RequestCtx, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
-    let ops = super::operations::if_asked(request.include_authorized_operations, super::operations::GROUP);
     let groups = request
         .groups
         .iter()
         .map(|id| {
+            let ops = super::operations::if_asked(ctx, request.include_authorized_operations, ResourceType::Group, id);
             let base = DescribedGroup::default().with_group_id(id.clone()).with_authorized_operations(ops);
+            if !ctx.allowed(Operation::Describe, ResourceType::Group, id) {
+                return base.with_error_code(of(Error::GroupAuthorizationFailed));
+            }
             if let Err(e) = ctx.broker.groups.ready() {
                 return base.with_error_code(of(e));
             }
@@ -283,16 +315,22 @@ pub(crate) fn describe(ctx: &RequestCtx, request: DescribeGroupsRequest) -> Desc
 }
 
 pub(crate) async fn delete(ctx: &RequestCtx, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
-    let ids: Vec<String> = request.groups_names.iter().map(|g| g.to_string()).collect();
+    // DELETE on each group; the others are answered GROUP_AUTHORIZATION_FAILED.
+    let (allowed, denied): (Vec<_>, Vec<_>) =
+        request.groups_names.into_iter().partition(|g| ctx.allowed(Operation::Delete, ResourceType::Group, g));
+    let ids: Vec<String> = allowed.iter().map(|g| g.to_string()).collect();
     let results = ctx.broker.groups.delete_groups(&ids).await;
+    let refused = denied.into_iter().map(|id| {
+        DeletableGroupResult::default().with_group_id(id).with_error_code(of(Error::GroupAuthorizationFailed))
+    });
     DeleteGroupsResponse::default().with_results(
-        request
-            .groups_names
+        allowed
             .into_iter()
             .zip(results)
             .map(|(id, r)| {
                 DeletableGroupResult::default().with_group_id(id).with_error_code(r.err().map(of).unwrap_or(0))
             })
+            .chain(refused)
             .collect(),
     )
 }

@@ -10,6 +10,7 @@ use tributary_protocol::kafka_protocol::messages::{ListOffsetsRequest, ListOffse
 
 use super::RequestCtx;
 use crate::errors::{self, of, Error};
+use crate::security::acl::{Operation, ResourceType};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -23,12 +24,18 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ListOffsetsRequest) -> Lis
     let mut topics = Vec::with_capacity(request.topics.len());
     for wanted in request.topics {
         let topic = storage.topic(wanted.name.0.as_str());
+        let describable = ctx.allowed(Operation::Describe, ResourceType::Topic, wanted.name.0.as_str());
         let mut partitions = Vec::with_capacity(wanted.partitions.len());
         for p in wanted.partitions {
             let mut r = ListOffsetsPartitionResponse::default()
                 .with_partition_index(p.partition_index)
                 .with_timestamp(-1)
                 .with_offset(-1);
+            if !describable {
+                r.error_code = of(Error::TopicAuthorizationFailed);
+                partitions.push(r);
+                continue;
+            }
             let Some(log) = topic.as_ref().and_then(|t| t.partition(p.partition_index)) else {
                 r.error_code = of(Error::UnknownTopicOrPartition);
                 partitions.push(r);

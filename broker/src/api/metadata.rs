@@ -21,6 +21,7 @@ use super::RequestCtx;
 use crate::broker::ChangeError;
 use crate::cluster::{CatalogError, Topology};
 use crate::errors::{self, of, Error};
+use crate::security::acl::{Operation, ResourceType};
 use crate::storage::{StorageError, Topic};
 
 pub(crate) async fn handle(ctx: &RequestCtx, request: MetadataRequest) -> MetadataResponse {
@@ -35,12 +36,24 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: MetadataRequest) -> Metada
     let auto_create = broker.config.topics.auto_create && (ctx.version < 4 || request.allow_auto_topic_creation);
     let mut topics = Vec::new();
     match requested {
-        None => topics.extend(storage.topics().iter().map(|t| describe(t, &view))),
+        // Every topic the client may describe; the others are left out.
+        None => topics.extend(
+            storage
+                .topics()
+                .iter()
+                .filter(|t| ctx.allowed(Operation::Describe, ResourceType::Topic, &t.name))
+                .map(|t| describe(t, &view)),
+        ),
         Some(wanted) => {
             for want in wanted {
                 let entry = match want.name {
                     Some(name) => by_name(ctx, name.0.as_str(), auto_create, &view).await,
                     None => match storage.topic_by_id(&want.topic_id) {
+                        Some(t) if !ctx.allowed(Operation::Describe, ResourceType::Topic, &t.name) => {
+                            MetadataResponseTopic::default()
+                                .with_topic_id(want.topic_id)
+                                .with_error_code(of(Error::TopicAuthorizationFailed))
+                        }
                         Some(t) => describe(&t, &view),
                         None => MetadataResponseTopic::default()
                             .with_topic_id(want.topic_id)
@@ -51,9 +64,10 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: MetadataRequest) -> Metada
             }
         }
     }
-    let topic_ops = super::operations::if_asked(request.include_topic_authorized_operations, super::operations::TOPIC);
     for t in topics.iter_mut().filter(|t| t.error_code == 0) {
-        t.topic_authorized_operations = topic_ops;
+        let name = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+        t.topic_authorized_operations =
+            super::operations::if_asked(ctx, request.include_topic_authorized_operations, ResourceType::Topic, &name);
     }
     let brokers = view
         .brokers
@@ -72,8 +86,10 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: MetadataRequest) -> Metada
         .with_cluster_id(Some(StrBytes::from_string(view.cluster_id.to_string())))
         .with_controller_id(BrokerId(view.controller.unwrap_or(-1)))
         .with_cluster_authorized_operations(super::operations::if_asked(
+            ctx,
             request.include_cluster_authorized_operations,
-            super::operations::CLUSTER,
+            ResourceType::Cluster,
+            super::CLUSTER_NAME,
         ))
         .with_topics(topics)
 }
@@ -85,6 +101,10 @@ async fn by_name(ctx: &RequestCtx, name: &str, auto_create: bool, view: &Topolog
             .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
             .with_error_code(code)
     };
+    // A topic the client may not describe is refused whether or not it exists.
+    if !ctx.allowed(Operation::Describe, ResourceType::Topic, name) {
+        return unknown(of(Error::TopicAuthorizationFailed));
+    }
     if let Some(t) = storage.topic(name) {
         return describe(&t, view);
     }
@@ -93,6 +113,9 @@ async fn by_name(ctx: &RequestCtx, name: &str, auto_create: bool, view: &Topolog
     }
     if !auto_create {
         return unknown(of(Error::UnknownTopicOrPartition));
+    }
+    if !ctx.allowed_on_cluster(Operation::Create) && !ctx.allowed(Operation::Create, ResourceType::Topic, name) {
+        return unknown(of(Error::TopicAuthorizationFailed));
     }
     let partitions = ctx.broker.config.topics.num_partitions;
     match ctx.broker.create_topic(name, partitions, Default::default()).await {
@@ -159,7 +182,8 @@ pub(crate) fn describe_topic_partitions(
     let view = ctx.broker.topology();
     let every = request.topics.is_empty();
     let mut names: Vec<String> = if every {
-        storage.topics().iter().map(|t| t.name.to_string()).collect()
+        let describable = |t: &&std::sync::Arc<Topic>| ctx.allowed(Operation::Describe, ResourceType::Topic, &t.name);
+        storage.topics().iter().filter(describable).map(|t| t.name.to_string()).collect()
     } else {
         request.topics.iter().map(|t| t.name.0.to_string()).collect()
     };
@@ -199,6 +223,14 @@ pub(crate) fn describe_topic_partitions(
                     .with_partition_index(first as i32),
             );
             break;
+        }
+        if !every && !ctx.allowed(Operation::Describe, ResourceType::Topic, &name) {
+            topics.push(
+                DescribeTopicPartitionsResponseTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_string(name))))
+                    .with_error_code(of(Error::TopicAuthorizationFailed)),
+            );
+            continue;
         }
         let Some(topic) = storage.topic(&name) else {
             // Named and missing; when every topic was asked for, one deleted meanwhile.
@@ -243,7 +275,7 @@ pub(crate) fn describe_topic_partitions(
                 .with_name(Some(TopicName(StrBytes::from_string(name.clone()))))
                 .with_topic_id(topic.id)
                 .with_is_internal(super::topics::is_internal(&topic.name))
-                .with_topic_authorized_operations(super::operations::TOPIC)
+                .with_topic_authorized_operations(ctx.authorized_operations(ResourceType::Topic, &name))
                 .with_partitions(partitions),
         );
         if end < topic.partitions.len() {

@@ -4,6 +4,7 @@
 //! dispatch and the ApiVersions answer, and lists only versions the handlers are
 //! tested at.
 
+mod acls;
 mod admin;
 pub(crate) mod api_versions;
 mod configs;
@@ -80,7 +81,13 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
+
+/// The name ACLs give the cluster resource.
+pub(crate) const CLUSTER_NAME: &str = "kafka-cluster";
 
 /// The versions of `key` that are served, if any.
 pub(crate) fn supported(key: ApiKey) -> Option<RangeInclusive<i16>> {
@@ -108,6 +115,53 @@ impl RequestCtx {
         let metrics = &self.broker.metrics;
         metrics.throttled.with_label_values(&[kind.label()]).inc();
         metrics.throttle_seconds.with_label_values(&[kind.label()]).inc_by(ms as f64 / 1000.0);
+    }
+
+    /// Whether the client may do `op` on the resource (always, with no authorizer).
+    pub(crate) fn allowed(
+        &self,
+        op: crate::security::acl::Operation,
+        rt: crate::security::acl::ResourceType,
+        name: &str,
+    ) -> bool {
+        let authorizer = &self.broker.authorizer;
+        if !authorizer.enabled {
+            return true;
+        }
+        let host = self.peer.ip().to_string();
+        authorizer.authorize(&self.session.principal(), &host, op, rt, name)
+    }
+
+    /// The user client quotas apply to: the principal's name (`ANONYMOUS` without
+    /// authentication, as in Kafka).
+    pub(crate) fn quota_user(&self) -> String {
+        self.session.principal().name
+    }
+
+    /// Whether some ACL lets the client do `op` on some resource of type `rt`
+    /// (Kafka's authorizeByResourceType).
+    pub(crate) fn allowed_on_some(
+        &self,
+        op: crate::security::acl::Operation,
+        rt: crate::security::acl::ResourceType,
+    ) -> bool {
+        let authorizer = &self.broker.authorizer;
+        if !authorizer.enabled {
+            return true;
+        }
+        let host = self.peer.ip().to_string();
+        authorizer.authorize_by_type(&self.session.principal(), &host, op, rt)
+    }
+
+    /// Whether the client may do `op` on the cluster.
+    pub(crate) fn allowed_on_cluster(&self, op: crate::security::acl::Operation) -> bool {
+        self.allowed(op, crate::security::acl::ResourceType::Cluster, CLUSTER_NAME)
+    }
+
+    /// Kafka's bit field of the operations the client may do on the resource.
+    pub(crate) fn authorized_operations(&self, rt: crate::security::acl::ResourceType, name: &str) -> i32 {
+        let host = self.peer.ip().to_string();
+        self.broker.authorizer.operations(&self.session.principal(), &host, rt, name)
     }
 
     /// Where the client reaches broker `b`: its address on the client's listener.
@@ -187,9 +241,9 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: Request) -> Reply {
         Request::SaslAuthenticate(r) => Reply::Now(sasl::authenticate(ctx, r).into()),
         Request::DescribeUserScramCredentials(r) => Reply::Now(users::describe(ctx, r).into()),
         Request::AlterUserScramCredentials(r) => in_order(ctx, |c| async move { users::alter(&c, r).await.into() }),
-        Request::CreateAcls(_) | Request::DescribeAcls(_) | Request::DeleteAcls(_) => {
-            unreachable!("invariant: dispatch refuses APIs missing from SUPPORTED")
-        }
+        Request::CreateAcls(r) => in_order(ctx, |c| async move { acls::create(&c, r).await.into() }),
+        Request::DescribeAcls(r) => Reply::Now(acls::describe(ctx, r).into()),
+        Request::DeleteAcls(r) => in_order(ctx, |c| async move { acls::delete(&c, r).await.into() }),
     }
 }
 

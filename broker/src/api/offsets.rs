@@ -17,7 +17,8 @@ use tributary_protocol::kafka_protocol::protocol::StrBytes;
 use super::RequestCtx;
 use crate::coordinator::group::offsets::{CommitRequest, Fetched};
 use crate::coordinator::group::records::Committed;
-use crate::errors::of;
+use crate::errors::{of, Error};
+use crate::security::acl::{Operation, ResourceType};
 
 /// An offset as a client commits it (the commit time is the coordinator's).
 pub(super) fn committed(offset: i64, leader_epoch: i32, metadata: Option<&StrBytes>) -> Committed {
@@ -30,10 +31,18 @@ pub(super) fn committed(offset: i64, leader_epoch: i32, metadata: Option<&StrByt
 }
 
 pub(crate) async fn commit(ctx: &RequestCtx, request: OffsetCommitRequest) -> OffsetCommitResponse {
+    // READ on the group, and READ on each topic committed to.
+    if !ctx.allowed(Operation::Read, ResourceType::Group, &request.group_id) {
+        return refuse_commit(request, Error::GroupAuthorizationFailed);
+    }
+    let readable: Vec<bool> =
+        request.topics.iter().map(|t| ctx.allowed(Operation::Read, ResourceType::Topic, &t.name)).collect();
     let offsets: Vec<(String, i32, Committed)> = request
         .topics
         .iter()
-        .flat_map(|t| {
+        .zip(&readable)
+        .filter(|(_, r)| **r)
+        .flat_map(|(t, _)| {
             t.partitions.iter().map(move |p| {
                 let c = committed(p.committed_offset, p.committed_leader_epoch, p.committed_metadata.as_ref());
                 (t.name.to_string(), p.partition_index, c)
@@ -58,12 +67,16 @@ pub(crate) async fn commit(ctx: &RequestCtx, request: OffsetCommitRequest) -> Of
     let topics = request
         .topics
         .into_iter()
-        .map(|t| {
+        .zip(readable)
+        .map(|(t, readable)| {
             let partitions = t
                 .partitions
                 .iter()
                 .map(|p| {
-                    let code = results.next().and_then(|r| r.err()).map(of).unwrap_or(0);
+                    let code = match readable {
+                        false => of(Error::TopicAuthorizationFailed),
+                        true => results.next().and_then(|r| r.err()).map(of).unwrap_or(0),
+                    };
                     OffsetCommitResponsePartition::default()
                         .with_partition_index(p.partition_index)
                         .with_error_code(code)
@@ -75,11 +88,48 @@ pub(crate) async fn commit(ctx: &RequestCtx, request: OffsetCommitRequest) -> Of
     OffsetCommitResponse::default().with_topics(topics)
 }
 
+/// Every partition of the request answered with `error`.
+fn refuse_commit(request: OffsetCommitRequest, error: Error) -> OffsetCommitResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(of(error))
+                })
+                .collect();
+            OffsetCommitResponseTopic::default().with_name(t.name).with_partitions(partitions)
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// Drops what the client may not describe: topics it asked for by name stay, their
+/// partitions answered TOPIC_AUTHORIZATION_FAILED (`Err`); when it asked for every
+/// topic they are left out.
+fn describable(ctx: &RequestCtx, fetched: Fetched, named: bool) -> Vec<(String, i32, Result<Option<Committed>, ()>)> {
+    fetched
+        .into_iter()
+        .filter_map(|(topic, partition, committed)| {
+            match ctx.allowed(Operation::Describe, ResourceType::Topic, &topic) {
+                true => Some((topic, partition, Ok(committed))),
+                false if named => Some((topic, partition, Err(()))),
+                false => None,
+            }
+        })
+        .collect()
+}
+
 /// One topic's committed offsets: (topic, [(partition, committed)]).
-type TopicOffsets = (String, Vec<(i32, Option<Committed>)>);
+type TopicOffsets = (String, Vec<(i32, Result<Option<Committed>, ()>)>);
 
 /// Committed offsets of one group, grouped by topic in request order (or name order).
-fn by_topic(fetched: Fetched) -> Vec<TopicOffsets> {
+fn by_topic(fetched: Vec<(String, i32, Result<Option<Committed>, ()>)>) -> Vec<TopicOffsets> {
     let mut out: Vec<TopicOffsets> = Vec::new();
     for (topic, partition, committed) in fetched {
         match out.last_mut() {
@@ -90,22 +140,28 @@ fn by_topic(fetched: Fetched) -> Vec<TopicOffsets> {
     out
 }
 
-fn fields(c: Option<Committed>) -> (i64, i32, Option<StrBytes>) {
+/// (offset, leader epoch, metadata, error code) of one partition's answer.
+fn fields(c: Result<Option<Committed>, ()>) -> (i64, i32, Option<StrBytes>, i16) {
     match c {
-        Some(c) => (c.offset, c.leader_epoch, Some(StrBytes::from_string(c.metadata))),
-        None => (-1, -1, Some(StrBytes::from_static_str(""))),
+        Ok(Some(c)) => (c.offset, c.leader_epoch, Some(StrBytes::from_string(c.metadata)), 0),
+        Ok(None) => (-1, -1, Some(StrBytes::from_static_str("")), 0),
+        Err(()) => (-1, -1, Some(StrBytes::from_static_str("")), of(Error::TopicAuthorizationFailed)),
     }
 }
 
 pub(crate) fn fetch(ctx: &RequestCtx, request: OffsetFetchRequest) -> OffsetFetchResponse {
     let groups = &ctx.broker.groups;
     if ctx.version < 8 {
+        if !ctx.allowed(Operation::Describe, ResourceType::Group, &request.group_id) {
+            return OffsetFetchResponse::default().with_error_code(of(Error::GroupAuthorizationFailed));
+        }
+        let named = request.topics.is_some();
         let topics =
             request.topics.map(|ts| ts.into_iter().map(|t| (t.name.to_string(), t.partition_indexes)).collect());
         return match groups.fetch_offsets_stable(&request.group_id, topics, None, request.require_stable) {
             Err(e) => OffsetFetchResponse::default().with_error_code(of(e)),
             Ok(fetched) => OffsetFetchResponse::default().with_topics(
-                by_topic(fetched)
+                by_topic(describable(ctx, fetched, named))
                     .into_iter()
                     .map(|(name, parts)| {
                         OffsetFetchResponseTopic::default()
@@ -114,9 +170,10 @@ pub(crate) fn fetch(ctx: &RequestCtx, request: OffsetFetchRequest) -> OffsetFetc
                                 parts
                                     .into_iter()
                                     .map(|(p, c)| {
-                                        let (offset, epoch, metadata) = fields(c);
+                                        let (offset, epoch, metadata, code) = fields(c);
                                         OffsetFetchResponsePartition::default()
                                             .with_partition_index(p)
+                                            .with_error_code(code)
                                             .with_committed_offset(offset)
                                             .with_committed_leader_epoch(epoch)
                                             .with_metadata(metadata)
@@ -135,10 +192,14 @@ pub(crate) fn fetch(ctx: &RequestCtx, request: OffsetFetchRequest) -> OffsetFetc
             let topics = g.topics.map(|ts| ts.into_iter().map(|t| (t.name.to_string(), t.partition_indexes)).collect());
             let member = g.member_id.as_ref().map(|m| (m.as_str(), g.member_epoch));
             let base = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+            if !ctx.allowed(Operation::Describe, ResourceType::Group, &g.group_id) {
+                return base.with_error_code(of(Error::GroupAuthorizationFailed));
+            }
+            let named = topics.is_some();
             match groups.fetch_offsets_stable(&g.group_id, topics, member, request.require_stable) {
                 Err(e) => base.with_error_code(of(e)),
                 Ok(fetched) => base.with_topics(
-                    by_topic(fetched)
+                    by_topic(describable(ctx, fetched, named))
                         .into_iter()
                         .map(|(name, parts)| {
                             OffsetFetchResponseTopics::default()
@@ -147,9 +208,10 @@ pub(crate) fn fetch(ctx: &RequestCtx, request: OffsetFetchRequest) -> OffsetFetc
                                     parts
                                         .into_iter()
                                         .map(|(p, c)| {
-                                            let (offset, epoch, metadata) = fields(c);
+                                            let (offset, epoch, metadata, code) = fields(c);
                                             OffsetFetchResponsePartitions::default()
                                                 .with_partition_index(p)
+                                                .with_error_code(code)
                                                 .with_committed_offset(offset)
                                                 .with_committed_leader_epoch(epoch)
                                                 .with_metadata(metadata)
@@ -166,10 +228,18 @@ pub(crate) fn fetch(ctx: &RequestCtx, request: OffsetFetchRequest) -> OffsetFetc
 }
 
 pub(crate) async fn delete(ctx: &RequestCtx, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    // DELETE on the group, READ on each topic.
+    if !ctx.allowed(Operation::Delete, ResourceType::Group, &request.group_id) {
+        return OffsetDeleteResponse::default().with_error_code(of(Error::GroupAuthorizationFailed));
+    }
+    let readable: Vec<bool> =
+        request.topics.iter().map(|t| ctx.allowed(Operation::Read, ResourceType::Topic, &t.name)).collect();
     let partitions: Vec<(String, i32)> = request
         .topics
         .iter()
-        .flat_map(|t| t.partitions.iter().map(move |p| (t.name.to_string(), p.partition_index)))
+        .zip(&readable)
+        .filter(|(_, r)| **r)
+        .flat_map(|(t, _)| t.partitions.iter().map(move |p| (t.name.to_string(), p.partition_index)))
         .collect();
     match ctx.broker.groups.delete_offsets(&request.group_id, &partitions).await {
         Err(e) => OffsetDeleteResponse::default().with_error_code(of(e)),
@@ -179,12 +249,16 @@ pub(crate) async fn delete(ctx: &RequestCtx, request: OffsetDeleteRequest) -> Of
                 request
                     .topics
                     .into_iter()
-                    .map(|t| {
+                    .zip(readable)
+                    .map(|(t, readable)| {
                         let parts = t
                             .partitions
                             .iter()
                             .map(|p| {
-                                let code = results.next().and_then(|r| r.err()).map(of).unwrap_or(0);
+                                let code = match readable {
+                                    false => of(Error::TopicAuthorizationFailed),
+                                    true => results.next().and_then(|r| r.err()).map(of).unwrap_or(0),
+                                };
                                 OffsetDeleteResponsePartition::default()
                                     .with_partition_index(p.partition_index)
                                     .with_error_code(code)

@@ -1,43 +1,17 @@
 //! Authorized operations, answered where a client asks for them
 //! (`include_*_authorized_operations` in Metadata, DescribeCluster, DescribeGroups,
-//! ConsumerGroupDescribe): a bit field of Kafka's ACL operation codes. With no
-//! authorizer configured, as here, Kafka grants every operation the resource type
-//! supports, and so does this broker. Not asked for, the field is `i32::MIN`.
+//! ConsumerGroupDescribe, DescribeTopicPartitions): a bit field of Kafka's ACL
+//! operation codes, those of the resource type the client may do. With no
+//! authorizer configured Kafka grants every operation the type supports, and so
+//! does this broker. Not asked for, the field is `i32::MIN`.
 
-/// Kafka's ACL operation codes.
-const READ: u8 = 3;
-const WRITE: u8 = 4;
-const CREATE: u8 = 5;
-const DELETE: u8 = 6;
-const ALTER: u8 = 7;
-const DESCRIBE: u8 = 8;
-const CLUSTER_ACTION: u8 = 9;
-const DESCRIBE_CONFIGS: u8 = 10;
-const ALTER_CONFIGS: u8 = 11;
-const IDEMPOTENT_WRITE: u8 = 12;
+use super::RequestCtx;
+use crate::security::acl::ResourceType;
 
-const fn field(ops: &[u8]) -> i32 {
-    let mut out = 0;
-    let mut i = 0;
-    while i < ops.len() {
-        out |= 1 << ops[i];
-        i += 1;
-    }
-    out
-}
-
-/// Every operation a topic supports.
-pub(crate) const TOPIC: i32 = field(&[READ, WRITE, CREATE, DESCRIBE, DELETE, ALTER, DESCRIBE_CONFIGS, ALTER_CONFIGS]);
-/// Every operation a group supports.
-pub(crate) const GROUP: i32 = field(&[READ, DESCRIBE, DELETE]);
-/// Every operation the cluster supports.
-pub(crate) const CLUSTER: i32 =
-    field(&[CREATE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE, ALTER, DESCRIBE]);
-
-/// `ops` when asked for, else Kafka's "not asked" value.
-pub(crate) fn if_asked(asked: bool, ops: i32) -> i32 {
+/// The client's operations on the resource when asked, else Kafka's "not asked".
+pub(crate) fn if_asked(ctx: &RequestCtx, asked: bool, rt: ResourceType, name: &str) -> i32 {
     if asked {
-        ops
+        ctx.authorized_operations(rt, name)
     } else {
         i32::MIN
     }
@@ -45,14 +19,18 @@ pub(crate) fn if_asked(asked: bool, ops: i32) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::security::acl::{Acls, Authorizer, ResourceType};
+    use crate::security::Principal;
 
     #[test]
-    fn bit_fields_match_kafkas() {
+    fn bit_fields_without_an_authorizer_match_kafkas() {
         // As Kafka's brokers answer without an authorizer (AclEntry.supportedOperations).
-        assert_eq!(GROUP, 0b1_0100_1000);
-        assert_eq!(TOPIC, 0b1101_1111_1000);
-        assert_eq!(CLUSTER, 0b1_1111_1010_0000);
-        assert_eq!(if_asked(false, TOPIC), i32::MIN);
+        let open = Authorizer::new(false, &[], false, Default::default());
+        let ops = |rt| open.operations(&Principal::anonymous(), "h", rt, "x");
+        assert_eq!(ops(ResourceType::Group), 0b1_0100_1000);
+        assert_eq!(ops(ResourceType::Topic), 0b1101_1111_1000);
+        assert_eq!(ops(ResourceType::Cluster), 0b1_1111_1010_0000);
+        let closed = Authorizer::new(true, &[], false, std::sync::Arc::new(Acls::default()));
+        assert_eq!(closed.operations(&Principal::anonymous(), "h", ResourceType::Topic, "x"), 0);
     }
 }

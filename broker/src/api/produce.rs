@@ -19,7 +19,8 @@ use tributary_protocol::validate::{self, RecordError, Rules};
 
 use super::{Reply, RequestCtx};
 use crate::errors::{self, of, Error};
-use crate::quotas::{QuotaKind, ANONYMOUS};
+use crate::quotas::QuotaKind;
+use crate::security::acl::{Operation, ResourceType};
 use crate::storage::topic_config::TopicConfig;
 use crate::storage::{PendingAppend, Topic};
 
@@ -47,12 +48,23 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ProduceRequest) -> Reply {
         .flat_map(|t| &t.partition_data)
         .map(|p| p.records.as_ref().map_or(0, |r| r.len() as u64))
         .sum();
+    // A transactional write needs WRITE on its transactional id, every write WRITE
+    // on its topic (Kafka's codes per partition).
+    let txn_allowed = request
+        .transactional_id
+        .as_ref()
+        .is_none_or(|id| ctx.allowed(Operation::Write, ResourceType::TransactionalId, id.as_str()));
     for topic_data in request.topic_data {
         let topic = broker.storage.topic(topic_data.name.0.as_str());
+        let write_allowed = ctx.allowed(Operation::Write, ResourceType::Topic, topic_data.name.0.as_str());
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         for data in topic_data.partition_data {
             let slot = if !matches!(acks, -1..=1) {
                 Slot::Refused { code: of(Error::InvalidRequiredAcks), message: None, record: None }
+            } else if !txn_allowed {
+                Slot::Refused { code: of(Error::TransactionalIdAuthorizationFailed), message: None, record: None }
+            } else if !write_allowed {
+                Slot::Refused { code: of(Error::TopicAuthorizationFailed), message: None, record: None }
             } else {
                 queue(
                     ctx,
@@ -71,7 +83,8 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ProduceRequest) -> Reply {
     }
     // Over its producer_byte_rate the client is told to wait (the data is taken),
     // as Kafka does; acks=0 clients are only not read from for that long.
-    let throttle = broker.quotas.record(QuotaKind::Produce, ANONYMOUS, &ctx.client_id, bytes, crate::clock::now_ms());
+    let throttle =
+        broker.quotas.record(QuotaKind::Produce, &ctx.quota_user(), &ctx.client_id, bytes, crate::clock::now_ms());
     if throttle > 0 {
         ctx.throttle(QuotaKind::Produce, throttle);
     }

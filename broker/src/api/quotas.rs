@@ -21,6 +21,7 @@ use super::RequestCtx;
 use crate::cluster::quotas::QuotaChangeError;
 use crate::errors::{of, Error};
 use crate::quotas::{self, EntityName, QuotaEntity};
+use crate::security::acl::Operation;
 
 const USER: &str = "user";
 const CLIENT_ID: &str = "client-id";
@@ -72,6 +73,7 @@ fn parts(e: &QuotaEntity) -> Vec<(&'static str, Option<StrBytes>)> {
 
 pub(crate) async fn alter(ctx: &RequestCtx, request: AlterClientQuotasRequest) -> AlterClientQuotasResponse {
     let broker = &ctx.broker;
+    let allowed = ctx.allowed_on_cluster(Operation::AlterConfigs);
     let mut entries = Vec::with_capacity(request.entries.len());
     for entry in request.entries {
         // No message on success, as Kafka answers.
@@ -87,6 +89,9 @@ pub(crate) async fn alter(ctx: &RequestCtx, request: AlterClientQuotasRequest) -
                 .collect(),
         );
         let result = async {
+            if !allowed {
+                return Err((of(Error::ClusterAuthorizationFailed), "Cluster authorization failed.".to_string()));
+            }
             let e = entity(&entry.entity).map_err(|m| (of(Error::InvalidRequest), m))?;
             let apply = |mut values: BTreeMap<String, f64>| {
                 for op in &entry.ops {
@@ -124,6 +129,11 @@ pub(crate) async fn alter(ctx: &RequestCtx, request: AlterClientQuotasRequest) -
 }
 
 pub(crate) fn describe(ctx: &RequestCtx, request: DescribeClientQuotasRequest) -> DescribeClientQuotasResponse {
+    if !ctx.allowed_on_cluster(Operation::DescribeConfigs) {
+        return DescribeClientQuotasResponse::default()
+            .with_error_code(of(Error::ClusterAuthorizationFailed))
+            .with_error_message(Some(StrBytes::from_static_str("Cluster authorization failed.")));
+    }
     let refuse = |message: String| {
         DescribeClientQuotasResponse::default()
             .with_error_code(of(Error::InvalidRequest))

@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::configs::SOURCE_TOPIC_OVERRIDE;
 use super::RequestCtx;
 use crate::errors::{self, of, Error};
+use crate::security::acl::{Operation, ResourceType};
 use crate::storage::topic_config::{self, TopicConfig, TOPIC_CONFIGS};
 
 /// Most partitions one topic may have.
@@ -51,6 +52,10 @@ pub(crate) async fn create(ctx: &RequestCtx, request: CreateTopicsRequest) -> Cr
         result.replication_factor = -1;
         let checked = if duplicated.contains(&name) {
             Err((of(Error::InvalidRequest), format!("topic {name} appears more than once in the request")))
+        } else if !ctx.allowed_on_cluster(Operation::Create)
+            && !ctx.allowed(Operation::Create, ResourceType::Topic, &name)
+        {
+            Err((of(Error::TopicAuthorizationFailed), "Authorization failed.".to_string()))
         } else {
             check(ctx, &topic)
         };
@@ -86,7 +91,9 @@ pub(crate) async fn create(ctx: &RequestCtx, request: CreateTopicsRequest) -> Cr
         }
         result.num_partitions = partitions;
         result.replication_factor = 1;
-        if ctx.version >= 5 {
+        if ctx.version >= 5 && !ctx.allowed(Operation::DescribeConfigs, ResourceType::Topic, &name) {
+            result.topic_config_error_code = of(Error::TopicAuthorizationFailed);
+        } else if ctx.version >= 5 {
             result.configs = Some(
                 TOPIC_CONFIGS
                     .iter()
@@ -181,12 +188,24 @@ pub(crate) async fn delete(ctx: &RequestCtx, request: DeleteTopicsRequest) -> De
             Some(n) => storage.topic(n.0.as_str()),
             None => storage.topic_by_id(&id),
         };
+        // Without DESCRIBE a client learns nothing, not even whether the topic exists.
+        let describable = |n: &str| ctx.allowed(Operation::Describe, ResourceType::Topic, n);
+        if name.as_ref().is_some_and(|n| !describable(n)) || topic.as_ref().is_some_and(|t| !describable(&t.name)) {
+            result.error_code = of(Error::TopicAuthorizationFailed);
+            responses.push(result);
+            continue;
+        }
         let Some(topic) = topic else {
             result.error_code =
                 if name.is_some() { of(Error::UnknownTopicOrPartition) } else { of(Error::UnknownTopicId) };
             responses.push(result);
             continue;
         };
+        if !ctx.allowed(Operation::Delete, ResourceType::Topic, &topic.name) {
+            result.error_code = of(Error::TopicAuthorizationFailed);
+            responses.push(result);
+            continue;
+        }
         result.name = Some(TopicName(StrBytes::from_string(topic.name.to_string())));
         result.topic_id = topic.id;
         if is_internal(&topic.name) {

@@ -17,15 +17,26 @@ use super::RequestCtx;
 use crate::coordinator::group::offsets::CommitRequest;
 use crate::coordinator::group::records::Committed;
 use crate::errors::{self, of, Error};
+use crate::security::acl::{Operation, ResourceType};
 
 pub(crate) async fn init_producer_id(ctx: &RequestCtx, request: InitProducerIdRequest) -> InitProducerIdResponse {
     let response = InitProducerIdResponse::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
     if let Some(id) = &request.transactional_id {
+        if !ctx.allowed(Operation::Write, ResourceType::TransactionalId, id) {
+            return response.with_error_code(of(Error::TransactionalIdAuthorizationFailed));
+        }
         let expected = (request.producer_id.0 >= 0).then_some((request.producer_id.0, request.producer_epoch));
         return match ctx.broker.txns.init_producer_id(id, request.transaction_timeout_ms, expected).await {
             Ok((pid, epoch)) => response.with_producer_id(ProducerId(pid)).with_producer_epoch(epoch),
             Err(e) => response.with_error_code(of(e)),
         };
+    }
+    // An idempotent producer: IDEMPOTENT_WRITE on the cluster, or WRITE on some
+    // topic (KIP-679).
+    if !ctx.allowed_on_cluster(Operation::IdempotentWrite)
+        && !ctx.allowed_on_some(Operation::Write, ResourceType::Topic)
+    {
+        return response.with_error_code(of(Error::ClusterAuthorizationFailed));
     }
     match ctx.broker.storage.allocate_producer_id().await {
         Ok(id) => response.with_producer_id(ProducerId(id)).with_producer_epoch(0),
@@ -35,6 +46,10 @@ pub(crate) async fn init_producer_id(ctx: &RequestCtx, request: InitProducerIdRe
 
 pub(crate) async fn add_partitions(ctx: &RequestCtx, request: AddPartitionsToTxnRequest) -> AddPartitionsToTxnResponse {
     if ctx.version >= 4 {
+        // The batched form is brokers asking each other.
+        if !ctx.allowed_on_cluster(Operation::ClusterAction) {
+            return AddPartitionsToTxnResponse::default().with_error_code(of(Error::ClusterAuthorizationFailed));
+        }
         return add_partitions_batched(ctx, request).await;
     }
     let wanted: Vec<(String, i32)> = request
@@ -42,6 +57,27 @@ pub(crate) async fn add_partitions(ctx: &RequestCtx, request: AddPartitionsToTxn
         .iter()
         .flat_map(|t| t.partitions.iter().map(move |p| (t.name.to_string(), *p)))
         .collect();
+    // WRITE on the transactional id, and on every topic; if any is refused nothing
+    // is added and the others are OPERATION_NOT_ATTEMPTED, as Kafka answers.
+    let txn_allowed =
+        ctx.allowed(Operation::Write, ResourceType::TransactionalId, &request.v3_and_below_transactional_id);
+    let denied: Vec<bool> =
+        wanted.iter().map(|(t, _)| !ctx.allowed(Operation::Write, ResourceType::Topic, t)).collect();
+    if !txn_allowed || denied.iter().any(|d| *d) {
+        let results = wanted
+            .into_iter()
+            .zip(denied)
+            .map(|(tp, denied)| {
+                let e = match (txn_allowed, denied) {
+                    (false, _) => Error::TransactionalIdAuthorizationFailed,
+                    (true, true) => Error::TopicAuthorizationFailed,
+                    (true, false) => Error::OperationNotAttempted,
+                };
+                (tp, Err(e))
+            })
+            .collect();
+        return AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(topic_results(results));
+    }
     let results = ctx
         .broker
         .txns
@@ -106,6 +142,12 @@ fn topic_results(outcome: Vec<((String, i32), Result<(), Error>)>) -> Vec<AddPar
 }
 
 pub(crate) async fn add_offsets(ctx: &RequestCtx, request: AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse {
+    if !ctx.allowed(Operation::Write, ResourceType::TransactionalId, &request.transactional_id) {
+        return AddOffsetsToTxnResponse::default().with_error_code(of(Error::TransactionalIdAuthorizationFailed));
+    }
+    if !ctx.allowed(Operation::Read, ResourceType::Group, &request.group_id) {
+        return AddOffsetsToTxnResponse::default().with_error_code(of(Error::GroupAuthorizationFailed));
+    }
     let result = ctx
         .broker
         .txns
@@ -115,6 +157,12 @@ pub(crate) async fn add_offsets(ctx: &RequestCtx, request: AddOffsetsToTxnReques
 }
 
 pub(crate) async fn end(ctx: &RequestCtx, request: EndTxnRequest) -> EndTxnResponse {
+    if !ctx.allowed(Operation::Write, ResourceType::TransactionalId, &request.transactional_id) {
+        return EndTxnResponse::default()
+            .with_error_code(of(Error::TransactionalIdAuthorizationFailed))
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+    }
     if ctx.version >= 5 {
         // Transactions v2: the epoch bumps with every end, and the answer says the
         // producer id and epoch to go on with.
@@ -140,10 +188,25 @@ pub(crate) async fn end(ctx: &RequestCtx, request: EndTxnRequest) -> EndTxnRespo
 }
 
 pub(crate) async fn offset_commit(ctx: &RequestCtx, request: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse {
+    // WRITE on the transactional id, READ on the group, READ on each topic.
+    let refused = if !ctx.allowed(Operation::Write, ResourceType::TransactionalId, &request.transactional_id) {
+        Some(Error::TransactionalIdAuthorizationFailed)
+    } else if !ctx.allowed(Operation::Read, ResourceType::Group, &request.group_id) {
+        Some(Error::GroupAuthorizationFailed)
+    } else {
+        None
+    };
+    let readable: Vec<bool> = request
+        .topics
+        .iter()
+        .map(|t| refused.is_none() && ctx.allowed(Operation::Read, ResourceType::Topic, &t.name))
+        .collect();
     let offsets: Vec<(String, i32, Committed)> = request
         .topics
         .iter()
-        .flat_map(|t| {
+        .zip(&readable)
+        .filter(|(_, r)| **r)
+        .flat_map(|(t, _)| {
             t.partitions.iter().map(move |p| {
                 let c = committed(p.committed_offset, p.committed_leader_epoch, p.committed_metadata.as_ref());
                 (t.name.to_string(), p.partition_index, c)
@@ -152,7 +215,11 @@ pub(crate) async fn offset_commit(ctx: &RequestCtx, request: TxnOffsetCommitRequ
         .collect();
     let n = offsets.len();
     let (id, pid, epoch) = (&request.transactional_id, request.producer_id.0, request.producer_epoch);
-    let checked = if ctx.version >= 5 {
+    let checked = if let Some(e) = refused {
+        Err(e)
+    } else if n == 0 {
+        Ok(())
+    } else if ctx.version >= 5 {
         // Transactions v2: the offsets join the transaction here (no AddOffsetsToTxn).
         ctx.broker.txns.add_offsets_implicitly(id, pid, epoch, &request.group_id).await
     } else {
@@ -160,6 +227,7 @@ pub(crate) async fn offset_commit(ctx: &RequestCtx, request: TxnOffsetCommitRequ
     };
     let results = match checked {
         Err(e) => Err(e),
+        Ok(()) if n == 0 => Ok(Vec::new()),
         Ok(()) => {
             let req = CommitRequest {
                 group_id: request.group_id.to_string(),
@@ -178,14 +246,20 @@ pub(crate) async fn offset_commit(ctx: &RequestCtx, request: TxnOffsetCommitRequ
     let topics = request
         .topics
         .into_iter()
-        .map(|t| {
+        .zip(readable)
+        .map(|(t, readable)| {
             let partitions = t
                 .partitions
                 .iter()
                 .map(|p| {
+                    let code = match (refused, readable) {
+                        (Some(e), _) => of(e),
+                        (None, false) => of(Error::TopicAuthorizationFailed),
+                        (None, true) => results.next().and_then(|r| r.err()).map(of).unwrap_or(0),
+                    };
                     TxnOffsetCommitResponsePartition::default()
                         .with_partition_index(p.partition_index)
-                        .with_error_code(results.next().and_then(|r| r.err()).map(of).unwrap_or(0))
+                        .with_error_code(code)
                 })
                 .collect();
             TxnOffsetCommitResponseTopic::default().with_name(t.name).with_partitions(partitions)
@@ -206,8 +280,12 @@ pub(crate) async fn describe(ctx: &RequestCtx, request: DescribeTransactionsRequ
         Ok(all) => all
             .into_iter()
             .map(|(id, meta)| {
+                let describable = ctx.allowed(Operation::Describe, ResourceType::TransactionalId, &id);
                 let base =
                     TransactionState::default().with_transactional_id(TransactionalId(StrBytes::from_string(id)));
+                if !describable {
+                    return base.with_error_code(of(Error::TransactionalIdAuthorizationFailed));
+                }
                 if let Err(e) = ctx.broker.txns.serves(&id_of(&base)) {
                     // Coordinated by another broker (cluster mode), or loading.
                     return base.with_error_code(of(e));
@@ -216,7 +294,9 @@ pub(crate) async fn describe(ctx: &RequestCtx, request: DescribeTransactionsRequ
                     return base.with_error_code(of(Error::TransactionalIdNotFound));
                 };
                 let mut topics: Vec<TopicData> = Vec::new();
-                for (t, p) in &m.partitions {
+                for (t, p) in
+                    m.partitions.iter().filter(|(t, _)| ctx.allowed(Operation::Describe, ResourceType::Topic, t))
+                {
                     match topics.iter_mut().find(|d| d.topic.as_str() == t) {
                         Some(d) => d.partitions.push(*p),
                         None => topics.push(
@@ -266,6 +346,7 @@ pub(crate) async fn list(ctx: &RequestCtx, request: ListTransactionsRequest) -> 
         .into_iter()
         .filter_map(|(id, meta)| meta.map(|m| (id, m)))
         .filter(|(id, _)| pattern.as_ref().is_none_or(|re| re.is_match(id)))
+        .filter(|(id, _)| ctx.allowed(Operation::Describe, ResourceType::TransactionalId, id))
         .filter(|(_, m)| {
             request.state_filters.is_empty() || request.state_filters.iter().any(|s| s.as_str() == m.state.name())
         })
@@ -294,11 +375,15 @@ pub(crate) fn describe_producers(ctx: &RequestCtx, request: DescribeProducersReq
         .into_iter()
         .map(|t| {
             let topic = ctx.broker.storage.topic(t.name.as_str());
+            let readable = ctx.allowed(Operation::Read, ResourceType::Topic, t.name.as_str());
             let partitions = t
                 .partition_indexes
                 .iter()
                 .map(|&i| {
                     let base = PartitionResponse::default().with_partition_index(i);
+                    if !readable {
+                        return base.with_error_code(of(Error::TopicAuthorizationFailed));
+                    }
                     let Some(log) = topic.as_ref().and_then(|topic| topic.partition(i)) else {
                         return base.with_error_code(of(Error::UnknownTopicOrPartition));
                     };
@@ -334,6 +419,7 @@ pub(crate) async fn write_markers(ctx: &RequestCtx, request: WriteTxnMarkersRequ
         WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
     };
     let view = ctx.broker.topology();
+    let inter_broker = ctx.allowed_on_cluster(Operation::ClusterAction);
     let mut markers = Vec::with_capacity(request.markers.len());
     for m in request.markers {
         let marker = Marker {
@@ -349,7 +435,9 @@ pub(crate) async fn write_markers(ctx: &RequestCtx, request: WriteTxnMarkersRequ
             for &p in &t.partition_indexes {
                 let name = t.name.to_string();
                 let known = ctx.broker.storage.topic(&name).is_some_and(|topic| topic.partition(p).is_some());
-                let code = if !known {
+                let code = if !inter_broker {
+                    Some(of(Error::ClusterAuthorizationFailed))
+                } else if !known {
                     Some(of(Error::UnknownTopicOrPartition))
                 } else {
                     super::route::lead(&view, &name, p, -1).err()

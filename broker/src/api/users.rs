@@ -19,6 +19,7 @@ use tributary_protocol::kafka_protocol::protocol::StrBytes;
 use super::RequestCtx;
 use crate::cluster::quotas::QuotaChangeError;
 use crate::errors::{of, Error};
+use crate::security::acl::Operation;
 use crate::security::scram::{Mechanism, ScramCredential, MAX_ITERATIONS, MIN_ITERATIONS};
 use crate::security::users::Credentials;
 
@@ -28,6 +29,11 @@ pub(super) fn describe(
 ) -> DescribeUserScramCredentialsResponse {
     let users = &ctx.broker.users;
     let response = DescribeUserScramCredentialsResponse::default().with_error_message(None);
+    if !ctx.allowed_on_cluster(Operation::Describe) {
+        return response
+            .with_error_code(of(Error::ClusterAuthorizationFailed))
+            .with_error_message(Some("Cluster authorization failed.".into()));
+    }
     let described = |user: &str, credentials: &Credentials| {
         let infos = credentials
             .iter()
@@ -132,9 +138,11 @@ pub(super) async fn alter(
         });
         add(u.name.to_string(), change, u.mechanism);
     }
+    let allowed = ctx.allowed_on_cluster(Operation::Alter);
     let mut results = Vec::new();
     for user in order {
         let outcome = match changes.remove(&user).expect("invariant: every user in order has changes") {
+            _ if !allowed => Err((Error::ClusterAuthorizationFailed, "Cluster authorization failed.".to_string())),
             _ if user.is_empty() => Err((Error::UnacceptableCredential, "Username must not be empty".to_string())),
             Err(e) => Err(e),
             Ok(list) => apply(ctx, &user, list).await,

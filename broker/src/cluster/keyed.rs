@@ -3,7 +3,7 @@
 //! guarded by the key's revision (two brokers changing the same name never lose an
 //! operation); every broker follows the prefix with a watch into its own copy, and
 //! the broker that made a change answers once it applied it. Group configs
-//! (`groupconfigs/`) and SASL users (`users/`) are such maps.
+//! (`groupconfigs/`), SASL users (`users/`) and ACLs (`acls/`) are such maps.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -159,6 +159,26 @@ impl Keyed for crate::security::users::Users {
     type Value = crate::security::users::Credentials;
     const PREFIX: &'static str = "users/";
     const WHAT: &'static str = "SASL users";
+
+    fn is_empty(value: &Self::Value) -> bool {
+        value.is_empty()
+    }
+    fn get(&self, name: &str) -> Self::Value {
+        self.get(name)
+    }
+    fn set(&self, name: &str, value: Self::Value) {
+        self.set(name, value)
+    }
+    fn replace_all(&self, all: Vec<(String, Self::Value)>) {
+        self.replace_all(all)
+    }
+}
+
+/// ACLs: `acls/<type>/<pattern>/<name>`, one resource pattern's ACLs.
+impl Keyed for crate::security::acl::Acls {
+    type Value = crate::security::acl::Entries;
+    const PREFIX: &'static str = "acls/";
+    const WHAT: &'static str = "ACLs";
 
     fn is_empty(value: &Self::Value) -> bool {
         value.is_empty()

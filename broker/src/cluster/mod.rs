@@ -19,7 +19,8 @@
 //! - [`quotas`]: client quotas in etcd (`quotas/<entity>`), followed by every
 //!   broker.
 //! - [`keyed`]: maps of names to values in etcd, followed by every broker: group
-//!   configs (`groupconfigs/<group>`) and SASL users (`users/<name>`).
+//!   configs (`groupconfigs/<group>`), SASL users (`users/<name>`) and ACLs
+//!   (`acls/<resource pattern>`).
 //! - [`sweep`]: the controller deletes journal objects, segments and manifests no
 //!   partition needs any more.
 //! - [`peers`]: requests to other brokers (transaction markers, write
@@ -79,6 +80,7 @@ pub struct Cluster {
     quotas_applied: parking_lot::Mutex<Option<watch::Sender<i64>>>,
     pub group_configs: keyed::KeyedMap<crate::coordinator::group::configs::GroupConfigs>,
     pub users: keyed::KeyedMap<crate::security::users::Users>,
+    pub acls: keyed::KeyedMap<crate::security::acl::Acls>,
     tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -121,6 +123,7 @@ impl Cluster {
             quotas_applied: parking_lot::Mutex::new(Some(quotas_tx)),
             group_configs: keyed::KeyedMap::new(etcd.clone()),
             users: keyed::KeyedMap::new(etcd.clone()),
+            acls: keyed::KeyedMap::new(etcd.clone()),
             tasks: parking_lot::Mutex::new(Vec::new()),
         });
         let internal = vec![
@@ -230,15 +233,20 @@ impl Cluster {
         }
     }
 
-    /// Keeps the group coordinator's configs and the SASL users equal to what etcd
+    /// Keeps the group coordinator's configs, the SASL users and the ACLs equal to what etcd
     /// holds until `shutdown`.
     pub fn follow_keyed(
         &self,
         groups: Arc<crate::coordinator::group::configs::GroupConfigs>,
         users: Arc<crate::security::users::Users>,
+        acls: Arc<crate::security::acl::Acls>,
         shutdown: CancellationToken,
     ) {
-        let tasks = [self.group_configs.follow(groups, shutdown.clone()), self.users.follow(users, shutdown)];
+        let tasks = [
+            self.group_configs.follow(groups, shutdown.clone()),
+            self.users.follow(users, shutdown.clone()),
+            self.acls.follow(acls, shutdown),
+        ];
         self.tasks.lock().extend(tasks.into_iter().flatten());
     }
 

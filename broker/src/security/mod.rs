@@ -8,6 +8,7 @@
 //! - [`scram`], [`plain`]: the mechanisms' messages.
 //! - [`users`]: the SCRAM credentials by user.
 
+pub mod acl;
 pub mod plain;
 pub mod scram;
 pub mod session;

@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::journal::entry;
 use super::journal::files::sync_dir;
 use crate::quotas::QuotaEntity;
+use crate::security::acl::Entries as AclEntries;
 use crate::security::users::Credentials;
 
 const KIND_META: u8 = 2;
@@ -111,6 +112,11 @@ pub(crate) enum MetaRecord {
         user: String,
         credentials: Credentials,
     },
+    /// The ACLs of one resource pattern (by its key), replaced as a whole.
+    AclsSet {
+        pattern: String,
+        entries: AclEntries,
+    },
 }
 
 /// One segment of a sealed object, for one partition.
@@ -197,6 +203,9 @@ pub(crate) struct MetaState {
     /// SASL users' SCRAM credentials by user.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) users: BTreeMap<String, Credentials>,
+    /// ACLs by resource pattern key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) acls: BTreeMap<String, AclEntries>,
 }
 
 impl MetaState {
@@ -314,6 +323,13 @@ impl MetaState {
                     self.users.remove(user);
                 } else {
                     self.users.insert(user.clone(), credentials.clone());
+                }
+            }
+            MetaRecord::AclsSet { pattern, entries } => {
+                if entries.is_empty() {
+                    self.acls.remove(pattern);
+                } else {
+                    self.acls.insert(pattern.clone(), entries.clone());
                 }
             }
         }

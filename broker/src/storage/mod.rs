@@ -50,6 +50,7 @@ pub use txn_index::AbortedTxn;
 
 use crate::metrics::Metrics;
 use crate::quotas::QuotaEntity;
+use crate::security::acl::Entries as AclEntries;
 use crate::security::users::Credentials;
 
 /// A topic (stream) and its partitions.
@@ -490,6 +491,16 @@ impl Storage {
         credentials: Credentials,
     ) -> Result<(), StorageError> {
         self.record(MetaRecord::UserCredentialsSet { user, credentials }).await
+    }
+
+    /// Every resource pattern's ACLs.
+    pub fn acls(&self) -> Vec<(String, AclEntries)> {
+        self.meta.lock().state.acls.iter().map(|(p, e)| (p.clone(), e.clone())).collect()
+    }
+
+    /// Replaces a resource pattern's ACLs durably (empty removes them).
+    pub async fn set_acls(self: &Arc<Self>, pattern: String, entries: AclEntries) -> Result<(), StorageError> {
+        self.record(MetaRecord::AclsSet { pattern, entries }).await
     }
 
     /// Replaces a client quota entity's quotas durably (empty removes it). `values`
