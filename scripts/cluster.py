@@ -158,7 +158,7 @@ class Node:
             f"listen = \"{self.address}\"\n"
             f"http_listen = \"127.0.0.1:{self.http_port}\"\n"
             f"data_dir = \"{self.dir / 'data'}\"\n"
-            f"{c.extra_top}"
+            f"{c.extra_top(self) if callable(c.extra_top) else c.extra_top}"
             "[storage]\nbackend = \"s3\"\n"
             "[storage.s3]\n"
             f"endpoint = \"http://127.0.0.1:{c.s3_port}\"\nbucket = \"{S3_BUCKET}\"\nregion = \"us-east-1\"\n"

@@ -1,8 +1,9 @@
 //! Tributary: a stream storage broker that speaks the Kafka wire protocol.
 //!
 //! # Layout
-//! - [`server`]: the Kafka listener; one task per connection reads frames, and
-//!   `dispatch` peeks at the API key and version, decodes, and routes to `api`.
+//! - [`server`]: the Kafka listeners (PLAINTEXT, SSL, SASL_*); one task per
+//!   connection reads frames, and `dispatch` checks the connection's session (SASL
+//!   first), peeks at the API key and version, decodes, and routes to `api`.
 //! - `api`: one module per API family, each a `handle(ctx, request) -> response`
 //!   that validates, calls [`storage`], and builds the answer; `api::SUPPORTED` is the
 //!   one table of served versions.
@@ -17,6 +18,9 @@
 //!   committed offsets) and the transaction coordinator (transactional ids, markers);
 //!   both keep their state in internal topics written through the journal.
 //! - [`quotas`]: client quotas (produce and fetch byte rates) and throttling.
+//! - [`security`]: who a connection is (SASL PLAIN and SCRAM, TLS client
+//!   certificates, the users' SCRAM credentials) and what it may do (ACLs and the
+//!   authorizer every handler asks through `RequestCtx::allowed`).
 //! - [`broker`]: the state handlers share; [`clock`]: time.
 //! - [`fuzzing`]: the decoders of outside bytes, as the fuzz targets in `fuzz/` call
 //!   them.
