@@ -11,7 +11,7 @@ import subprocess
 import time
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import unique, wait_until
@@ -50,6 +50,7 @@ def auth_error(conf):
     """The error a client gets when it cannot authenticate (None if it can)."""
     errors = []
     p = Producer(dict(conf, error_cb=lambda e: errors.append(e), log_level=0))
+    p.poll(0.2)  # serves an OAUTHBEARER token callback, if any
     try:
         p.list_topics(timeout=5)
         return None
@@ -317,3 +318,85 @@ def test_sessions_expire_unless_clients_reauthenticate(make_broker):
     assert got == list(range(sent)), (len(got), sent)
     assert sent > 20
     assert b.proc.poll() is None
+
+
+@pytest.fixture
+def oauth_broker(make_broker, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = tmp_path / "issuer.pub.pem"
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    b = make_broker("oauth", config_text=f"""
+[security]
+protocol = "SASL_PLAINTEXT"
+sasl_mechanisms = ["OAUTHBEARER", "SCRAM-SHA-512"]
+authorizer = true
+super_users = ["User:svc-admin"]
+[security.oauthbearer]
+public_key_files = ["{public}"]
+audience = "tributary"
+issuer = "https://issuer.test"
+""")
+    b.start()
+    b.signing_key = key
+    return b
+
+
+def jwt_for(key, sub, lifetime=300, aud="tributary", iss="https://issuer.test"):
+    import jwt
+    now = int(time.time())
+    claims = {"sub": sub, "aud": aud, "iss": iss, "iat": now, "exp": now + lifetime}
+    return jwt.encode(claims, key, algorithm="RS256"), now + lifetime
+
+
+def oauth_client(broker, token_source, **extra):
+    """The client is told a future expiry whatever the token says, so that the
+    broker, not librdkafka, judges an expired token."""
+    def callback(_config):
+        token, _ = token_source()
+        return token, time.time() + 60
+    return {"bootstrap.servers": broker.bootstrap, "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "OAUTHBEARER", "oauth_cb": callback, "log_level": 0, **extra}
+
+
+def test_oauthbearer_tokens_are_checked_and_name_the_principal(oauth_broker):
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    key = oauth_broker.signing_key
+    # A valid token for the super user: it creates a topic and produces.
+    admin_conf = oauth_client(oauth_broker, lambda: jwt_for(key, "svc-admin"))
+    admin = AdminClient(admin_conf)
+    topic = unique("oauth")
+    admin.create_topics([NewTopic(topic, 1)])[topic].result(timeout=20)
+    p = Producer(dict(admin_conf, acks="all"))
+    p.produce(topic, value=b"hello")
+    assert p.flush(20) == 0
+    # Another subject is another principal: no ACL, no topic.
+    other = AdminClient(oauth_client(oauth_broker, lambda: jwt_for(key, "svc-other")))
+    refused = unique("no")
+    with pytest.raises(KafkaException) as e:
+        other.create_topics([NewTopic(refused, 1)])[refused].result(timeout=20)
+    assert e.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    # Forged, expired, for another audience or issuer: refused at authentication.
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    for source in (lambda: jwt_for(stranger, "svc-admin"),
+                   lambda: jwt_for(key, "svc-admin", lifetime=-120),
+                   lambda: jwt_for(key, "svc-admin", aud="elsewhere"),
+                   lambda: jwt_for(key, "svc-admin", iss="https://evil.test")):
+        assert auth_error(oauth_client(oauth_broker, source)), source
+    assert oauth_broker.proc.poll() is None
+
+
+def test_an_oauthbearer_session_lasts_no_longer_than_its_token(oauth_broker):
+    token, _ = jwt_for(oauth_broker.signing_key, "svc-admin", lifetime=100)
+    conn = Conn(oauth_broker.port)
+    assert Reader(conn.request(17, 1, s16("OAUTHBEARER"))).i16() == 0
+    message = f"n,,\x01auth=Bearer {token}\x01\x01".encode()
+    r = Reader(conn.request(36, 1, struct.pack(">i", len(message)) + message))
+    assert r.i16() == 0, r.string()
+    r.string()
+    r.at += 4 + struct.unpack_from(">i", r.b, r.at)[0]
+    lifetime = r.i64()
+    assert 90_000 <= lifetime <= 100_000, lifetime

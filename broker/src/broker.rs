@@ -62,7 +62,13 @@ impl Broker {
         let single = Arc::new(Topology::single(info, storage.cluster_id()));
         let quotas = Arc::new(Quotas::new(&config.quotas, storage.client_quotas()));
         let users = Arc::new(Users::new(storage.user_credentials()));
-        let security = Sasl::new(&config.security);
+        // `run` refuses to start on an unreadable key file; here it can only be a
+        // file that went away since, and OAUTHBEARER then refuses every token.
+        let security = Sasl::new(&config.security).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "OAUTHBEARER keys unreadable: tokens will be refused");
+            Sasl::new(&tributary_config::SecurityConfig { sasl_mechanisms: Vec::new(), ..config.security.clone() })
+                .expect("invariant: no mechanism reads a file")
+        });
         let s = &config.security;
         let acls = Arc::new(Acls::new(storage.acls()));
         let authorizer = Authorizer::new(s.authorizer, &s.super_users, s.allow_everyone_if_no_acl_found, acls);

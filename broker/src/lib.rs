@@ -102,6 +102,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
 
+    security::Sasl::new(&config.security).map_err(anyhow::Error::msg)?;
     let listeners = server::bind(&config).await?;
     for l in &listeners[1..] {
         tracing::info!(name = %l.info.name, protocol = l.info.protocol.name(), listen = %l.listener.local_addr()?, "listener");

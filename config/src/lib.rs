@@ -16,7 +16,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use layers::{load, Sources};
-pub use security::{ClientAuth, ListenerConfig, SecurityConfig, SecurityProtocol, TlsConfig, SASL_MECHANISMS};
+pub use security::{
+    ClientAuth, ListenerConfig, OAuthConfig, SecurityConfig, SecurityProtocol, TlsConfig, SASL_MECHANISMS,
+};
 
 /// The whole configuration tree.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -83,6 +83,38 @@ pub struct SecurityConfig {
     /// (Kafka's `allow.everyone.if.no.acl.found`).
     pub allow_everyone_if_no_acl_found: bool,
     pub tls: TlsConfig,
+    pub oauthbearer: OAuthConfig,
+}
+
+/// SASL/OAUTHBEARER: how the JWTs clients present are checked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuthConfig {
+    /// PEM public keys (RSA or EC) that may sign tokens (RS*, PS*, ES256, ES384).
+    pub public_key_files: Vec<String>,
+    /// A shared secret for HS256/384/512 tokens; empty refuses them.
+    pub hmac_secret: String,
+    /// The `aud` a token must carry; empty: not checked.
+    pub audience: String,
+    /// The `iss` a token must carry; empty: not checked.
+    pub issuer: String,
+    /// The claim that names the principal (`User:<value>`).
+    pub principal_claim: String,
+    /// Tolerated clock difference for `exp` and `nbf` (ms).
+    pub clock_skew_ms: u64,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        OAuthConfig {
+            public_key_files: Vec::new(),
+            hmac_secret: String::new(),
+            audience: String::new(),
+            issuer: String::new(),
+            principal_claim: "sub".into(),
+            clock_skew_ms: 30_000,
+        }
+    }
 }
 
 impl Default for SecurityConfig {
@@ -97,6 +129,7 @@ impl Default for SecurityConfig {
             super_users: Vec::new(),
             allow_everyone_if_no_acl_found: false,
             tls: TlsConfig::default(),
+            oauthbearer: OAuthConfig::default(),
         }
     }
 }
@@ -139,4 +172,4 @@ impl Default for TlsConfig {
 }
 
 /// The SASL mechanisms Tributary implements.
-pub const SASL_MECHANISMS: &[&str] = &["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"];
+pub const SASL_MECHANISMS: &[&str] = &["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN", "OAUTHBEARER"];

@@ -97,6 +97,15 @@ fn security(p: &mut Vec<String>, c: &Config) {
             p.push("security.bootstrap_users: a user name must not be empty".into());
         }
     }
+    let o = &s.oauthbearer;
+    if s.sasl_mechanisms.iter().any(|m| m == "OAUTHBEARER") && o.public_key_files.is_empty() && o.hmac_secret.is_empty()
+    {
+        p.push("security.oauthbearer: OAUTHBEARER needs public_key_files or hmac_secret to check tokens".into());
+    }
+    if o.principal_claim.is_empty() {
+        p.push("security.oauthbearer.principal_claim: must not be empty".into());
+    }
+    range(p, "security.oauthbearer.clock_skew_ms", o.clock_skew_ms, 0, 3_600_000);
     let t = &s.tls;
     if protocols.iter().any(|p| p.tls()) {
         if t.cert_file.is_empty() || t.key_file.is_empty() {

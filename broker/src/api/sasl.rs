@@ -13,7 +13,7 @@ use tributary_protocol::kafka_protocol::protocol::StrBytes;
 
 use super::RequestCtx;
 use crate::errors::{of, Error};
-use crate::security::session::Step;
+use crate::security::session::{Step, Verifiers};
 
 pub(super) fn handshake(ctx: &RequestCtx, request: SaslHandshakeRequest) -> SaslHandshakeResponse {
     let security = &ctx.broker.security;
@@ -31,9 +31,13 @@ pub(super) fn handshake(ctx: &RequestCtx, request: SaslHandshakeRequest) -> Sasl
 pub(super) fn authenticate(ctx: &RequestCtx, request: SaslAuthenticateRequest) -> SaslAuthenticateResponse {
     let broker = &ctx.broker;
     let security = &broker.security;
-    let reauth_ms = broker.config.security.connections_max_reauth_ms;
-    let step =
-        ctx.session.authenticate(&request.auth_bytes, &broker.users, reauth_ms, &security.secret, Instant::now());
+    let verifiers = Verifiers {
+        users: &broker.users,
+        oauth: security.oauth.as_ref(),
+        reauth_ms: broker.config.security.connections_max_reauth_ms,
+        secret: &security.secret,
+    };
+    let step = ctx.session.authenticate(&request.auth_bytes, &verifiers, Instant::now());
     let listener = ctx.session.listener.name.as_str();
     let response = SaslAuthenticateResponse::default().with_error_message(None);
     match step {

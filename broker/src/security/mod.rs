@@ -9,6 +9,7 @@
 //! - [`users`]: the SCRAM credentials by user.
 
 pub mod acl;
+pub mod oauth;
 pub mod plain;
 pub mod scram;
 pub mod session;
@@ -20,12 +21,13 @@ use session::SaslMechanism;
 use tributary_config::SecurityConfig;
 
 /// What the SASL listeners offer, fixed at start.
-#[derive(Clone)]
 pub struct Sasl {
     /// The mechanisms offered, in the configured order.
     pub mechanisms: Vec<SaslMechanism>,
     /// Keys the stand-in salts of unknown users (random per broker start).
     pub secret: Vec<u8>,
+    /// How OAUTHBEARER tokens are checked, when offered.
+    pub oauth: Option<oauth::OAuth>,
 }
 
 impl fmt::Debug for Sasl {
@@ -35,11 +37,15 @@ impl fmt::Debug for Sasl {
 }
 
 impl Sasl {
-    pub fn new(config: &SecurityConfig) -> Sasl {
-        Sasl {
-            mechanisms: config.sasl_mechanisms.iter().filter_map(|m| SaslMechanism::from_name(m)).collect(),
-            secret: scram::random_bytes(32),
-        }
+    /// What the configuration offers; an unreadable OAUTHBEARER key file is an error.
+    pub fn new(config: &SecurityConfig) -> Result<Sasl, String> {
+        let mechanisms: Vec<SaslMechanism> =
+            config.sasl_mechanisms.iter().filter_map(|m| SaslMechanism::from_name(m)).collect();
+        let oauth = match mechanisms.contains(&SaslMechanism::OAuthBearer) {
+            true => Some(oauth::OAuth::load(&config.oauthbearer)?),
+            false => None,
+        };
+        Ok(Sasl { mechanisms, secret: scram::random_bytes(32), oauth })
     }
 }
 

@@ -24,12 +24,14 @@ use super::{plain, Principal};
 pub enum SaslMechanism {
     Plain,
     Scram(Mechanism),
+    OAuthBearer,
 }
 
 impl SaslMechanism {
     pub fn from_name(name: &str) -> Option<SaslMechanism> {
         match name {
             "PLAIN" => Some(SaslMechanism::Plain),
+            "OAUTHBEARER" => Some(SaslMechanism::OAuthBearer),
             other => Mechanism::from_name(other).map(SaslMechanism::Scram),
         }
     }
@@ -37,6 +39,7 @@ impl SaslMechanism {
     pub fn name(self) -> &'static str {
         match self {
             SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::OAuthBearer => "OAUTHBEARER",
             SaslMechanism::Scram(m) => m.name(),
         }
     }
@@ -80,6 +83,17 @@ pub enum Step {
     Done { bytes: Vec<u8>, lifetime: Option<Duration> },
     /// Failed: answer SASL_AUTHENTICATION_FAILED with this message, then close.
     Failed(String),
+}
+
+/// What SaslAuthenticate checks against.
+#[derive(Debug, Clone, Copy)]
+pub struct Verifiers<'a> {
+    pub users: &'a Users,
+    pub oauth: Option<&'a super::oauth::OAuth>,
+    /// Bounds a session's lifetime (0: unbounded).
+    pub reauth_ms: u64,
+    /// Keeps unknown users' stand-in salts stable.
+    pub secret: &'a [u8],
 }
 
 #[derive(Debug)]
@@ -160,17 +174,9 @@ impl Session {
         }
     }
 
-    /// SaslAuthenticate: one step of the chosen mechanism at `now`. `reauth_ms`
-    /// bounds the session's lifetime (0: unbounded); `secret` keeps unknown users'
-    /// stand-in salts stable.
-    pub fn authenticate(
-        &self,
-        bytes: &[u8],
-        users: &Users,
-        reauth_ms: u64,
-        secret: &[u8],
-        now: Instant,
-    ) -> Result<Step, i16> {
+    /// SaslAuthenticate: one step of the chosen mechanism at `now`.
+    pub fn authenticate(&self, bytes: &[u8], v: &Verifiers<'_>, now: Instant) -> Result<Step, i16> {
+        let (users, reauth_ms, secret) = (v.users, v.reauth_ms, v.secret);
         let mut s = self.state.lock();
         let state = std::mem::replace(&mut s.0, State::Done);
         let user = match state {
@@ -178,6 +184,19 @@ impl Session {
                 Some((user, password)) if users.check_password(&user, &password) => user,
                 _ => return Ok(self.fail(&mut s, "Authentication failed: Invalid username or password")),
             },
+            State::Chosen(SaslMechanism::OAuthBearer) => {
+                let verified = match v.oauth {
+                    Some(oauth) => oauth.verify(bytes),
+                    None => Err("OAUTHBEARER is not configured".into()),
+                };
+                return Ok(match verified {
+                    Ok(t) => self.done(&mut s, &t.principal, Vec::new(), reauth_ms, Some(t.lifetime), now),
+                    Err(reason) => {
+                        tracing::info!(%reason, "OAUTHBEARER token refused");
+                        self.fail(&mut s, "Authentication failed: Invalid token")
+                    }
+                });
+            }
             State::Chosen(SaslMechanism::Scram(m)) => {
                 return match ServerFirst::start(m, bytes, |u| users.credential(u, m), secret) {
                     Ok((exchange, out)) => {
@@ -191,7 +210,7 @@ impl Session {
                 let m = exchange.mechanism();
                 let user = exchange.user().to_string();
                 match exchange.finish(bytes) {
-                    Ok(out) => return Ok(self.done(&mut s, &user, out, reauth_ms, now)),
+                    Ok(out) => return Ok(self.done(&mut s, &user, out, reauth_ms, None, now)),
                     Err(e) => return Ok(self.fail(&mut s, &scram_failure(m, &e))),
                 }
             }
@@ -202,7 +221,7 @@ impl Session {
                 return Err(ILLEGAL_SASL_STATE);
             }
         };
-        Ok(self.done(&mut s, &user, Vec::new(), reauth_ms, now))
+        Ok(self.done(&mut s, &user, Vec::new(), reauth_ms, None, now))
     }
 
     fn done(
@@ -211,6 +230,7 @@ impl Session {
         user: &str,
         bytes: Vec<u8>,
         reauth_ms: u64,
+        token_lifetime: Option<Duration>,
         now: Instant,
     ) -> Step {
         let principal = Principal::user(user);
@@ -220,7 +240,12 @@ impl Session {
                 return self.fail(s, "Cannot change principals during re-authentication");
             }
         }
-        let lifetime = (reauth_ms > 0).then(|| Duration::from_millis(reauth_ms));
+        // KIP-368: no longer than the setting, nor than the token it rests on.
+        let configured = (reauth_ms > 0).then(|| Duration::from_millis(reauth_ms));
+        let lifetime = match (configured, token_lifetime) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         s.0 = State::Done;
         s.1 = Some(Authenticated { principal, expires: lifetime.map(|l| now + l) });
         Step::Done { bytes, lifetime }
@@ -258,6 +283,10 @@ mod tests {
         )
     }
 
+    fn v(users: &Users, reauth_ms: u64) -> Verifiers<'_> {
+        Verifiers { users, oauth: None, reauth_ms, secret: b"k" }
+    }
+
     fn users() -> Users {
         let users = Users::default();
         let mut c = super::super::users::Credentials::new();
@@ -284,7 +313,7 @@ mod tests {
         let s = sasl_session();
         let users = users();
         s.handshake("PLAIN", &[SaslMechanism::Plain]).unwrap();
-        let step = s.authenticate(b"\0alice\0pw", &users, 0, b"k", Instant::now()).unwrap();
+        let step = s.authenticate(b"\0alice\0pw", &v(&users, 0), Instant::now()).unwrap();
         assert!(matches!(step, Step::Done { lifetime: None, .. }));
         assert_eq!(s.principal(), Principal::user("alice"));
         assert!(s.admit(ApiKey::Produce, Instant::now()).is_ok());
@@ -292,7 +321,7 @@ mod tests {
 
         let s = sasl_session();
         s.handshake("PLAIN", &[SaslMechanism::Plain]).unwrap();
-        assert!(matches!(s.authenticate(b"\0alice\0no", &users, 0, b"k", Instant::now()).unwrap(), Step::Failed(_)));
+        assert!(matches!(s.authenticate(b"\0alice\0no", &v(&users, 0), Instant::now()).unwrap(), Step::Failed(_)));
         assert!(s.closing());
         assert!(s.admit(ApiKey::Produce, Instant::now()).is_err());
     }
@@ -303,7 +332,7 @@ mod tests {
         assert_eq!(s.handshake("PLAIN", &[SaslMechanism::Scram(Mechanism::Sha512)]), Err(33));
         assert!(s.closing());
         let s = sasl_session();
-        assert_eq!(s.authenticate(b"x", &users(), 0, b"k", Instant::now()).unwrap_err(), 34);
+        assert_eq!(s.authenticate(b"x", &v(&users(), 0), Instant::now()).unwrap_err(), 34);
         assert!(s.closing());
     }
 
@@ -314,20 +343,20 @@ mod tests {
         let t0 = Instant::now();
         let later = t0 + Duration::from_millis(1500);
         s.handshake("PLAIN", &[SaslMechanism::Plain]).unwrap();
-        let step = s.authenticate(b"\0alice\0pw", &users, 1000, b"k", t0).unwrap();
+        let step = s.authenticate(b"\0alice\0pw", &v(&users, 1000), t0).unwrap();
         assert!(matches!(step, Step::Done { lifetime: Some(l), .. } if l == Duration::from_secs(1)));
         assert!(s.admit(ApiKey::Fetch, t0).is_ok());
         assert_eq!(s.admit(ApiKey::Fetch, later), Err(Refusal::Expired));
         // Re-authentication renews it.
         s.handshake("PLAIN", &[SaslMechanism::Plain]).unwrap();
-        s.authenticate(b"\0alice\0pw", &users, 1000, b"k", later).unwrap();
+        s.authenticate(b"\0alice\0pw", &v(&users, 1000), later).unwrap();
         assert!(s.admit(ApiKey::Fetch, later).is_ok());
         // As another user, it fails and closes.
         let mut c = super::super::users::Credentials::new();
         c.insert(Mechanism::Sha256, ScramCredential::from_password(Mechanism::Sha256, "pw2", 4096));
         users.set("bob", c);
         s.handshake("PLAIN", &[SaslMechanism::Plain]).unwrap();
-        assert!(matches!(s.authenticate(b"\0bob\0pw2", &users, 1000, b"k", later).unwrap(), Step::Failed(_)));
+        assert!(matches!(s.authenticate(b"\0bob\0pw2", &v(&users, 1000), later).unwrap(), Step::Failed(_)));
         assert!(s.closing());
     }
 }
