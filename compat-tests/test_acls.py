@@ -14,6 +14,7 @@ from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, A
                                    ConfigResource, NewTopic, ResourcePatternType, ResourceType)
 
 from conftest import unique, wait_until
+from test_java_client import java_build  # noqa: F401  (the compiled Java programs)
 
 CONFIG = """
 [security]
@@ -239,3 +240,12 @@ def test_without_an_authorizer_acl_requests_are_security_disabled(broker, kafka_
                broker.bootstrap, *args]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert "SecurityDisabledException" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_the_java_client_reports_each_refusal_with_kafkas_exception(secured, java_build):
+    topic, group, txn = unique("jd"), unique("g"), unique("tx")
+    create(secured, topic)
+    add(secured, allow(ResourceType.TOPIC, topic, "User:alice", AclOperation.READ))
+    r = subprocess.run(["java", "-cp", java_build, "Denied", secured.bootstrap, "alice", "alice-secret", topic, group,
+                        txn], capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0 and r.stdout.strip().endswith("OK denied"), (r.stdout + r.stderr)[-4000:]

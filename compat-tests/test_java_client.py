@@ -40,7 +40,7 @@ def java_build(tmp_path_factory):
     cp = classpath()
     r = subprocess.run(["javac", "-cp", cp, "-d", str(out), str(HERE / "RoundTrip.java"), str(HERE / "Groups.java"),
                         str(HERE / "Txn.java"), str(HERE / "AdminOps.java"), str(HERE / "Quotas.java"),
-                        str(HERE / "Follow.java"), str(HERE / "DescribeTopics.java")],
+                        str(HERE / "Follow.java"), str(HERE / "DescribeTopics.java"), str(HERE / "Denied.java")],
                        capture_output=True, timeout=180)
     assert r.returncode == 0, r.stderr.decode()
     return f"{out}:{cp}"

@@ -4,6 +4,7 @@ refusals: wrong passwords, unknown users, requests before authentication,
 malformed SASL messages. Every refusal is a clear error or a logged close, never
 a crash, and failures are counted in /metrics."""
 
+import pathlib
 import random
 import re
 import struct
@@ -400,3 +401,54 @@ def test_an_oauthbearer_session_lasts_no_longer_than_its_token(oauth_broker):
     r.at += 4 + struct.unpack_from(">i", r.b, r.at)[0]
     lifetime = r.i64()
     assert 90_000 <= lifetime <= 100_000, lifetime
+
+
+@pytest.mark.parametrize("mechanism", ["scram-sha-512", "scram-sha-256", "plain"])
+def test_kafkajs_authenticates(sasl_broker, mechanism):
+    script = pathlib.Path(__file__).resolve().parent / "kafkajs" / "sasl.js"
+
+    def run(password):
+        r = subprocess.run(["node", str(script), sasl_broker.bootstrap, mechanism, "admin", password,
+                            unique("kjs")], capture_output=True, text=True, timeout=90)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout.strip()
+
+    assert run("admin-secret") == "OK"
+    assert run("wrong").startswith("REFUSED"), "a wrong password is refused"
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_kafka_python_and_aiokafka_authenticate(sasl_broker, mechanism):
+    import asyncio
+
+    import aiokafka
+    import kafka
+
+    topic = unique("py")
+    sasl = dict(security_protocol="SASL_PLAINTEXT", sasl_mechanism=mechanism, sasl_plain_username="admin",
+                sasl_plain_password="admin-secret")
+    p = kafka.KafkaProducer(bootstrap_servers=sasl_broker.bootstrap, acks="all", **sasl)
+    for i in range(10):
+        p.send(topic, f"k{i}".encode())
+    p.flush(30)
+    p.close()
+
+    async def consume():
+        c = aiokafka.AIOKafkaConsumer(topic, bootstrap_servers=sasl_broker.bootstrap, auto_offset_reset="earliest",
+                                      **sasl)
+        await c.start()
+        try:
+            got = []
+            deadline = time.monotonic() + 30
+            while len(got) < 10 and time.monotonic() < deadline:
+                batch = await c.getmany(timeout_ms=500)
+                got += [m.value for msgs in batch.values() for m in msgs]
+            return got
+        finally:
+            await c.stop()
+
+    assert asyncio.run(consume()) == [f"k{i}".encode() for i in range(10)]
+    with pytest.raises(Exception):
+        bad = dict(sasl, sasl_plain_password="wrong")
+        kafka.KafkaProducer(bootstrap_servers=sasl_broker.bootstrap, request_timeout_ms=5000,
+                            max_block_ms=5000, **bad).send(topic, b"x").get(10)

@@ -6,6 +6,8 @@
 //!   loadgen produce --bootstrap B --topic T --partitions N --size S --seconds D [--rate R]
 //!   loadgen consume --bootstrap B --topic T --partitions N --expect COUNT
 //!   loadgen disk --dir DIR --block BYTES --seconds D
+//!
+//! `LOADGEN_CLIENT_CONFIG=key=value;...` adds client settings (SASL, TLS).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -100,7 +102,7 @@ impl ProducerContext for Ctx {
 fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     let admin: AdminClient<rdkafka::client::DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin");
+        client(bootstrap).create().expect("admin");
     let topics = [NewTopic::new(topic, partitions, TopicReplication::Fixed(1))];
     // An existing topic is fine: reruns reuse it.
     let _ = futures::executor::block_on(admin.create_topics(&topics, &AdminOptions::new()));
@@ -121,8 +123,7 @@ fn produce(
         delivered: 0,
         failed: 0,
     }));
-    let producer: BaseProducer<Ctx> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let producer: BaseProducer<Ctx> = client(bootstrap)
         .set("acks", "all")
         .set("linger.ms", linger_ms.to_string())
         .set("batch.size", "1000000")
@@ -176,8 +177,7 @@ fn produce(
 }
 
 fn consume(bootstrap: &str, topic: &str, partitions: i32, expect: u64) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let consumer: BaseConsumer = client(bootstrap)
         .set("group.id", "loadgen")
         .set("enable.auto.commit", "false")
         .set("fetch.max.bytes", "52428800")
@@ -233,6 +233,19 @@ fn disk(dir: &str, block: usize, seconds: f64) {
             "p50_ms": lat.value_at_quantile(0.5) as f64 / 1000.0, "p99_ms": lat.value_at_quantile(0.99) as f64 / 1000.0,
         })
     );
+}
+
+/// A client configuration for `bootstrap`, with the settings of
+/// `LOADGEN_CLIENT_CONFIG` (`key=value;key=value`: SASL, TLS) on top.
+fn client(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    for kv in std::env::var("LOADGEN_CLIENT_CONFIG").unwrap_or_default().split(';').filter(|s| !s.is_empty()) {
+        if let Some((k, v)) = kv.split_once('=') {
+            c.set(k.trim(), v.trim());
+        }
+    }
+    c
 }
 
 fn main() {
