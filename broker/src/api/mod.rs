@@ -128,8 +128,7 @@ impl RequestCtx {
         if !authorizer.enabled {
             return true;
         }
-        let host = self.peer.ip().to_string();
-        authorizer.authorize(&self.session.principal(), &host, op, rt, name)
+        authorizer.authorize(&self.session.acl_name(), &self.session.host, op, rt, name)
     }
 
     /// The user client quotas apply to: the principal's name (`ANONYMOUS` without
@@ -149,8 +148,7 @@ impl RequestCtx {
         if !authorizer.enabled {
             return true;
         }
-        let host = self.peer.ip().to_string();
-        authorizer.authorize_by_type(&self.session.principal(), &host, op, rt)
+        authorizer.authorize_by_type(&self.session.acl_name(), &self.session.host, op, rt)
     }
 
     /// Whether the client may do `op` on the cluster.
@@ -160,8 +158,7 @@ impl RequestCtx {
 
     /// Kafka's bit field of the operations the client may do on the resource.
     pub(crate) fn authorized_operations(&self, rt: crate::security::acl::ResourceType, name: &str) -> i32 {
-        let host = self.peer.ip().to_string();
-        self.broker.authorizer.operations(&self.session.principal(), &host, rt, name)
+        self.broker.authorizer.operations(&self.session.acl_name(), &self.session.host, rt, name)
     }
 
     /// Where the client reaches broker `b`: its address on the client's listener.

@@ -15,8 +15,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
-use super::Principal;
-
 /// Kafka's resource type codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ResourceType {
@@ -357,29 +355,23 @@ impl Authorizer {
         Authorizer { enabled, acls, super_users: super_users.iter().cloned().collect(), allow_if_no_acl }
     }
 
-    pub fn authorize(&self, principal: &Principal, host: &str, op: Operation, rt: ResourceType, name: &str) -> bool {
-        if !self.enabled {
+    /// Whether `principal` (as ACLs name it: `User:alice`) at `host` may do `op`.
+    pub fn authorize(&self, principal: &str, host: &str, op: Operation, rt: ResourceType, name: &str) -> bool {
+        if !self.enabled || self.super_users.contains(principal) {
             return true;
         }
-        let who = principal.to_string();
-        if self.super_users.contains(&who) {
-            return true;
-        }
-        self.acls.decide(&who, host, op, rt, name).unwrap_or(self.allow_if_no_acl)
+        self.acls.decide(principal, host, op, rt, name).unwrap_or(self.allow_if_no_acl)
     }
 
     /// Whether the principal may do `op` on some resource of type `rt`: an ALLOW
     /// names it there and no DENY covers every resource of the type (`*` or the
     /// empty prefix). A super user may; with no ACL of the type at all, the
     /// no-ACL rule decides.
-    pub fn authorize_by_type(&self, principal: &Principal, host: &str, op: Operation, rt: ResourceType) -> bool {
-        if !self.enabled {
+    pub fn authorize_by_type(&self, principal: &str, host: &str, op: Operation, rt: ResourceType) -> bool {
+        if !self.enabled || self.super_users.contains(principal) {
             return true;
         }
-        let who = principal.to_string();
-        if self.super_users.contains(&who) {
-            return true;
-        }
+        let who = principal;
         let map = self.acls.map.read();
         let applies =
             |e: &AclEntry| (e.principal == who || e.principal == "User:*") && (e.host == host || e.host == "*");
@@ -409,7 +401,7 @@ impl Authorizer {
     }
 
     /// The operations of `rt` the principal may do on `name`, as Kafka's bit field.
-    pub fn operations(&self, principal: &Principal, host: &str, rt: ResourceType, name: &str) -> i32 {
+    pub fn operations(&self, principal: &str, host: &str, rt: ResourceType, name: &str) -> i32 {
         // Without an authorizer Kafka grants every operation the type supports.
         rt.operations()
             .iter()
@@ -441,17 +433,17 @@ mod tests {
             ],
             false,
         );
-        let (alice, bob, carol) = (Principal::user("alice"), Principal::user("bob"), Principal::user("carol"));
+        let (alice, bob, carol) = ("User:alice", "User:bob", "User:carol");
         let t = ResourceType::Topic;
-        assert!(a.authorize(&alice, "1.2.3.4", Operation::Read, t, "orders"));
-        assert!(a.authorize(&alice, "1.2.3.4", Operation::Describe, t, "orders"), "READ implies DESCRIBE");
-        assert!(!a.authorize(&alice, "1.2.3.4", Operation::Write, t, "orders"));
-        assert!(a.authorize(&bob, "h", Operation::Write, t, "anything"));
-        assert!(a.authorize(&carol, "h", Operation::Delete, t, "payments"));
-        assert!(a.authorize(&carol, "h", Operation::Delete, t, "pay"));
-        assert!(!a.authorize(&carol, "h", Operation::Delete, t, "pa"));
-        assert!(!a.authorize(&carol, "h", Operation::Read, t, "unnamed"), "no ACL: denied by default");
-        assert!(a.authorize(&Principal::user("root"), "h", Operation::Alter, ResourceType::Cluster, "kafka-cluster"));
+        assert!(a.authorize(alice, "1.2.3.4", Operation::Read, t, "orders"));
+        assert!(a.authorize(alice, "1.2.3.4", Operation::Describe, t, "orders"), "READ implies DESCRIBE");
+        assert!(!a.authorize(alice, "1.2.3.4", Operation::Write, t, "orders"));
+        assert!(a.authorize(bob, "h", Operation::Write, t, "anything"));
+        assert!(a.authorize(carol, "h", Operation::Delete, t, "payments"));
+        assert!(a.authorize(carol, "h", Operation::Delete, t, "pay"));
+        assert!(!a.authorize(carol, "h", Operation::Delete, t, "pa"));
+        assert!(!a.authorize(carol, "h", Operation::Read, t, "unnamed"), "no ACL: denied by default");
+        assert!(a.authorize("User:root", "h", Operation::Alter, ResourceType::Cluster, "kafka-cluster"));
     }
 
     #[test]
@@ -464,13 +456,13 @@ mod tests {
             ],
         )];
         let a = authorizer(acls.clone(), true);
-        let alice = Principal::user("alice");
+        let alice = "User:alice";
         let g = ResourceType::Group;
-        assert!(a.authorize(&alice, "h", Operation::Read, g, "team-a"));
-        assert!(!a.authorize(&alice, "h", Operation::Delete, g, "team-a"));
-        assert!(!a.authorize(&Principal::user("bob"), "h", Operation::Read, g, "team-a"), "named, not allowed");
-        assert!(a.authorize(&Principal::user("bob"), "h", Operation::Read, g, "other"), "no ACL names it");
-        assert_eq!(a.operations(&alice, "h", g, "team-b"), (1 << 3) | (1 << 8));
+        assert!(a.authorize(alice, "h", Operation::Read, g, "team-a"));
+        assert!(!a.authorize(alice, "h", Operation::Delete, g, "team-a"));
+        assert!(!a.authorize("User:bob", "h", Operation::Read, g, "team-a"), "named, not allowed");
+        assert!(a.authorize("User:bob", "h", Operation::Read, g, "other"), "no ACL names it");
+        assert_eq!(a.operations(alice, "h", g, "team-b"), (1 << 3) | (1 << 8));
     }
 
     #[test]
@@ -478,9 +470,9 @@ mod tests {
         let mut e = entry("User:alice", Operation::Write, Permission::Allow);
         e.host = "10.0.0.1".into();
         let a = authorizer(vec![("topic/literal/t", vec![e])], false);
-        let alice = Principal::user("alice");
-        assert!(a.authorize(&alice, "10.0.0.1", Operation::Write, ResourceType::Topic, "t"));
-        assert!(!a.authorize(&alice, "10.0.0.2", Operation::Write, ResourceType::Topic, "t"));
+        let alice = "User:alice";
+        assert!(a.authorize(alice, "10.0.0.1", Operation::Write, ResourceType::Topic, "t"));
+        assert!(!a.authorize(alice, "10.0.0.2", Operation::Write, ResourceType::Topic, "t"));
         let filter = AclFilter { name: Some("t".into()), pattern: Some(None), ..Default::default() };
         assert_eq!(a.acls.matching(&filter).len(), 1);
         let filter = AclFilter { principal: Some("User:bob".into()), ..Default::default() };

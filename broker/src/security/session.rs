@@ -99,6 +99,8 @@ pub struct Verifiers<'a> {
 #[derive(Debug)]
 pub struct Session {
     pub listener: Arc<Listener>,
+    /// The client's address as ACLs name hosts.
+    pub host: Arc<str>,
     state: Mutex<(State, Option<Authenticated>)>,
     closing: AtomicBool,
 }
@@ -106,21 +108,42 @@ pub struct Session {
 #[derive(Debug, Clone)]
 struct Authenticated {
     principal: Principal,
+    /// `User:name`, as ACLs name it, made once per authentication.
+    acl_name: Arc<str>,
     expires: Option<Instant>,
+}
+
+impl Authenticated {
+    fn new(principal: Principal, expires: Option<Instant>) -> Authenticated {
+        Authenticated { acl_name: principal.to_string().into(), principal, expires }
+    }
 }
 
 impl Session {
     /// A session on `listener`; without SASL the client is `principal` at once
     /// (ANONYMOUS, or the subject of its TLS certificate).
-    pub fn new(listener: Arc<Listener>, principal: Principal) -> Session {
-        let current = (!listener.protocol.sasl()).then_some(Authenticated { principal, expires: None });
+    pub fn new(listener: Arc<Listener>, principal: Principal, host: std::net::IpAddr) -> Session {
+        let current = (!listener.protocol.sasl()).then(|| Authenticated::new(principal, None));
         let state = if current.is_some() { State::Done } else { State::Handshake };
-        Session { listener, state: Mutex::new((state, current)), closing: AtomicBool::new(false) }
+        Session {
+            listener,
+            host: host.to_string().into(),
+            state: Mutex::new((state, current)),
+            closing: AtomicBool::new(false),
+        }
     }
 
     /// The principal requests are made as; ANONYMOUS before authentication.
     pub fn principal(&self) -> Principal {
         self.state.lock().1.as_ref().map(|a| a.principal.clone()).unwrap_or_else(Principal::anonymous)
+    }
+
+    /// The principal as ACLs name it (`User:alice`), without copying it.
+    pub fn acl_name(&self) -> Arc<str> {
+        match &self.state.lock().1 {
+            Some(a) => a.acl_name.clone(),
+            None => Arc::from("User:ANONYMOUS"),
+        }
     }
 
     /// Whether a request with this key may be served now.
@@ -247,7 +270,7 @@ impl Session {
             (a, b) => a.or(b),
         };
         s.0 = State::Done;
-        s.1 = Some(Authenticated { principal, expires: lifetime.map(|l| now + l) });
+        s.1 = Some(Authenticated::new(principal, lifetime.map(|l| now + l)));
         Step::Done { bytes, lifetime }
     }
 
@@ -280,6 +303,7 @@ mod tests {
         Session::new(
             Arc::new(Listener { name: "default".into(), protocol: SecurityProtocol::SaslPlaintext }),
             Principal::anonymous(),
+            std::net::Ipv4Addr::LOCALHOST.into(),
         )
     }
 
@@ -304,6 +328,7 @@ mod tests {
         let plain = Session::new(
             Arc::new(Listener { name: "p".into(), protocol: SecurityProtocol::Plaintext }),
             Principal::anonymous(),
+            std::net::Ipv4Addr::LOCALHOST.into(),
         );
         assert!(plain.admit(ApiKey::Produce, Instant::now()).is_ok());
     }
