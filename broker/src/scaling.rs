@@ -45,8 +45,9 @@ pub struct StreamState {
     last: Option<(u64, i64)>,
     /// The smoothed rate per partition, per second.
     pub rate: f64,
-    /// Since when the smoothed rate has been above the target.
+    /// Since when the smoothed rate has been above the target, with the counter then.
     over_since: Option<i64>,
+    over_from: u64,
     /// When the stream last grew (ms; 0: not since this broker started).
     last_step_ms: i64,
     /// The partition count the state was measured at.
@@ -92,16 +93,22 @@ pub fn sample(s: &Scaling, partitions: i32, total: u64, now: i64, st: &mut Strea
         st.told_at_max = false;
         return Decision::Stay;
     }
-    let since = *st.over_since.get_or_insert(now);
+    if st.over_since.is_none() {
+        st.over_from = before;
+    }
+    let since = *st.over_since.get_or_insert(at);
     if now - since < s.window_ms || (st.last_step_ms > 0 && now - st.last_step_ms < s.cooldown_ms) {
         return Decision::Stay;
     }
     if partitions >= s.max_partitions {
         return Decision::AtMax;
     }
-    // Enough partitions that none would count as over (measured rates carry noise:
-    // a stream at exactly 3x its target needs 3, not 4).
-    let needed = (st.rate * partitions as f64 / (s.target as f64 * OVER)).ceil() as i64;
+    // Enough partitions that none would count as over at the rate sustained over the
+    // whole window (not the smoothed rate of the moment, which a burst after a stall
+    // inflates); measured rates carry noise: a stream at exactly 3x its target needs
+    // 3, not 4.
+    let sustained = total.saturating_sub(st.over_from) as f64 / ((now - since).max(1) as f64 / 1000.0);
+    let needed = (sustained.min(st.rate * partitions as f64) / (s.target as f64 * OVER)).ceil() as i64;
     let by_factor = ((partitions as f64 * s.factor).floor() as i64).max(partitions as i64 + 1);
     let grown = needed.min(by_factor).min(s.max_partitions as i64).max(partitions as i64 + 1) as i32;
     st.last_step_ms = now;
@@ -260,6 +267,21 @@ mod tests {
         // Ten times the target for one second, idle otherwise.
         let burst = |t: i64| if (1_003_000..1_004_000).contains(&t) { 10_000.0 } else { 0.0 };
         assert!(drive(&s, 1, 30, burst).is_empty());
+    }
+
+    #[test]
+    fn a_catch_up_burst_at_the_end_of_the_window_does_not_overshoot() {
+        // 2 partitions at 3x the target in total: 3 are needed. A slowdown before
+        // the window ends, then the producer catching up: the smoothed rate of the
+        // moment says 4; the rate sustained over the window says 3.
+        let s = bytes(1000, 2000, 60_000, 10);
+        let rate = |t: i64| match t - 1_000_000 {
+            1400..1900 => 2000.0,
+            1900..2400 => 4000.0,
+            _ => 3000.0,
+        };
+        let steps = drive(&s, 2, 10, rate);
+        assert_eq!(steps.first().map(|s| s.1), Some(3), "{steps:?}");
     }
 
     #[test]
