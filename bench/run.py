@@ -8,8 +8,12 @@ the same run and printed side by side.
 Builds the broker and bench/loadgen in release mode, starts the broker on free
 loopback ports with a fresh data directory, runs the matrix (100 B and 1 KiB
 records, 1 and 8 partitions, acks=all): first at full speed, then at half that
-rate for latency; then consumes the largest topic from the start. Stops the
-broker by its PID. With --kafka, runs the same matrix against Apache Kafka 4.4 (the
+rate for latency (and at a quarter and three quarters, so the curve shows where
+queueing starts), with the broker's own stage percentiles (from its /metrics
+histograms) beside the client's; then consumes the largest topic from the start.
+Where the machine has 4 cores or more, the broker and the load generator are pinned
+to separate halves of them (said in the output either way). Stops the broker by its
+PID. With --kafka, runs the same matrix against Apache Kafka 4.4 (the
 jars of compat-tests/kafka, fetched by Maven), once fsyncing every append and once
 with its default page-cache durability, and prints the three side by side. Not part
 of the test suite."""
@@ -39,8 +43,25 @@ def free_port():
         return s.getsockname()[1]
 
 
+def cores():
+    """(broker cores, loadgen cores) when there are enough to split, else None."""
+    n = os.cpu_count() or 1
+    if n < 4:
+        return None
+    return set(range(n // 2)), set(range(n // 2, n))
+
+
+def pinned(which):
+    split = cores()
+    if split is None:
+        return None
+    mask = split[0] if which == "broker" else split[1]
+    return lambda: os.sched_setaffinity(0, mask)
+
+
 def run_json(args, timeout=600):
-    r = subprocess.run([str(LOADGEN), *map(str, args)], capture_output=True, timeout=timeout)
+    r = subprocess.run([str(LOADGEN), *map(str, args)], capture_output=True, timeout=timeout,
+                       preexec_fn=pinned("loadgen"))
     if r.returncode != 0:
         sys.exit(f"loadgen {args[0]} failed:\n{r.stderr.decode(errors='replace')}")
     return json.loads(r.stdout.decode().strip().splitlines()[-1])
@@ -55,7 +76,8 @@ def start_broker(data_dir, port, http_port, env_extra):
     env = dict(os.environ, RUST_LOG="info", **env_extra)
     log = open(data_dir.parent / "broker.log", "ab")
     proc = subprocess.Popen([str(BROKER), "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}",
-                             "--http-listen", f"127.0.0.1:{http_port}"], stdout=log, stderr=subprocess.STDOUT, env=env)
+                             "--http-listen", f"127.0.0.1:{http_port}"], stdout=log, stderr=subprocess.STDOUT, env=env,
+                            preexec_fn=pinned("broker"))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -70,9 +92,63 @@ def start_broker(data_dir, port, http_port, env_extra):
     sys.exit("broker not ready within 60s")
 
 
-def matrix(bootstrap, args):
-    """The produce matrix (peak, then half rate for latency) and a consume from the
-    start of the largest topic, against the broker at `bootstrap`."""
+# The broker's produce stages, as its /metrics histograms name them.
+STAGES = [
+    ("handle", "tributary_request_stage_duration_seconds", {"api": "Produce", "stage": "handle"}),
+    ("journal queue", "tributary_journal_queue_duration_seconds", {}),
+    ("journal write", "tributary_journal_write_duration_seconds", {}),
+    ("fsync", "tributary_journal_fsync_duration_seconds", {}),
+    ("response slot", "tributary_request_stage_duration_seconds", {"api": "Produce", "stage": "response_slot"}),
+    ("response write", "tributary_request_stage_duration_seconds", {"api": "Produce", "stage": "response_write"}),
+    ("whole request", "tributary_request_duration_seconds", {"api": "Produce"}),
+]
+
+
+def scrape(url):
+    """Cumulative bucket counts of the STAGES histograms: name -> [(le, count)]."""
+    if url is None:
+        return {}
+    with urllib.request.urlopen(url, timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for stage, metric, labels in STAGES:
+        buckets = []
+        for line in text.splitlines():
+            if not line.startswith(metric + "_bucket{"):
+                continue
+            inside, value = line[len(metric) + 8:].rsplit("} ", 1)
+            kv = dict(part.split("=", 1) for part in inside.split(","))
+            kv = {k: v.strip('"') for k, v in kv.items()}
+            if all(kv.get(k) == v for k, v in labels.items()):
+                buckets.append((float("inf") if kv["le"] == "+Inf" else float(kv["le"]), float(value)))
+        out[stage] = sorted(buckets)
+    return out
+
+
+def quantile(before, after, q):
+    """q of the observations between two scrapes, interpolated in its bucket (ms)."""
+    delta = [(le, a - b) for (le, a), (_, b) in zip(after, before or [(le, 0.0) for le, _ in after])]
+    if not delta or delta[-1][1] <= 0:
+        return None
+    rank, prev_le, prev_count = q * delta[-1][1], 0.0, 0.0
+    for le, count in delta:
+        if count >= rank:
+            if le == float("inf"):
+                return prev_le * 1000
+            return 1000 * (prev_le + (le - prev_le) * (rank - prev_count) / max(count - prev_count, 1e-9))
+        prev_le, prev_count = le, count
+    return None
+
+
+def stages_between(before, after):
+    return {stage: {f"p{n}": quantile(before.get(stage), after[stage], q) for n, q in (("50", 0.5), ("99", 0.99))}
+            for stage in after}
+
+
+def matrix(bootstrap, args, metrics_url=None):
+    """The produce matrix (peak, then a quarter, half and three quarters of it for
+    latency, with the broker's stage percentiles where it has /metrics) and a consume
+    from the start of the largest topic, against the broker at `bootstrap`."""
     produce, delivered = [], {}
     for size in (100, 1024):
         for partitions in (1, 8):
@@ -82,12 +158,20 @@ def matrix(bootstrap, args):
                              "--size", size, "--seconds", args.seconds])
             # A saturating run leaves the client's multi-GB queue and the machine
             # busy for seconds after it ends; latency is a steady-state figure.
-            time.sleep(args.settle)
-            half = run_json(["produce", "--bootstrap", bootstrap, "--topic", topic, "--partitions", partitions,
-                             "--size", size, "--seconds", args.seconds,
-                             "--rate", round(peak["records_per_sec"] / 2)])
-            delivered[topic] = (partitions, peak["delivered"] + half["delivered"])
-            produce.append({"size": size, "partitions": partitions, "peak": peak, "half": half})
+            at = {}
+            for share in (0.25, 0.5, 0.75):
+                time.sleep(args.settle)
+                before = scrape(metrics_url)
+                run = run_json(["produce", "--bootstrap", bootstrap, "--topic", topic, "--partitions", partitions,
+                                "--size", size, "--seconds", args.seconds,
+                                "--rate", round(peak["records_per_sec"] * share)])
+                if metrics_url:
+                    run["broker_stages"] = stages_between(before, scrape(metrics_url))
+                at[share] = run
+            half = at[0.5]
+            delivered[topic] = (partitions, peak["delivered"] + sum(r["delivered"] for r in at.values()))
+            produce.append({"size": size, "partitions": partitions, "peak": peak, "half": half,
+                            "quarter": at[0.25], "three_quarters": at[0.75]})
             print(f"  {bootstrap} {topic}: {peak['mb_per_sec']:.1f} MB/s peak", file=sys.stderr)
     topic = "bench-1024-8"
     partitions, count = delivered[topic]
@@ -122,7 +206,8 @@ def main():
     port, http_port = free_port(), free_port()
     proc = start_broker(data_dir, port, http_port, {"TRIBUTARY_JOURNAL_DURABILITY": args.durability})
     try:
-        results["produce"], results["consume"] = matrix(f"127.0.0.1:{port}", args)
+        results["produce"], results["consume"] = matrix(f"127.0.0.1:{port}", args,
+                                                        f"http://127.0.0.1:{http_port}/metrics")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
@@ -156,6 +241,25 @@ def main():
         p, h = r["peak"], r["half"]
         print(f"| {r['size']} B | {r['partitions']} | {p['records_per_sec']:,.0f} | {p['mb_per_sec']:.1f} | "
               f"{100 * p['mb_per_sec'] / raw:.0f}% | {h['p50_ms']:.2f} / {h['p99_ms']:.2f} / {h['p999_ms']:.2f} |")
+    print("\n| record | partitions | client p99 ms at 1/4 / 1/2 / 3/4 of peak |\n|---|---|---|")
+    for r in results["produce"]:
+        print(f"| {r['size']} B | {r['partitions']} | {r['quarter']['p99_ms']:.2f} / {r['half']['p99_ms']:.2f} / "
+              f"{r['three_quarters']['p99_ms']:.2f} |")
+    names = [stage for stage, _, _ in STAGES]
+    print("\nBroker-side produce stages at half the peak rate, p50 / p99 ms (from its /metrics histograms, "
+          "interpolated within buckets):\n")
+    print("| record | partitions | " + " | ".join(names) + " | client p50 / p99 |")
+    print("|---|---|" + "---|" * (len(names) + 1))
+    fmt = lambda v: "-" if v is None else f"{v:.2f}"
+    for r in results["produce"]:
+        st = r["half"].get("broker_stages", {})
+        cells = [f"{fmt(st.get(n, {}).get('p50'))} / {fmt(st.get(n, {}).get('p99'))}" for n in names]
+        print(f"| {r['size']} B | {r['partitions']} | " + " | ".join(cells) +
+              f" | {r['half']['p50_ms']:.2f} / {r['half']['p99_ms']:.2f} |")
+    split = cores()
+    print("\n" + (f"Broker pinned to cores {sorted(split[0])}, load generator to {sorted(split[1])}." if split else
+                  f"Not pinned: {os.cpu_count()} cores are too few to give the broker and the load generator "
+                  "their own (the client shares the broker's cores; its figures include that)."))
     c = results["consume"]
     print(f"\nConsume from start (bench-1024-8, {c['records']:,} records): "
           f"{c['records_per_sec']:,.0f} records/s, {c['mb_per_sec']:.1f} MB/s")

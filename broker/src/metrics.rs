@@ -45,6 +45,9 @@ pub struct Metrics {
     pub partitions_led: IntGauge,
     pub recovery_seconds: Histogram,
     pub journal_write_seconds: Histogram,
+    pub journal_queue_seconds: Histogram,
+    pub request_stage_seconds: HistogramVec,
+    pub fetch_stage_seconds: HistogramVec,
     pub cache_bytes: IntGauge,
     pub connections: IntGauge,
     pub connections_total: IntCounter,
@@ -269,6 +272,44 @@ impl Metrics {
                         "Time of one group-commit write call (with O_DIRECT, until the device has the data).",
                     )
                     .buckets(LATENCY_BUCKETS.to_vec()),
+                )
+                .expect("invariant: valid metric"),
+            ),
+            journal_queue_seconds: reg(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "tributary_journal_queue_duration_seconds",
+                        "Time an append waited for the journal writer (from queued to its group commit's start).",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                )
+                .expect("invariant: valid metric"),
+            ),
+            request_stage_seconds: reg(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "tributary_request_stage_duration_seconds",
+                        "Time of one stage of a request, by API: wait_to_read (its connection muted by a quota \
+                         before it was read), handle (decode, validation, queueing), in_flight_wait (the \
+                         connection's in-flight limit), response_slot (Produce: durable, waiting for the answers \
+                         before it on its connection), response_write (onto the socket).",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                    &["api", "stage"],
+                )
+                .expect("invariant: valid metric"),
+            ),
+            fetch_stage_seconds: reg(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "tributary_fetch_stage_duration_seconds",
+                        "Time of a Fetch's stages: wait (long poll for data) and read (collecting the batches).",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                    &["stage"],
                 )
                 .expect("invariant: valid metric"),
             ),

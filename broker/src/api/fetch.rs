@@ -55,17 +55,25 @@ async fn fetch(ctx: &RequestCtx, request: FetchRequest) -> FetchResponse {
             name.is_none_or(|n| ctx.allowed(Operation::Read, ResourceType::Topic, &n))
         })
         .collect();
+    let (mut reading, mut waiting) = (Duration::ZERO, Duration::ZERO);
     let (mut response, bytes, tally) = loop {
         durable.borrow_and_update();
+        let started = Instant::now();
         let (response, bytes, errors, tally) = read_all(broker, version, &request, &readable, cap).await;
+        reading += started.elapsed();
         if bytes >= request.min_bytes.max(0) as usize || errors || Instant::now() >= deadline {
             break (response, bytes, tally);
         }
+        let started = Instant::now();
         tokio::select! {
             changed = durable.changed() => if changed.is_err() { break (response, bytes, tally) },
             _ = tokio::time::sleep_until(deadline) => {}
         }
+        waiting += started.elapsed();
     };
+    let stages = &broker.metrics.fetch_stage_seconds;
+    stages.with_label_values(&["read"]).observe(reading.as_secs_f64());
+    stages.with_label_values(&["wait"]).observe(waiting.as_secs_f64());
     // Over its consumer_byte_rate the client gets no data, only the time to wait (the
     // bytes it did not get do not count), as Kafka answers.
     let now = crate::clock::now_ms();

@@ -100,6 +100,9 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ProduceRequest) -> Reply {
             tokio::time::sleep(Duration::from_millis(throttle)).await;
         }
         let mut responses = Vec::with_capacity(slots.len());
+        // When the last of its appends became durable: from then on the answer waits
+        // only for its turn on the connection.
+        let mut durable_at: Option<std::time::Instant> = None;
         for (mut topic_response, partitions, topic) in slots {
             for (index, slot) in partitions {
                 let mut r = PartitionProduceResponse::default().with_index(index).with_base_offset(-1);
@@ -119,6 +122,7 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ProduceRequest) -> Reply {
                     }
                     Slot::Queued { pending, bytes, records } => match tokio::time::timeout(timeout, pending).await {
                         Ok(Ok(Ok(appended))) => {
+                            durable_at = durable_at.max(appended.durable_at);
                             r.base_offset = appended.base_offset;
                             r.log_append_time_ms = appended.log_append_time;
                             if let Some(p) = topic.as_ref().and_then(|t| t.partition(index)) {
@@ -135,6 +139,10 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ProduceRequest) -> Reply {
                 topic_response.partition_responses.push(r);
             }
             responses.push(topic_response);
+        }
+        if let Some(at) = durable_at {
+            let waited = at.elapsed().as_secs_f64();
+            metrics.request_stage_seconds.with_label_values(&["Produce", "response_slot"]).observe(waited);
         }
         ProduceResponse::default().with_responses(responses).with_throttle_time_ms(throttle as i32).into()
     }))

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tributary_protocol::frame;
+use tributary_protocol::kafka_protocol::messages::ApiKey;
 
 use super::dispatch;
 use crate::broker::Broker;
@@ -28,8 +29,8 @@ use crate::security::session::Session;
 /// What a request's turn in the response order produces.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// An encoded response frame.
-    Frame(Bytes),
+    /// An encoded response frame, with its API's metrics label.
+    Frame(Bytes, &'static str),
     /// No response is due (produce with acks=0).
     Nothing,
     /// The response could not be encoded: close rather than leave the client waiting.
@@ -195,14 +196,22 @@ pub(super) async fn run<R, W>(
     let span = tracing::info_span!("connection", %peer, listener = %session.listener.name);
     async move {
         let (tx, mut rx) = mpsc::channel::<Pending>(broker.config.limits.max_in_flight_per_connection);
+        let stages = broker.metrics.request_stage_seconds.clone();
         let writer = tokio::spawn(async move {
             let mut wr = BufWriter::new(wr);
             while let Some(pending) = rx.recv().await {
                 match pending.await {
-                    Outcome::Frame(frame) => {
+                    Outcome::Frame(frame, api) => {
+                        let started = std::time::Instant::now();
                         if wr.write_all(&frame).await.is_err() {
                             return;
                         }
+                        if rx.is_empty() && wr.flush().await.is_err() {
+                            return;
+                        }
+                        let took = started.elapsed().as_secs_f64();
+                        stages.with_label_values(&[api, "response_write"]).observe(took);
+                        continue;
                     }
                     Outcome::Nothing => {}
                     Outcome::Close => {
@@ -229,11 +238,17 @@ pub(super) async fn run<R, W>(
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let mute = Arc::new(Mute::default());
         loop {
+            let mut muted = None;
             let frame = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 f = async {
                     // A throttled client's next request waits on the socket.
+                    let waiting = std::time::Instant::now();
                     mute.wait().await;
+                    let waited = waiting.elapsed();
+                    if waited > Duration::from_millis(1) {
+                        muted = Some(waited);
+                    }
                     reader.read(&mut rd, &mut buf).await
                 } => f,
             };
@@ -256,10 +271,23 @@ pub(super) async fn run<R, W>(
                     break;
                 }
             };
+            let api = tributary_protocol::header::peek(&frame)
+                .and_then(|p| ApiKey::try_from(p.api_key).ok())
+                .map(dispatch::api_label);
             match dispatch::dispatch(&broker, peer, &mute, &session, frame).await {
                 Ok(pending) => {
+                    let stages = &broker.metrics.request_stage_seconds;
+                    if let (Some(waited), Some(api)) = (muted, api) {
+                        stages.with_label_values(&[api, "wait_to_read"]).observe(waited.as_secs_f64());
+                    }
+                    // The in-flight limit: the channel is full while the oldest answers wait.
+                    let full = tx.capacity() == 0;
+                    let waiting = std::time::Instant::now();
                     if tx.send(pending).await.is_err() {
                         break;
+                    }
+                    if let (true, Some(api)) = (full, api) {
+                        stages.with_label_values(&[api, "in_flight_wait"]).observe(waiting.elapsed().as_secs_f64());
                     }
                     if session.closing() {
                         // A failed authentication: its answer goes out, then the close.

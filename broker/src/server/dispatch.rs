@@ -41,8 +41,8 @@ pub(super) async fn dispatch(
     }
     let (request_header, request) =
         header::decode_request(key, version, frame).map_err(|e| format!("malformed request: {e}"))?;
-    let api_name = format!("{key:?}");
-    broker.metrics.requests.with_label_values(&[&api_name]).inc();
+    let api_name = api_label(key);
+    broker.metrics.requests.with_label_values(&[api_name]).inc();
     tracing::trace!(api = %api_name, version, correlation_id, "request");
     let started = Instant::now();
     let ctx = RequestCtx {
@@ -55,11 +55,12 @@ pub(super) async fn dispatch(
     };
     let reply = api::handle(&ctx, request).await;
     let metrics = broker.metrics.clone();
+    metrics.request_stage_seconds.with_label_values(&[api_name, "handle"]).observe(started.elapsed().as_secs_f64());
     let finish = move |response: Option<Response>| {
-        metrics.request_seconds.with_label_values(&[&api_name]).observe(started.elapsed().as_secs_f64());
+        metrics.request_seconds.with_label_values(&[api_name]).observe(started.elapsed().as_secs_f64());
         match response {
             Some(r) => {
-                r.for_each_error(|code| metrics.request_errors.with_label_values(&[&api_name, error_name(code)]).inc());
+                r.for_each_error(|code| metrics.request_errors.with_label_values(&[api_name, error_name(code)]).inc());
                 encode(key, version, correlation_id, &r)
             }
             None => Outcome::Nothing,
@@ -74,12 +75,21 @@ pub(super) async fn dispatch(
 
 fn encode(key: ApiKey, version: i16, correlation_id: i32, response: &Response) -> Outcome {
     match header::encode_response(key, version, correlation_id, response) {
-        Ok(frame) => Outcome::Frame(frame),
+        Ok(frame) => Outcome::Frame(frame, api_label(key)),
         Err(e) => {
             tracing::error!(api = ?key, version, error = %e, "cannot encode response; closing connection");
             Outcome::Close
         }
     }
+}
+
+/// The metrics' `api` label of a key (`Produce`), made once per key.
+pub(super) fn api_label(key: ApiKey) -> &'static str {
+    static NAMES: std::sync::OnceLock<dashmap::DashMap<i16, &'static str>> = std::sync::OnceLock::new();
+    *NAMES
+        .get_or_init(Default::default)
+        .entry(key as i16)
+        .or_insert_with(|| Box::leak(format!("{key:?}").into_boxed_str()))
 }
 
 /// The Kafka name of an error code (`UNKNOWN_TOPIC_OR_PARTITION`), the metrics'

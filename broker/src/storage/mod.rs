@@ -661,7 +661,16 @@ impl Storage {
         log_append_time: bool,
     ) -> Result<PendingAppend, StorageError> {
         let partition = partition.clone();
-        self.journal.submit(move |reply| Append { partition, batches, log_append_time, recovered: false, reply }).await
+        self.journal
+            .submit(move |reply| Append {
+                partition,
+                batches,
+                log_append_time,
+                recovered: false,
+                reply,
+                queued_at: std::time::Instant::now(),
+            })
+            .await
     }
 
     /// Cluster mode: appends batches recovered from the object store while taking a
@@ -674,7 +683,14 @@ impl Storage {
     ) -> Result<PendingAppend, StorageError> {
         let partition = partition.clone();
         self.journal
-            .submit(move |reply| Append { partition, batches, log_append_time: false, recovered: true, reply })
+            .submit(move |reply| Append {
+                partition,
+                batches,
+                log_append_time: false,
+                recovered: true,
+                reply,
+                queued_at: std::time::Instant::now(),
+            })
             .await
     }
 

@@ -46,6 +46,8 @@ pub struct Appended {
     pub last_offset: i64,
     /// The broker time written into the batches, or -1 for create-time topics.
     pub log_append_time: i64,
+    /// When the append became durable and was answered (latency stages).
+    pub durable_at: Option<std::time::Instant>,
 }
 
 /// One request to the writer: batches for one partition, already validated.
@@ -59,6 +61,8 @@ pub(crate) struct Append {
     /// partition, and producers are recorded, never checked.
     pub(crate) recovered: bool,
     pub(crate) reply: oneshot::Sender<Result<Appended, StorageError>>,
+    /// When it was queued for the writer.
+    pub(crate) queued_at: std::time::Instant,
 }
 
 /// Settings of the writer.
@@ -369,7 +373,9 @@ impl Writer {
             Some(None) => Some(StorageError::NotLeader),
             Some(Some(s)) => s.refusal(),
         };
+        let started = std::time::Instant::now();
         for a in group {
+            self.metrics.journal_queue_seconds.observe(started.saturating_duration_since(a.queued_at).as_secs_f64());
             if a.partition.is_deleted() {
                 let _ = a.reply.send(Err(StorageError::UnknownPartition));
                 continue;
@@ -424,7 +430,7 @@ impl Writer {
                         partition: a.partition,
                         generation,
                         reply: Some(a.reply),
-                        outcome: Appended { base_offset, last_offset, log_append_time: -1 },
+                        outcome: Appended { base_offset, last_offset, log_append_time: -1, durable_at: None },
                         batches: Vec::new(),
                     });
                     continue;
@@ -476,6 +482,7 @@ impl Writer {
                     base_offset: first_offset,
                     last_offset,
                     log_append_time: if a.log_append_time { now } else { -1 },
+                    durable_at: None,
                 },
                 batches,
             });
@@ -484,7 +491,7 @@ impl Writer {
             for p in placed {
                 if let Some(reply) = p.reply {
                     p.partition.sub_unpublished(1);
-                    let _ = reply.send(Ok(p.outcome));
+                    let _ = reply.send(Ok(Appended { durable_at: Some(std::time::Instant::now()), ..p.outcome }));
                 }
             }
             return;
@@ -607,6 +614,7 @@ impl Publisher {
     /// appends (those not answered already). Groups are published in journal order.
     fn publish(&self, written: Written) {
         let Written { base_position, data, placed, now } = written;
+        let durable_at = std::time::Instant::now();
         // A cached batch that slices the group buffer keeps all of it alive. Share the
         // buffer only with a partition that owns at least half of it, so memory pinned
         // by the cache stays within twice what the cache budget counts; copy the
@@ -644,7 +652,7 @@ impl Publisher {
             self.metrics.journal_appends.inc();
             if let Some(reply) = p.reply {
                 p.partition.sub_unpublished(1);
-                let _ = reply.send(Ok(p.outcome));
+                let _ = reply.send(Ok(Appended { durable_at: Some(durable_at), ..p.outcome }));
             }
         }
         cache.enforce();
