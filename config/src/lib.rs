@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 
 pub use layers::{load, Sources};
 pub use security::{
-    ClientAuth, ListenerConfig, OAuthConfig, SecurityConfig, SecurityProtocol, TlsConfig, SASL_MECHANISMS,
+    valid_scope, ClientAuth, ListenerConfig, OAuthConfig, ScopesConfig, SecurityConfig, SecurityProtocol, TlsConfig,
+    SASL_MECHANISMS,
 };
 
 /// The whole configuration tree.

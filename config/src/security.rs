@@ -84,6 +84,42 @@ pub struct SecurityConfig {
     pub allow_everyone_if_no_acl_found: bool,
     pub tls: TlsConfig,
     pub oauthbearer: OAuthConfig,
+    pub scopes: ScopesConfig,
+}
+
+/// Scopes (tenants): each principal belongs to one and sees only its streams,
+/// groups and transactional ids, under their plain names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScopesConfig {
+    pub enabled: bool,
+    /// A user named `alice@acme` is in scope `acme` (empty: no scope from the name).
+    pub user_separator: String,
+    /// Principals given a scope by name (`"User:bob" = "acme"`); wins over the name.
+    pub principals: std::collections::BTreeMap<String, String>,
+    /// OAUTHBEARER: the token claim naming the scope; wins over everything.
+    pub jwt_claim: String,
+    /// mTLS: the subject attribute naming the scope (`O`, `OU`, ...).
+    pub tls_field: String,
+    /// Principals that see every scope (super users do too).
+    pub operators: Vec<String>,
+    /// Partitions one scope may hold in all (0: no limit); over it, creating or
+    /// growing a topic answers POLICY_VIOLATION.
+    pub max_partitions: u32,
+}
+
+impl Default for ScopesConfig {
+    fn default() -> Self {
+        ScopesConfig {
+            enabled: false,
+            user_separator: "@".into(),
+            principals: Default::default(),
+            jwt_claim: String::new(),
+            tls_field: String::new(),
+            operators: Vec::new(),
+            max_partitions: 0,
+        }
+    }
 }
 
 /// SASL/OAUTHBEARER: how the JWTs clients present are checked.
@@ -130,6 +166,7 @@ impl Default for SecurityConfig {
             allow_everyone_if_no_acl_found: false,
             tls: TlsConfig::default(),
             oauthbearer: OAuthConfig::default(),
+            scopes: ScopesConfig::default(),
         }
     }
 }
@@ -173,3 +210,10 @@ impl Default for TlsConfig {
 
 /// The SASL mechanisms Tributary implements.
 pub const SASL_MECHANISMS: &[&str] = &["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN", "OAUTHBEARER"];
+
+/// A scope name: 1 to 64 of `[A-Za-z0-9._-]` (so `<scope>/<name>` is unambiguous).
+pub fn valid_scope(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope.len() <= 64
+        && scope.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}

@@ -97,6 +97,17 @@ fn security(p: &mut Vec<String>, c: &Config) {
             p.push("security.bootstrap_users: a user name must not be empty".into());
         }
     }
+    let sc = &s.scopes;
+    for (principal, scope) in &sc.principals {
+        if !crate::security::valid_scope(scope) {
+            p.push(format!(
+                "security.scopes.principals.{principal:?}: scope {scope:?} must be 1 to 64 of [A-Za-z0-9._-]"
+            ));
+        }
+    }
+    if sc.user_separator.chars().count() > 1 {
+        p.push(format!("security.scopes.user_separator: {:?} must be one character or empty", sc.user_separator));
+    }
     let o = &s.oauthbearer;
     if s.sasl_mechanisms.iter().any(|m| m == "OAUTHBEARER") && o.public_key_files.is_empty() && o.hmac_secret.is_empty()
     {

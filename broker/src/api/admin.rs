@@ -251,6 +251,10 @@ pub(crate) async fn create_partitions(ctx: &RequestCtx, request: CreatePartition
                 Some(format!("topic has {} partitions; the new count must be larger", topic.partitions.len())),
             ),
             Some(_) if t.count > 100_000 => (of(Error::InvalidPartitions), Some("at most 100000 partitions".into())),
+            Some(topic) if ctx.over_scope_partitions((t.count - topic.partitions.len() as i32) as i64).is_some() => (
+                of(Error::PolicyViolation),
+                ctx.over_scope_partitions((t.count - topic.partitions.len() as i32) as i64),
+            ),
             Some(_)
                 if t.assignments
                     .as_ref()

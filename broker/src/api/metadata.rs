@@ -108,7 +108,7 @@ async fn by_name(ctx: &RequestCtx, name: &str, auto_create: bool, view: &Topolog
     if let Some(t) = storage.topic(name) {
         return describe(&t, view);
     }
-    if validate_name(name).is_err() {
+    if validate_name(&ctx.plain_name(name)).is_err() {
         return unknown(of(Error::InvalidTopicException));
     }
     if !auto_create {
@@ -118,6 +118,9 @@ async fn by_name(ctx: &RequestCtx, name: &str, auto_create: bool, view: &Topolog
         return unknown(of(Error::TopicAuthorizationFailed));
     }
     let partitions = ctx.broker.config.topics.num_partitions;
+    if ctx.over_scope_partitions(partitions as i64).is_some() {
+        return unknown(of(Error::PolicyViolation));
+    }
     match ctx.broker.create_topic(name, partitions, Default::default()).await {
         Ok(t) => {
             tracing::info!(topic = name, partitions, "auto-created topic");
@@ -235,7 +238,7 @@ pub(crate) fn describe_topic_partitions(
         let Some(topic) = storage.topic(&name) else {
             // Named and missing; when every topic was asked for, one deleted meanwhile.
             if !every {
-                let code = if validate_name(&name).is_ok() {
+                let code = if validate_name(&ctx.plain_name(&name)).is_ok() {
                     Error::UnknownTopicOrPartition
                 } else {
                     Error::InvalidTopicException

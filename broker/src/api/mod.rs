@@ -19,6 +19,7 @@ mod produce;
 mod quotas;
 mod route;
 mod sasl;
+pub(crate) mod scoped;
 mod topics;
 mod txn;
 mod users;
@@ -124,6 +125,28 @@ impl RequestCtx {
         rt: crate::security::acl::ResourceType,
         name: &str,
     ) -> bool {
+        use crate::security::acl::ResourceType as R;
+        use crate::security::scope::{Kind, Scope};
+        if self.broker.security.scopes.enabled() {
+            // Nothing outside the principal's scope exists for it; of the cluster it
+            // may only write idempotently and create (its own) topics.
+            let scope = self.session.scope();
+            let inside = match rt {
+                R::Topic => scope.holds(Kind::Topic, name),
+                R::Group | R::TransactionalId => scope.holds(Kind::Id, name),
+                R::Cluster => {
+                    scope == Scope::All
+                        || matches!(
+                            op,
+                            crate::security::acl::Operation::IdempotentWrite | crate::security::acl::Operation::Create
+                        )
+                }
+                R::DelegationToken | R::User => scope == Scope::All,
+            };
+            if !inside {
+                return false;
+            }
+        }
         let authorizer = &self.broker.authorizer;
         if !authorizer.enabled {
             return true;
@@ -132,9 +155,13 @@ impl RequestCtx {
     }
 
     /// The user client quotas apply to: the principal's name (`ANONYMOUS` without
-    /// authentication, as in Kafka).
+    /// authentication, as in Kafka), or `scope:<name>` for a scope's principals.
     pub(crate) fn quota_user(&self) -> String {
-        self.session.principal().name
+        // A scope's principals share its quotas: the user entity `scope:<name>`.
+        match self.session.scope().name() {
+            Some(scope) => format!("scope:{scope}"),
+            None => self.session.principal().name,
+        }
     }
 
     /// Whether some ACL lets the client do `op` on some resource of type `rt`
@@ -149,6 +176,36 @@ impl RequestCtx {
             return true;
         }
         authorizer.authorize_by_type(&self.session.acl_name(), &self.session.host, op, rt)
+    }
+
+    /// The name the client gave for an inner one (the same without scopes).
+    pub(crate) fn plain_name(&self, name: &str) -> String {
+        if !self.broker.security.scopes.enabled() {
+            return name.to_string();
+        }
+        self.session.scope().outer(name).to_string()
+    }
+
+    /// A scope over its partition limit with `more` partitions: the message to
+    /// answer POLICY_VIOLATION with.
+    pub(crate) fn over_scope_partitions(&self, more: i64) -> Option<String> {
+        let scopes = &self.broker.security.scopes;
+        let limit = scopes.max_partitions() as i64;
+        if !scopes.enabled() || limit == 0 {
+            return None;
+        }
+        let scope = self.session.scope();
+        let name = scope.name()?;
+        let held: i64 = self
+            .broker
+            .storage
+            .topics()
+            .iter()
+            .filter(|t| scope.holds(crate::security::scope::Kind::Topic, &t.name))
+            .map(|t| t.partitions.len() as i64)
+            .sum();
+        (held + more > limit)
+            .then(|| format!("scope {name} holds {held} partitions; {more} more would pass its limit of {limit}"))
     }
 
     /// Whether the client may do `op` on the cluster.

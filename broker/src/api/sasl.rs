@@ -33,6 +33,7 @@ pub(super) fn authenticate(ctx: &RequestCtx, request: SaslAuthenticateRequest) -
     let security = &broker.security;
     let verifiers = Verifiers {
         users: &broker.users,
+        scopes: &security.scopes,
         oauth: security.oauth.as_ref(),
         reauth_ms: broker.config.security.connections_max_reauth_ms,
         secret: &security.secret,

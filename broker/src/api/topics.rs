@@ -68,6 +68,12 @@ pub(crate) async fn create(ctx: &RequestCtx, request: CreateTopicsRequest) -> Cr
                 continue;
             }
         };
+        if let Some(message) = ctx.over_scope_partitions(partitions as i64) {
+            result.error_code = of(Error::PolicyViolation);
+            result.error_message = Some(StrBytes::from_string(message));
+            results.push(result);
+            continue;
+        }
         if storage.topic(&name).is_some() {
             result.error_code = of(Error::TopicAlreadyExists);
             result.error_message = Some(StrBytes::from_string(format!("topic {name} already exists")));
@@ -117,7 +123,7 @@ type Checked = Result<(i32, BTreeMap<String, String>), (i16, String)>;
 /// Validates one topic of a CreateTopics request: its partition count and configs.
 fn check(ctx: &RequestCtx, topic: &CreatableTopic) -> Checked {
     let name = topic.name.0.as_str();
-    validate_name(name).map_err(|m| (of(Error::InvalidTopicException), m))?;
+    validate_name(&ctx.plain_name(name)).map_err(|m| (of(Error::InvalidTopicException), m))?;
     let node = ctx.broker.node.id;
     let partitions = if !topic.assignments.is_empty() {
         if topic.num_partitions != -1 || topic.replication_factor != -1 {

@@ -11,6 +11,7 @@
 pub mod acl;
 pub mod oauth;
 pub mod plain;
+pub mod scope;
 pub mod scram;
 pub mod session;
 pub mod users;
@@ -28,6 +29,8 @@ pub struct Sasl {
     pub secret: Vec<u8>,
     /// How OAUTHBEARER tokens are checked, when offered.
     pub oauth: Option<oauth::OAuth>,
+    /// Which scope each principal is in.
+    pub scopes: scope::Scopes,
 }
 
 impl fmt::Debug for Sasl {
@@ -42,10 +45,11 @@ impl Sasl {
         let mechanisms: Vec<SaslMechanism> =
             config.sasl_mechanisms.iter().filter_map(|m| SaslMechanism::from_name(m)).collect();
         let oauth = match mechanisms.contains(&SaslMechanism::OAuthBearer) {
-            true => Some(oauth::OAuth::load(&config.oauthbearer)?),
+            true => Some(oauth::OAuth::load(&config.oauthbearer, &config.scopes.jwt_claim)?),
             false => None,
         };
-        Ok(Sasl { mechanisms, secret: scram::random_bytes(32), oauth })
+        let scopes = scope::Scopes::new(&config.scopes, &config.super_users);
+        Ok(Sasl { mechanisms, secret: scram::random_bytes(32), oauth, scopes })
     }
 }
 

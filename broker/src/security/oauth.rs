@@ -15,6 +15,8 @@ use tributary_config::OAuthConfig;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     pub principal: String,
+    /// The scope the token names (`[security.scopes] jwt_claim`), if any.
+    pub scope: Option<String>,
     /// Left of the token's life.
     pub lifetime: Duration,
 }
@@ -25,6 +27,7 @@ pub struct OAuth {
     ec: Vec<DecodingKey>,
     hmac: Option<DecodingKey>,
     config: OAuthConfig,
+    scope_claim: String,
 }
 
 impl std::fmt::Debug for OAuth {
@@ -39,7 +42,7 @@ impl std::fmt::Debug for OAuth {
 
 impl OAuth {
     /// Reads the public key files; an error names the file.
-    pub fn load(config: &OAuthConfig) -> Result<OAuth, String> {
+    pub fn load(config: &OAuthConfig, scope_claim: &str) -> Result<OAuth, String> {
         let mut rsa = Vec::new();
         let mut ec = Vec::new();
         for file in &config.public_key_files {
@@ -53,7 +56,7 @@ impl OAuth {
             }
         }
         let hmac = (!config.hmac_secret.is_empty()).then(|| DecodingKey::from_secret(config.hmac_secret.as_bytes()));
-        Ok(OAuth { rsa, ec, hmac, config: config.clone() })
+        Ok(OAuth { rsa, ec, hmac, config: config.clone(), scope_claim: scope_claim.to_string() })
     }
 
     /// Checks a client's OAUTHBEARER message; `Err` says why, for the log.
@@ -102,7 +105,10 @@ impl OAuth {
                     let exp = claims.get("exp").and_then(|v| v.as_f64()).unwrap_or(0.0);
                     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
                     let lifetime = Duration::from_secs_f64((exp - now).max(0.0));
-                    return Ok(Verified { principal: principal.to_string(), lifetime });
+                    let scope = (!self.scope_claim.is_empty())
+                        .then(|| claims.get(&self.scope_claim).and_then(|v| v.as_str()).map(str::to_string))
+                        .flatten();
+                    return Ok(Verified { principal: principal.to_string(), scope, lifetime });
                 }
                 Err(e) => last = e.to_string(),
             }
@@ -149,7 +155,7 @@ mod tests {
 
     #[test]
     fn a_valid_token_names_its_principal_and_bounds_the_session() {
-        let oauth = OAuth::load(&config()).unwrap();
+        let oauth = OAuth::load(&config(), "").unwrap();
         let v = oauth.verify(&token(serde_json::json!({"sub": "svc", "aud": "kafka", "exp": now() + 600}), "s3cret"));
         let v = v.unwrap();
         assert_eq!(v.principal, "svc");
@@ -158,7 +164,7 @@ mod tests {
 
     #[test]
     fn forged_expired_and_misaddressed_tokens_are_refused() {
-        let oauth = OAuth::load(&config()).unwrap();
+        let oauth = OAuth::load(&config(), "").unwrap();
         let exp = now() + 600;
         let bad = [
             token(serde_json::json!({"sub": "svc", "aud": "kafka", "exp": exp}), "forged"),

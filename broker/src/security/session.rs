@@ -15,6 +15,7 @@ use std::time::Instant;
 use tributary_config::SecurityProtocol;
 use tributary_protocol::kafka_protocol::messages::ApiKey;
 
+use super::scope::Scope;
 use super::scram::{Mechanism, ScramError, ServerFirst};
 use super::users::Users;
 use super::{plain, Principal};
@@ -89,6 +90,7 @@ pub enum Step {
 #[derive(Debug, Clone, Copy)]
 pub struct Verifiers<'a> {
     pub users: &'a Users,
+    pub scopes: &'a super::scope::Scopes,
     pub oauth: Option<&'a super::oauth::OAuth>,
     /// Bounds a session's lifetime (0: unbounded).
     pub reauth_ms: u64,
@@ -108,22 +110,24 @@ pub struct Session {
 #[derive(Debug, Clone)]
 struct Authenticated {
     principal: Principal,
+    /// The names it sees.
+    scope: Scope,
     /// `User:name`, as ACLs name it, made once per authentication.
     acl_name: Arc<str>,
     expires: Option<Instant>,
 }
 
 impl Authenticated {
-    fn new(principal: Principal, expires: Option<Instant>) -> Authenticated {
-        Authenticated { acl_name: principal.to_string().into(), principal, expires }
+    fn new(principal: Principal, scope: Scope, expires: Option<Instant>) -> Authenticated {
+        Authenticated { acl_name: principal.to_string().into(), principal, scope, expires }
     }
 }
 
 impl Session {
     /// A session on `listener`; without SASL the client is `principal` at once
     /// (ANONYMOUS, or the subject of its TLS certificate).
-    pub fn new(listener: Arc<Listener>, principal: Principal, host: std::net::IpAddr) -> Session {
-        let current = (!listener.protocol.sasl()).then(|| Authenticated::new(principal, None));
+    pub fn new(listener: Arc<Listener>, principal: Principal, scope: Scope, host: std::net::IpAddr) -> Session {
+        let current = (!listener.protocol.sasl()).then(|| Authenticated::new(principal, scope, None));
         let state = if current.is_some() { State::Done } else { State::Handshake };
         Session {
             listener,
@@ -136,6 +140,14 @@ impl Session {
     /// The principal requests are made as; ANONYMOUS before authentication.
     pub fn principal(&self) -> Principal {
         self.state.lock().1.as_ref().map(|a| a.principal.clone()).unwrap_or_else(Principal::anonymous)
+    }
+
+    /// The names the connection sees (before authentication: none of a scope's).
+    pub fn scope(&self) -> Scope {
+        match &self.state.lock().1 {
+            Some(a) => a.scope.clone(),
+            None => Scope::Default,
+        }
     }
 
     /// The principal as ACLs name it (`User:alice`), without copying it.
@@ -213,7 +225,11 @@ impl Session {
                     None => Err("OAUTHBEARER is not configured".into()),
                 };
                 return Ok(match verified {
-                    Ok(t) => self.done(&mut s, &t.principal, Vec::new(), reauth_ms, Some(t.lifetime), now),
+                    Ok(t) => {
+                        let principal = Principal::user(&t.principal);
+                        let scope = v.scopes.scope_of(&principal, t.scope.as_deref());
+                        self.done(&mut s, principal, scope, Vec::new(), reauth_ms, Some(t.lifetime), now)
+                    }
                     Err(reason) => {
                         tracing::info!(%reason, "OAUTHBEARER token refused");
                         self.fail(&mut s, "Authentication failed: Invalid token")
@@ -233,7 +249,11 @@ impl Session {
                 let m = exchange.mechanism();
                 let user = exchange.user().to_string();
                 match exchange.finish(bytes) {
-                    Ok(out) => return Ok(self.done(&mut s, &user, out, reauth_ms, None, now)),
+                    Ok(out) => {
+                        let principal = Principal::user(&user);
+                        let scope = v.scopes.scope_of(&principal, None);
+                        return Ok(self.done(&mut s, principal, scope, out, reauth_ms, None, now));
+                    }
                     Err(e) => return Ok(self.fail(&mut s, &scram_failure(m, &e))),
                 }
             }
@@ -244,19 +264,22 @@ impl Session {
                 return Err(ILLEGAL_SASL_STATE);
             }
         };
-        Ok(self.done(&mut s, &user, Vec::new(), reauth_ms, None, now))
+        let principal = Principal::user(&user);
+        let scope = v.scopes.scope_of(&principal, None);
+        Ok(self.done(&mut s, principal, scope, Vec::new(), reauth_ms, None, now))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn done(
         &self,
         s: &mut (State, Option<Authenticated>),
-        user: &str,
+        principal: Principal,
+        scope: Scope,
         bytes: Vec<u8>,
         reauth_ms: u64,
         token_lifetime: Option<Duration>,
         now: Instant,
     ) -> Step {
-        let principal = Principal::user(user);
         if let Some(before) = &s.1 {
             if before.principal != principal {
                 // KIP-368: re-authentication may not change who the connection is.
@@ -270,7 +293,7 @@ impl Session {
             (a, b) => a.or(b),
         };
         s.0 = State::Done;
-        s.1 = Some(Authenticated::new(principal, lifetime.map(|l| now + l)));
+        s.1 = Some(Authenticated::new(principal, scope, lifetime.map(|l| now + l)));
         Step::Done { bytes, lifetime }
     }
 
@@ -303,12 +326,15 @@ mod tests {
         Session::new(
             Arc::new(Listener { name: "default".into(), protocol: SecurityProtocol::SaslPlaintext }),
             Principal::anonymous(),
+            Scope::All,
             std::net::Ipv4Addr::LOCALHOST.into(),
         )
     }
 
     fn v(users: &Users, reauth_ms: u64) -> Verifiers<'_> {
-        Verifiers { users, oauth: None, reauth_ms, secret: b"k" }
+        static SCOPES: std::sync::OnceLock<crate::security::scope::Scopes> = std::sync::OnceLock::new();
+        let scopes = SCOPES.get_or_init(|| crate::security::scope::Scopes::new(&Default::default(), &[]));
+        Verifiers { users, scopes, oauth: None, reauth_ms, secret: b"k" }
     }
 
     fn users() -> Users {
@@ -328,6 +354,7 @@ mod tests {
         let plain = Session::new(
             Arc::new(Listener { name: "p".into(), protocol: SecurityProtocol::Plaintext }),
             Principal::anonymous(),
+            Scope::All,
             std::net::Ipv4Addr::LOCALHOST.into(),
         );
         assert!(plain.admit(ApiKey::Produce, Instant::now()).is_ok());

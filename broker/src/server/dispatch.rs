@@ -39,8 +39,13 @@ pub(super) async fn dispatch(
         }
         return Err(format!("{key:?} v{version} is not supported (supported: v{}..=v{})", range.start(), range.end()));
     }
-    let (request_header, request) =
+    let (request_header, mut request) =
         header::decode_request(key, version, frame).map_err(|e| format!("malformed request: {e}"))?;
+    // A scoped client's names, into its scope and (below) back out.
+    let scope = broker.security.scopes.enabled().then(|| session.scope());
+    if let Some(scope) = &scope {
+        api::scoped::into_scope(&mut request, scope);
+    }
     let api_name = api_label(key);
     broker.metrics.requests.with_label_values(&[api_name]).inc();
     tracing::trace!(api = %api_name, version, correlation_id, "request");
@@ -59,7 +64,10 @@ pub(super) async fn dispatch(
     let finish = move |response: Option<Response>| {
         metrics.request_seconds.with_label_values(&[api_name]).observe(started.elapsed().as_secs_f64());
         match response {
-            Some(r) => {
+            Some(mut r) => {
+                if let Some(scope) = &scope {
+                    api::scoped::out_of_scope(&mut r, scope);
+                }
                 r.for_each_error(|code| metrics.request_errors.with_label_values(&[api_name, error_name(code)]).inc());
                 encode(key, version, correlation_id, &r)
             }

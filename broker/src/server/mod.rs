@@ -127,7 +127,9 @@ async fn accept(b: Bound, shared: Shared) {
 async fn run(stream: TcpStream, peer: SocketAddr, info: Arc<Listener>, tls: Option<Arc<tls::Tls>>, shared: &Shared) {
     let broker = shared.broker.clone();
     let Some(tls) = tls else {
-        let session = Arc::new(Session::new(info, Principal::anonymous(), peer.ip()));
+        let principal = Principal::anonymous();
+        let scope = broker.security.scopes.scope_of(&principal, None);
+        let session = Arc::new(Session::new(info, principal, scope, peer.ip()));
         let (rd, wr) = stream.into_split();
         connection::run(rd, wr, peer, session, broker, shared.memory.clone(), shared.shutdown.clone()).await;
         return;
@@ -157,7 +159,8 @@ async fn run(stream: TcpStream, peer: SocketAddr, info: Arc<Listener>, tls: Opti
     if info.protocol == SecurityProtocol::Ssl {
         broker.metrics.authentications.with_label_values(&[&info.name, "success"]).inc();
     }
-    let session = Arc::new(Session::new(info, principal, peer.ip()));
+    let scope = broker.security.scopes.scope_of(&principal, None);
+    let session = Arc::new(Session::new(info, principal, scope, peer.ip()));
     let (rd, wr) = tokio::io::split(stream);
     connection::run(rd, wr, peer, session, broker, shared.memory.clone(), shared.shutdown.clone()).await;
 }

@@ -1,0 +1,143 @@
+"""Scopes (tenants): with `[security.scopes]` on, `alice@acme` is in scope acme and
+`bob@beta` in beta. Each sees only its scope's topics, groups and transactional
+ids, under their plain names: both create `orders`, read their own records in
+their own group `g`, use the same transactional id without fencing each other,
+and list only their own. A principal without a scope stays in the default scope
+(the names as before); an operator sees every scope's names as stored
+(`acme/orders`). A scope over its partition limit gets POLICY_VIOLATION."""
+
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+
+from conftest import unique
+
+CONFIG = """
+[security]
+protocol = "SASL_PLAINTEXT"
+super_users = ["User:admin"]
+[security.scopes]
+enabled = true
+max_partitions = 6
+[security.bootstrap_users]
+admin = "admin-secret"
+"alice@acme" = "alice-secret"
+"bob@beta" = "bob-secret"
+carol = "carol-secret"
+"""
+
+
+@pytest.fixture
+def scoped(make_broker):
+    b = make_broker("scopes", config_text=CONFIG)
+    b.start()
+    return b
+
+
+def conf(broker, user, **extra):
+    password = user.split("@")[0] + "-secret"
+    return {"bootstrap.servers": broker.bootstrap, "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "SCRAM-SHA-256", "sasl.username": user, "sasl.password": password, **extra}
+
+
+def produce(broker, user, topic, values, **extra):
+    p = Producer(conf(broker, user, acks="all", **extra))
+    for v in values:
+        p.produce(topic, value=v.encode())
+    assert p.flush(20) == 0
+
+
+def consume(broker, user, topic, group, n):
+    c = Consumer(conf(broker, user, **{"group.id": group, "auto.offset.reset": "earliest"}))
+    c.subscribe([topic])
+    got = []
+    deadline = time.monotonic() + 30
+    while len(got) < n and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            got.append(m.value().decode())
+    c.commit(asynchronous=False)
+    c.close()
+    return got
+
+
+def topics(broker, user):
+    return {t for t in AdminClient(conf(broker, user)).list_topics(timeout=10).topics if not t.startswith("__")}
+
+
+def test_two_scopes_each_have_their_own_orders_groups_and_transactional_ids(scoped):
+    alice, bob, carol = "alice@acme", "bob@beta", "carol"
+    for user, parts in ((alice, 3), (bob, 2), (carol, 1)):
+        admin = AdminClient(conf(scoped, user))  # kept until its answer is in
+        admin.create_topics([NewTopic("orders", parts)])["orders"].result(timeout=20)
+    produce(scoped, alice, "orders", [f"acme-{i}" for i in range(30)])
+    produce(scoped, bob, "orders", [f"beta-{i}" for i in range(20)])
+    produce(scoped, carol, "orders", [f"default-{i}" for i in range(10)])
+    # Each reads only its own stream, in its own group `g`.
+    assert sorted(consume(scoped, alice, "orders", "g", 30)) == sorted(f"acme-{i}" for i in range(30))
+    assert sorted(consume(scoped, bob, "orders", "g", 20)) == sorted(f"beta-{i}" for i in range(20))
+    assert sorted(consume(scoped, carol, "orders", "g", 10)) == sorted(f"default-{i}" for i in range(10))
+    # The same names, different streams: partition counts tell them apart.
+    md = {u: AdminClient(conf(scoped, u)).list_topics("orders", timeout=10).topics["orders"] for u in (alice, bob)}
+    assert (len(md[alice].partitions), len(md[bob].partitions)) == (3, 2)
+    # Listings show only the scope's own names.
+    assert topics(scoped, alice) == {"orders"} and topics(scoped, bob) == {"orders"}
+    assert topics(scoped, carol) == {"orders"}
+    assert {"acme/orders", "beta/orders", "orders"} <= topics(scoped, "admin")
+    admins = {u: AdminClient(conf(scoped, u)) for u in (alice, bob, "admin")}
+    groups = {u: {g.group_id for g in a.list_consumer_groups().result(timeout=20).valid} for u, a in admins.items()}
+    assert groups[alice] == {"g"} and groups[bob] == {"g"}, groups
+    assert {"acme/g", "beta/g", "g"} <= groups["admin"], groups["admin"]
+    # Committed offsets are per scope.
+    for user, total in ((alice, 30), (bob, 20)):
+        c = Consumer(conf(scoped, user, **{"group.id": "g"}))
+        n = len(AdminClient(conf(scoped, user)).list_topics("orders", timeout=10).topics["orders"].partitions)
+        committed = c.committed([TopicPartition("orders", p) for p in range(n)], timeout=10)
+        c.close()
+        assert sum(tp.offset for tp in committed if tp.offset >= 0) == total, (user, committed)
+
+
+def test_the_same_transactional_id_in_two_scopes_does_not_fence(scoped):
+    for user in ("alice@acme", "bob@beta"):
+        admin = AdminClient(conf(scoped, user))
+        admin.create_topics([NewTopic("ledger", 1)])["ledger"].result(timeout=20)
+    a = Producer(conf(scoped, "alice@acme", **{"transactional.id": "tx"}))
+    a.init_transactions(15)
+    b = Producer(conf(scoped, "bob@beta", **{"transactional.id": "tx"}))
+    b.init_transactions(15)
+    for p, v in ((a, b"alice"), (b, b"bob")):
+        p.begin_transaction()
+        p.produce("ledger", value=v)
+        p.commit_transaction(15)
+    got = consume(scoped, "alice@acme", "ledger", unique("g"), 1)
+    assert got == ["alice"]
+
+
+def test_a_scope_cannot_name_another_and_stays_within_its_partition_limit(scoped):
+    beta = AdminClient(conf(scoped, "bob@beta"))
+    beta.create_topics([NewTopic("secret", 1)])["secret"].result(timeout=20)
+    produce(scoped, "bob@beta", "secret", ["classified"])
+    alice = AdminClient(conf(scoped, "alice@acme"))
+    # beta/secret is not a name alice can give: it is invalid, and nothing is made.
+    with pytest.raises(KafkaException) as e:
+        alice.create_topics([NewTopic("beta/secret", 1)])["beta/secret"].result(timeout=20)
+    assert e.value.args[0].code() == KafkaError.TOPIC_EXCEPTION
+    assert "secret" not in topics(scoped, "alice@acme")
+    err = []
+    p = Producer(conf(scoped, "alice@acme", **{"message.timeout.ms": 5000, "log_level": 0}))
+    p.produce("beta/secret", value=b"x", on_delivery=lambda e, m: err.append(e))
+    p.flush(10)
+    assert err and err[0] is not None
+    # The partition limit: 6 per scope.
+    alice.create_topics([NewTopic("five", 5)])["five"].result(timeout=20)
+    with pytest.raises(KafkaException) as e:
+        alice.create_topics([NewTopic("two", 2)])["two"].result(timeout=20)
+    assert e.value.args[0].code() == KafkaError.POLICY_VIOLATION
+    with pytest.raises(KafkaException) as e:
+        alice.create_partitions([NewPartitions("five", 7)])["five"].result(timeout=20)
+    assert e.value.args[0].code() == KafkaError.POLICY_VIOLATION
+    alice.create_topics([NewTopic("one", 1)])["one"].result(timeout=20)
+    # Another scope is not held back by acme's use.
+    beta.create_topics([NewTopic("five", 5)])["five"].result(timeout=20)
