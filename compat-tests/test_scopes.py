@@ -90,6 +90,11 @@ def test_two_scopes_each_have_their_own_orders_groups_and_transactional_ids(scop
     groups = {u: {g.group_id for g in a.list_consumer_groups().result(timeout=20).valid} for u, a in admins.items()}
     assert groups[alice] == {"g"} and groups[bob] == {"g"}, groups
     assert {"acme/g", "beta/g", "g"} <= groups["admin"], groups["admin"]
+    # Each scope in /metrics.
+    metrics = scoped.metrics()
+    assert 'tributary_scope_partitions{scope="acme"} 3' in metrics, metrics
+    assert 'tributary_scope_partitions{scope="beta"} 2' in metrics
+    assert 'tributary_scope_topics{scope="acme"} 1' in metrics
     # Committed offsets are per scope.
     for user, total in ((alice, 30), (bob, 20)):
         c = Consumer(conf(scoped, user, **{"group.id": "g"}))

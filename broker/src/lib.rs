@@ -96,6 +96,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         "segment store configured"
     );
     metrics.register(Box::new(storage::tier_metrics::TierCollector::new(Arc::downgrade(&storage))));
+    if config.security.scopes.enabled {
+        metrics.register(Box::new(security::scope_metrics::ScopeCollector::new(Arc::downgrade(&storage))));
+    }
     let flusher = tokio::spawn(storage::flusher::run(
         storage.clone(),
         storage::flusher::FlushSettings::from_config(&config),

@@ -105,6 +105,14 @@ fn security(p: &mut Vec<String>, c: &Config) {
             ));
         }
     }
+    let anonymous = "User:ANONYMOUS".to_string();
+    if sc.enabled && c.cluster.enabled() && !sc.operators.contains(&anonymous) && !s.super_users.contains(&anonymous) {
+        p.push(
+            "security.scopes: in cluster mode brokers call each other as User:ANONYMOUS on the `default` listener, \
+             which must see every scope: add \"User:ANONYMOUS\" to security.scopes.operators"
+                .into(),
+        );
+    }
     if sc.user_separator.chars().count() > 1 {
         p.push(format!("security.scopes.user_separator: {:?} must be one character or empty", sc.user_separator));
     }

@@ -12,6 +12,7 @@ pub mod acl;
 pub mod oauth;
 pub mod plain;
 pub mod scope;
+pub mod scope_metrics;
 pub mod scram;
 pub mod session;
 pub mod users;
