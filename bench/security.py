@@ -14,6 +14,9 @@
 3. Authentication rate: full SASL handshakes per second on fresh connections, from
    two client processes (SCRAM-SHA-256 with the client's salted password cached, so
    the broker's share dominates; PLAIN, where the broker runs PBKDF2 each time).
+4. Scopes: `--scopes` scopes on one broker, each with its own user (`u<i>@s<i>`) and
+   topic: RSS per scope, and isolation checked for a sample of them (each lists its
+   one topic, nothing else).
 
 Not part of the test suite. Brokers run on free loopback ports with fresh data
 directories under target/ and are stopped by their PIDs."""
@@ -167,6 +170,58 @@ def scram_handshakes(args):
     return done
 
 
+def create_topics(conn, names):
+    """CreateTopics v4 (one partition each), 1,000 names per request."""
+    for i in range(0, len(names), 1000):
+        chunk = names[i:i + 1000]
+        body = struct.pack(">i", len(chunk))
+        for n in chunk:
+            body += s16(n) + struct.pack(">ihii", 1, 1, 0, 0)
+        body += struct.pack(">ib", 60000, 0)
+        conn.request(19, 4, body)
+
+
+def listed_topics(port, user, password):
+    conn = Conn(port)
+    assert plain_login(conn, user, password) == 0
+    r = Reader(conn.request(3, 1, struct.pack(">i", -1)))
+    for _ in range(r.i32()):  # brokers
+        r.i32(), r.string(), r.i32(), r.string()
+    r.i32()  # controller
+    names = []
+    for _ in range(r.i32()):
+        r.i16()
+        names.append(r.string())
+        r.at += 1  # is_internal
+        for _ in range(r.i32()):
+            r.i16(), r.i32(), r.i32()
+            r.at += 4 * r.i32()
+            r.at += 4 * r.i32()
+    conn.close()
+    return [n for n in names if not n.startswith("__")]
+
+
+def scopes_phase(base, n):
+    """RSS per scope (a user and a one-partition topic each) and isolation."""
+    config = '[security]\nprotocol = "SASL_PLAINTEXT"\nsuper_users = ["User:admin"]\n[security.scopes]\n' \
+             'enabled = true\n[security.bootstrap_users]\nadmin = "admin-secret"\n'
+    proc, port = start(base, "scopes", config)
+    try:
+        conn = Conn(port)
+        assert plain_login(conn, "admin", "admin-secret") == 0
+        before = rss_kib(proc.pid)
+        create_users(conn, [f"u{i}@s{i}" for i in range(n)], "pw")
+        create_topics(conn, [f"s{i}/events" for i in range(n)])
+        conn.close()
+        time.sleep(2)
+        per_scope = (rss_kib(proc.pid) - before) * 1024 / max(n, 1)
+        sample = sorted(set(range(0, n, max(n // 20, 1))))
+        isolated = all(listed_topics(port, f"u{i}@s{i}", "pw") == ["events"] for i in sample)
+        return per_scope, isolated, len(sample)
+    finally:
+        stop(proc)
+
+
 def produce(port, conf, topic, size, partitions, seconds, rate=None):
     env = dict(os.environ, LOADGEN_CLIENT_CONFIG=conf)
     args = [str(bench.LOADGEN), "produce", "--bootstrap", f"127.0.0.1:{port}", "--topic", topic, "--partitions",
@@ -185,6 +240,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--users", type=int, default=10_000)
     ap.add_argument("--acls", type=int, default=10_000)
+    ap.add_argument("--scopes", type=int, default=10_000)
     ap.add_argument("--settle", type=float, default=3.0)
     ap.add_argument("--no-build", action="store_true")
     args = ap.parse_args()
@@ -241,6 +297,7 @@ def main():
                         rates[mechanism] = sum(pool.map(scram_handshakes, [(port, t, mechanism)] * 2)) / t
         finally:
             stop(proc)
+    scope_rss, isolated, sampled = scopes_phase(base, args.scopes) if args.scopes else (0, True, 0)
     print(f"\n## Security costs ({args.seconds:.0f} s runs, acks=all, fsync, 2-core machine)\n")
     print("| broker | record | partitions | peak MB/s | peak records/s | at a fixed rate: records/s, p50 / p99 ms |")
     print("|---|---|---|---|---|---|")
@@ -251,6 +308,10 @@ def main():
           f"{memory.get('acls', 0):,.0f} bytes per ACL ({args.users:,} users, {args.acls:,} ACLs).")
     print("Full SASL handshakes per second on fresh connections, two client processes: " +
           ", ".join(f"{m} {r:,.0f}/s" for m, r in rates.items()))
+    if args.scopes:
+        print(f"Scopes: {args.scopes:,} scopes with a user and a one-partition topic each: {scope_rss:,.0f} bytes of "
+              f"RSS per scope; isolation {'held' if isolated else 'FAILED'} for {sampled} sampled scopes (each "
+              "lists exactly its own topic).")
     shutil.rmtree(base, ignore_errors=True)
 
 

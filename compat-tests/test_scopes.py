@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
-from conftest import unique
+from conftest import unique, wait_until
 
 CONFIG = """
 [security]
@@ -146,3 +146,81 @@ def test_a_scope_cannot_name_another_and_stays_within_its_partition_limit(scoped
     alice.create_topics([NewTopic("one", 1)])["one"].result(timeout=20)
     # Another scope is not held back by acme's use.
     beta.create_topics([NewTopic("five", 5)])["five"].result(timeout=20)
+
+
+LIMITED = CONFIG.replace("max_partitions = 6", "max_partitions = 6\nmax_connections = 2\nmax_stored_bytes = 20000\n"
+                                                "usage_interval_ms = 200")
+
+
+def test_scope_limits_on_connections_stored_bytes_and_byte_rates(make_broker):
+    from rawkafka import Conn, Reader, s16
+    import struct
+
+    b = make_broker("limited", config_text=LIMITED)
+    b.start()
+
+    def login(user, password):
+        conn = Conn(b.port)
+        assert Reader(conn.request(17, 1, s16("PLAIN"))).i16() == 0
+        token = b"\0" + user.encode() + b"\0" + password.encode()
+        return conn, Reader(conn.request(36, 1, struct.pack(">i", len(token)) + token)).i16()
+
+    # Two connections of acme are its limit; the third fails its authentication,
+    # another scope's does not; closing one makes room.
+    first, second = login("alice@acme", "alice-secret"), login("alice@acme", "alice-secret")
+    assert (first[1], second[1]) == (0, 0)
+    third = login("alice@acme", "alice-secret")
+    assert third[1] == 58  # SASL_AUTHENTICATION_FAILED
+    assert login("bob@beta", "bob-secret")[1] == 0
+    first[0].close()
+    assert wait_login(login, "alice@acme", "alice-secret")
+    second[0].close()
+
+    # Stored bytes: past 20,000 bytes acme's produce is refused; beta goes on.
+    for user in ("alice@acme", "bob@beta"):
+        admin = AdminClient(conf(b, user))
+        admin.create_topics([NewTopic("big", 1)])["big"].result(timeout=20)
+    produce(b, "alice@acme", "big", ["x" * 1000 for _ in range(30)])
+
+    def refused():
+        errors = []
+        p = Producer(conf(b, "alice@acme", **{"message.timeout.ms": 5000, "retries": 0}))
+        p.produce("big", value=b"more", on_delivery=lambda e, m: errors.append(e))
+        p.flush(10)
+        return errors and errors[0] is not None and errors[0].code() == KafkaError.POLICY_VIOLATION
+
+    wait_until(refused, timeout=20, what="acme's produce refused over its storage limit")
+    produce(b, "bob@beta", "big", ["y" * 100 for _ in range(10)])
+
+    # Byte rates: a scope's principals share the quota of user `scope:<name>`.
+    # (AlterClientQuotas v0, as kafka-configs sends it, from the operator.)
+    conn, code = login("admin", "admin-secret")
+    assert code == 0
+    entity = "scope:beta"
+    body = struct.pack(">i", 1) + struct.pack(">i", 1) + s16("user") + s16(entity) \
+        + struct.pack(">i", 1) + s16("producer_byte_rate") + struct.pack(">d?", 2000.0, False) + struct.pack(">?", False)
+    r = Reader(conn.request(49, 0, body))
+    r.i32()
+    assert r.i32() == 1 and r.i16() == 0
+    before = throttled(b)
+    produce(b, "bob@beta", "big", ["z" * 1000 for _ in range(20)])
+    wait_until(lambda: throttled(b) > before, timeout=20, what="beta's producer throttled by its scope's quota")
+
+
+def wait_login(login, user, password):
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        conn, code = login(user, password)
+        if code == 0:
+            conn.close()
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def throttled(broker):
+    total = 0.0
+    for line in broker.metrics().splitlines():
+        if line.startswith("tributary_quota_throttled_responses_total{") and 'quota="produce"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total

@@ -152,6 +152,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         c.follow_keyed(groups.configs.clone(), broker.users.clone(), broker.authorizer.acls.clone(), shutdown.clone());
     }
     let scaler = tokio::spawn(scaling::run(broker.clone(), shutdown.clone()));
+    if let Some(every) = broker.security.scopes.usage_interval() {
+        tokio::spawn(security::scope::measure_usage(broker.clone(), every, shutdown.clone()));
+    }
     let rates = tokio::spawn(rates::run(
         storage.clone(),
         broker.metrics.clone(),

@@ -106,6 +106,14 @@ pub struct ScopesConfig {
     /// Partitions one scope may hold in all (0: no limit); over it, creating or
     /// growing a topic answers POLICY_VIOLATION.
     pub max_partitions: u32,
+    /// Bytes one scope may store (0: no limit); over it, produce answers
+    /// POLICY_VIOLATION until retention or deletes bring it back under.
+    pub max_stored_bytes: u64,
+    /// Connections one scope's principals may hold at once (0: no limit); one more
+    /// fails its authentication.
+    pub max_connections: u32,
+    /// How often each scope's stored bytes are summed (ms).
+    pub usage_interval_ms: u64,
 }
 
 impl Default for ScopesConfig {
@@ -118,6 +126,9 @@ impl Default for ScopesConfig {
             tls_field: String::new(),
             operators: Vec::new(),
             max_partitions: 0,
+            max_stored_bytes: 0,
+            max_connections: 0,
+            usage_interval_ms: 5000,
         }
     }
 }

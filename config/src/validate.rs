@@ -105,6 +105,7 @@ fn security(p: &mut Vec<String>, c: &Config) {
             ));
         }
     }
+    range(p, "security.scopes.usage_interval_ms", sc.usage_interval_ms, 100, 3_600_000);
     let anonymous = "User:ANONYMOUS".to_string();
     if sc.enabled && c.cluster.enabled() && !sc.operators.contains(&anonymous) && !s.super_users.contains(&anonymous) {
         p.push(

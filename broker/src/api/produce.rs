@@ -50,6 +50,11 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ProduceRequest) -> Reply {
         .sum();
     // A transactional write needs WRITE on its transactional id, every write WRITE
     // on its topic (Kafka's codes per partition).
+    // A scope at its storage limit takes nothing more.
+    let over_storage = match broker.security.scopes.enabled() {
+        true => broker.security.scopes.over_storage(&ctx.session.scope()),
+        false => None,
+    };
     let txn_allowed = request
         .transactional_id
         .as_ref()
@@ -65,6 +70,8 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ProduceRequest) -> Reply {
                 Slot::Refused { code: of(Error::TransactionalIdAuthorizationFailed), message: None, record: None }
             } else if !write_allowed {
                 Slot::Refused { code: of(Error::TopicAuthorizationFailed), message: None, record: None }
+            } else if let Some(why) = &over_storage {
+                Slot::Refused { code: of(Error::PolicyViolation), message: Some(why.clone()), record: None }
             } else {
                 queue(
                     ctx,

@@ -31,7 +31,7 @@ pub struct Sasl {
     /// How OAUTHBEARER tokens are checked, when offered.
     pub oauth: Option<oauth::OAuth>,
     /// Which scope each principal is in.
-    pub scopes: scope::Scopes,
+    pub scopes: std::sync::Arc<scope::Scopes>,
 }
 
 impl fmt::Debug for Sasl {
@@ -49,7 +49,7 @@ impl Sasl {
             true => Some(oauth::OAuth::load(&config.oauthbearer, &config.scopes.jwt_claim)?),
             false => None,
         };
-        let scopes = scope::Scopes::new(&config.scopes, &config.super_users);
+        let scopes = std::sync::Arc::new(scope::Scopes::new(&config.scopes, &config.super_users));
         Ok(Sasl { mechanisms, secret: scram::random_bytes(32), oauth, scopes })
     }
 }

@@ -81,17 +81,76 @@ impl Scope {
     }
 }
 
-/// How principals get their scope.
+/// How principals get their scope, and what each scope uses of its limits.
 #[derive(Debug)]
 pub struct Scopes {
     config: ScopesConfig,
     operators: std::collections::BTreeSet<String>,
+    /// Stored bytes per scope, summed every `usage_interval_ms`.
+    stored: dashmap::DashMap<String, u64>,
+    /// Open connections per scope.
+    connections: dashmap::DashMap<String, u32>,
+}
+
+/// One connection counted against its scope's limit, until dropped.
+#[derive(Debug)]
+pub struct Counted {
+    scopes: Arc<Scopes>,
+    scope: String,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Some(mut n) = self.scopes.connections.get_mut(&self.scope) {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 impl Scopes {
     pub fn new(config: &ScopesConfig, super_users: &[String]) -> Scopes {
         let operators = config.operators.iter().chain(super_users).cloned().collect();
-        Scopes { config: config.clone(), operators }
+        Scopes { config: config.clone(), operators, stored: Default::default(), connections: Default::default() }
+    }
+
+    /// Counts one more connection of `scope`; `Err` names the limit it would pass.
+    pub fn connect(self: &Arc<Self>, scope: &Scope) -> Result<Option<Counted>, String> {
+        let Some(name) = scope.name() else { return Ok(None) };
+        let limit = self.config.max_connections;
+        let mut n = self.connections.entry(name.to_string()).or_insert(0);
+        if limit > 0 && *n >= limit {
+            return Err(format!("scope {name} has {} connections, its limit", *n));
+        }
+        *n += 1;
+        Ok(Some(Counted { scopes: self.clone(), scope: name.to_string() }))
+    }
+
+    /// Open connections of a scope.
+    pub fn connections(&self, scope: &str) -> u32 {
+        self.connections.get(scope).map_or(0, |n| *n)
+    }
+
+    /// Why a scope may not store more, if it is at its limit.
+    pub fn over_storage(&self, scope: &Scope) -> Option<String> {
+        let limit = self.config.max_stored_bytes;
+        let name = scope.name()?;
+        let stored = self.stored.get(name).map_or(0, |b| *b);
+        (limit > 0 && stored >= limit)
+            .then(|| format!("scope {name} stores {stored} bytes, at or over its limit of {limit}"))
+    }
+
+    /// Replaces the stored bytes of every scope.
+    pub fn set_stored(&self, per_scope: std::collections::HashMap<String, u64>) {
+        self.stored.retain(|k, _| per_scope.contains_key(k));
+        for (k, v) in per_scope {
+            self.stored.insert(k, v);
+        }
+    }
+
+    /// How often stored bytes are summed; `None` when nothing limits them.
+    pub fn usage_interval(&self) -> Option<std::time::Duration> {
+        (self.config.enabled && self.config.max_stored_bytes > 0)
+            .then(|| std::time::Duration::from_millis(self.config.usage_interval_ms))
     }
 
     pub fn enabled(&self) -> bool {
@@ -135,6 +194,28 @@ impl Scopes {
             }
         }
         Scope::Default
+    }
+}
+
+/// Sums each scope's stored bytes every `every` until `shutdown`, for the storage
+/// limit (kept off the produce path, which only reads the sums).
+pub async fn measure_usage(
+    broker: Arc<crate::broker::Broker>,
+    every: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let mut per: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        for t in broker.storage.topics() {
+            if let Some((scope, _)) = t.name.split_once('/') {
+                *per.entry(scope.to_string()).or_default() += t.partitions.iter().map(|p| p.size_bytes()).sum::<u64>();
+            }
+        }
+        broker.security.scopes.set_stored(per);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
     }
 }
 

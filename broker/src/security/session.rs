@@ -90,7 +90,7 @@ pub enum Step {
 #[derive(Debug, Clone, Copy)]
 pub struct Verifiers<'a> {
     pub users: &'a Users,
-    pub scopes: &'a super::scope::Scopes,
+    pub scopes: &'a Arc<super::scope::Scopes>,
     pub oauth: Option<&'a super::oauth::OAuth>,
     /// Bounds a session's lifetime (0: unbounded).
     pub reauth_ms: u64,
@@ -101,6 +101,8 @@ pub struct Verifiers<'a> {
 #[derive(Debug)]
 pub struct Session {
     pub listener: Arc<Listener>,
+    /// This connection counted against its scope's connection limit.
+    counted: Mutex<Option<super::scope::Counted>>,
     /// The client's address as ACLs name hosts.
     pub host: Arc<str>,
     state: Mutex<(State, Option<Authenticated>)>,
@@ -131,6 +133,7 @@ impl Session {
         let state = if current.is_some() { State::Done } else { State::Handshake };
         Session {
             listener,
+            counted: Mutex::new(None),
             host: host.to_string().into(),
             state: Mutex::new((state, current)),
             closing: AtomicBool::new(false),
@@ -140,6 +143,14 @@ impl Session {
     /// The principal requests are made as; ANONYMOUS before authentication.
     pub fn principal(&self) -> Principal {
         self.state.lock().1.as_ref().map(|a| a.principal.clone()).unwrap_or_else(Principal::anonymous)
+    }
+
+    /// Counts the connection against its scope's limit (non-SASL sessions, whose
+    /// scope is known at once); `Err` says which limit it would pass.
+    pub fn count_in(&self, scopes: &Arc<super::scope::Scopes>) -> Result<(), String> {
+        let counted = scopes.connect(&self.scope())?;
+        *self.counted.lock() = counted;
+        Ok(())
     }
 
     /// The names the connection sees (before authentication: none of a scope's).
@@ -211,7 +222,7 @@ impl Session {
 
     /// SaslAuthenticate: one step of the chosen mechanism at `now`.
     pub fn authenticate(&self, bytes: &[u8], v: &Verifiers<'_>, now: Instant) -> Result<Step, i16> {
-        let (users, reauth_ms, secret) = (v.users, v.reauth_ms, v.secret);
+        let (users, secret) = (v.users, v.secret);
         let mut s = self.state.lock();
         let state = std::mem::replace(&mut s.0, State::Done);
         let user = match state {
@@ -228,7 +239,7 @@ impl Session {
                     Ok(t) => {
                         let principal = Principal::user(&t.principal);
                         let scope = v.scopes.scope_of(&principal, t.scope.as_deref());
-                        self.done(&mut s, principal, scope, Vec::new(), reauth_ms, Some(t.lifetime), now)
+                        self.done(&mut s, v, principal, scope, Vec::new(), Some(t.lifetime), now)
                     }
                     Err(reason) => {
                         tracing::info!(%reason, "OAUTHBEARER token refused");
@@ -252,7 +263,7 @@ impl Session {
                     Ok(out) => {
                         let principal = Principal::user(&user);
                         let scope = v.scopes.scope_of(&principal, None);
-                        return Ok(self.done(&mut s, principal, scope, out, reauth_ms, None, now));
+                        return Ok(self.done(&mut s, v, principal, scope, out, None, now));
                     }
                     Err(e) => return Ok(self.fail(&mut s, &scram_failure(m, &e))),
                 }
@@ -266,24 +277,32 @@ impl Session {
         };
         let principal = Principal::user(&user);
         let scope = v.scopes.scope_of(&principal, None);
-        Ok(self.done(&mut s, principal, scope, Vec::new(), reauth_ms, None, now))
+        Ok(self.done(&mut s, v, principal, scope, Vec::new(), None, now))
     }
 
     #[allow(clippy::too_many_arguments)]
     fn done(
         &self,
         s: &mut (State, Option<Authenticated>),
+        v: &Verifiers<'_>,
         principal: Principal,
         scope: Scope,
         bytes: Vec<u8>,
-        reauth_ms: u64,
         token_lifetime: Option<Duration>,
         now: Instant,
     ) -> Step {
+        let reauth_ms = v.reauth_ms;
         if let Some(before) = &s.1 {
             if before.principal != principal {
                 // KIP-368: re-authentication may not change who the connection is.
                 return self.fail(s, "Cannot change principals during re-authentication");
+            }
+        }
+        if s.1.is_none() {
+            // A first authentication takes a place within its scope's connections.
+            match v.scopes.connect(&scope) {
+                Ok(counted) => *self.counted.lock() = counted,
+                Err(why) => return self.fail(s, &format!("Authentication failed: {why}")),
             }
         }
         // KIP-368: no longer than the setting, nor than the token it rests on.

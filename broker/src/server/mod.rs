@@ -130,6 +130,10 @@ async fn run(stream: TcpStream, peer: SocketAddr, info: Arc<Listener>, tls: Opti
         let principal = Principal::anonymous();
         let scope = broker.security.scopes.scope_of(&principal, None);
         let session = Arc::new(Session::new(info, principal, scope, peer.ip()));
+        if let Err(why) = session.count_in(&broker.security.scopes) {
+            tracing::info!(%peer, %why, "connection refused: its scope is at its connection limit");
+            return;
+        }
         let (rd, wr) = stream.into_split();
         connection::run(rd, wr, peer, session, broker, shared.memory.clone(), shared.shutdown.clone()).await;
         return;
@@ -161,6 +165,13 @@ async fn run(stream: TcpStream, peer: SocketAddr, info: Arc<Listener>, tls: Opti
     }
     let scope = broker.security.scopes.scope_of(&principal, None);
     let session = Arc::new(Session::new(info, principal, scope, peer.ip()));
+    if !session.listener.protocol.sasl() {
+        if let Err(why) = session.count_in(&broker.security.scopes) {
+            broker.metrics.authentications.with_label_values(&[&session.listener.name, "failure"]).inc();
+            tracing::info!(%peer, %why, "connection refused: its scope is at its connection limit");
+            return;
+        }
+    }
     let (rd, wr) = tokio::io::split(stream);
     connection::run(rd, wr, peer, session, broker, shared.memory.clone(), shared.shutdown.clone()).await;
 }
