@@ -351,8 +351,8 @@ mod tests {
     }
 
     fn v(users: &Users, reauth_ms: u64) -> Verifiers<'_> {
-        static SCOPES: std::sync::OnceLock<crate::security::scope::Scopes> = std::sync::OnceLock::new();
-        let scopes = SCOPES.get_or_init(|| crate::security::scope::Scopes::new(&Default::default(), &[]));
+        static SCOPES: std::sync::OnceLock<Arc<crate::security::scope::Scopes>> = std::sync::OnceLock::new();
+        let scopes = SCOPES.get_or_init(|| Arc::new(crate::security::scope::Scopes::new(&Default::default(), &[])));
         Verifiers { users, scopes, oauth: None, reauth_ms, secret: b"k" }
     }
 
