@@ -4,6 +4,7 @@ broker has a SASL_PLAINTEXT listener for clients beside its PLAINTEXT `default`
 listener, on which brokers call each other (as User:ANONYMOUS, a super user)."""
 
 import subprocess
+import time
 
 import pytest
 from confluent_kafka import KafkaError, Producer
@@ -21,8 +22,14 @@ def secure_top(node):
 [security]
 authorizer = true
 super_users = ["User:ANONYMOUS", "User:admin"]
+allow_everyone_if_no_acl_found = false
+[security.scopes]
+enabled = true
+operators = ["User:ANONYMOUS"]
 [security.bootstrap_users]
 admin = "admin-secret"
+"dave@acme" = "dave-secret"
+"erin@beta" = "erin-secret"
 [[listeners]]
 name = "SASL"
 listen = "127.0.0.1:{node.sasl_port}"
@@ -97,3 +104,51 @@ def test_users_and_acls_changed_through_one_broker_hold_on_every_broker(cluster,
         f.result(timeout=20)
     wait_until(lambda: write(a, user, "carol-secret", topic) is not None, timeout=30,
                what="the DENY to hold through the first broker")
+
+
+def test_scopes_hold_across_brokers_and_deleting_a_default_topic_spares_a_scope(cluster):
+    """dave@acme and erin@beta each create `orders` through different brokers and
+    read only their own records through the other; an operator deleting the
+    default scope's topic `acme` leaves acme's `orders` (whose etcd history keys
+    start alike) serving."""
+    from confluent_kafka import Consumer
+
+    a, b = cluster.nodes
+    admin = AdminClient(sasl(a, "admin", "admin-secret"))
+    # ACLs for the scoped users (the authorizer is on): all of their own scope.
+    acls = [AclBinding(ResourceType.TOPIC, f"{scope}/", ResourcePatternType.PREFIXED, f"User:{user}", "*",
+                       AclOperation.ALL, AclPermissionType.ALLOW)
+            for user, scope in (("dave@acme", "acme"), ("erin@beta", "beta"))]
+    acls += [AclBinding(ResourceType.GROUP, f"{scope}/", ResourcePatternType.PREFIXED, f"User:{user}", "*",
+                        AclOperation.ALL, AclPermissionType.ALLOW)
+             for user, scope in (("dave@acme", "acme"), ("erin@beta", "beta"))]
+    for f in admin.create_acls(acls).values():
+        f.result(timeout=20)
+    admin.create_topics([NewTopic("acme", 1)])["acme"].result(timeout=30)
+    for node, user, password in ((a, "dave@acme", "dave-secret"), (b, "erin@beta", "erin-secret")):
+        mine = AdminClient(sasl(node, user, password))
+        mine.create_topics([NewTopic("orders", 2)])["orders"].result(timeout=30)
+    for node, user, password, tag in ((b, "dave@acme", "dave-secret", "acme"), (a, "erin@beta", "erin-secret", "beta")):
+        p = Producer(sasl(node, user, password, acks="all"))
+        for i in range(20):
+            p.produce("orders", value=f"{tag}-{i}".encode())
+        assert p.flush(30) == 0
+    admin.delete_topics(["acme"])["acme"].result(timeout=30)
+    wait_until(lambda: "acme" not in admin.list_topics(timeout=10).topics, timeout=30, what="acme deleted")
+
+    def read(node, user, password):
+        c = Consumer(sasl(node, user, password, **{"group.id": "g", "auto.offset.reset": "earliest"}))
+        c.subscribe(["orders"])
+        got = []
+        deadline = time.monotonic() + 40
+        while len(got) < 20 and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                got.append(m.value().decode())
+        c.close()
+        return sorted(got)
+
+    assert read(a, "dave@acme", "dave-secret") == sorted(f"acme-{i}" for i in range(20))
+    assert read(b, "erin@beta", "erin-secret") == sorted(f"beta-{i}" for i in range(20))
+    seen = set(admin.list_topics(timeout=10).topics)
+    assert {"acme/orders", "beta/orders"} <= seen and "acme" not in seen, seen

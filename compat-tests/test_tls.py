@@ -5,6 +5,7 @@ without a restart; and the refusals: no client certificate where one is required
 a certificate from another authority, plaintext on a TLS port, garbage
 handshakes. Certificates are made by the test (compat-tests/tlskit.py)."""
 
+import json
 import random
 import shutil
 import socket
@@ -30,7 +31,7 @@ def pki(tmp_path):
     return p
 
 
-def tls_broker(make_broker, pki, client_auth="none", authorizer=False):
+def tls_broker(make_broker, pki, client_auth="none", authorizer=False, rules=None):
     ssl_port, sasl_ssl_port = free_port(), free_port()
     cert, key = pki.server
     text = f"""
@@ -45,6 +46,7 @@ key_file = "{key}"
 ca_file = "{pki.ca}"
 client_auth = "{client_auth}"
 reload_interval_ms = 200
+{"principal_mapping_rules = " + json.dumps(rules) if rules else ""}
 [[listeners]]
 name = "SSL"
 listen = "127.0.0.1:{ssl_port}"
@@ -208,3 +210,24 @@ def test_plaintext_on_a_tls_port_and_garbage_handshakes_close_only_that_connecti
                 pass
     assert b.proc.poll() is None
     round_trip(ssl_conf(b, pki), n=5)
+
+
+def test_principal_mapping_rules_name_certificate_principals_as_kafkas_do(make_broker, pki):
+    b = tls_broker(make_broker, pki, client_auth="required", authorizer=True,
+                   rules=["RULE:^CN=([^,]+),OU=eng,O=acme$/$1/L"])
+    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{b.sasl_ssl_port}", "security.protocol": "SASL_SSL",
+                         "ssl.ca.location": str(pki.ca), "ssl.certificate.location": str(pki.alice[0]),
+                         "ssl.key.location": str(pki.alice[1]), "sasl.mechanism": "SCRAM-SHA-512",
+                         "sasl.username": "admin", "sasl.password": "admin-secret"})
+    topic = unique("rules")
+    admin.create_topics([NewTopic(topic, 1)])[topic].result(timeout=20)
+    for f in admin.create_acls([AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, "User:alice",
+                                           "*", AclOperation.WRITE, AclPermissionType.ALLOW)]).values():
+        f.result(timeout=20)
+    errors = []
+    p = Producer(ssl_conf(b, pki, pki.alice, **{"message.timeout.ms": 8000}))
+    p.produce(topic, value=b"x", on_delivery=lambda err, msg: errors.append(err))
+    p.flush(12)
+    assert errors == [None], "CN=alice,OU=eng,O=acme is User:alice"
+    # No rule maps bob's subject (and no DEFAULT): his connections are refused.
+    assert fails(ssl_conf(b, pki, pki.bob))

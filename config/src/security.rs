@@ -205,6 +205,10 @@ pub struct TlsConfig {
     pub client_auth: ClientAuth,
     /// How often the files are checked for a change.
     pub reload_interval_ms: u64,
+    /// Kafka's `ssl.principal.mapping.rules`: `RULE:pattern/replacement/[LU]` (the
+    /// pattern matching the whole subject DN) or `DEFAULT` (the DN itself), tried
+    /// in order; a certificate no rule maps is refused.
+    pub principal_mapping_rules: Vec<String>,
 }
 
 impl Default for TlsConfig {
@@ -215,6 +219,7 @@ impl Default for TlsConfig {
             ca_file: String::new(),
             client_auth: ClientAuth::None,
             reload_interval_ms: 10_000,
+            principal_mapping_rules: vec!["DEFAULT".into()],
         }
     }
 }

@@ -16,7 +16,6 @@ use tributary_protocol::kafka_protocol::messages::{
 };
 use tributary_protocol::kafka_protocol::protocol::StrBytes;
 
-use super::topics::validate_name;
 use super::RequestCtx;
 use crate::broker::ChangeError;
 use crate::cluster::{CatalogError, Topology};
@@ -108,7 +107,7 @@ async fn by_name(ctx: &RequestCtx, name: &str, auto_create: bool, view: &Topolog
     if let Some(t) = storage.topic(name) {
         return describe(&t, view);
     }
-    if validate_name(&ctx.plain_name(name)).is_err() {
+    if ctx.validate_topic_name(name).is_err() {
         return unknown(of(Error::InvalidTopicException));
     }
     if !auto_create {
@@ -238,7 +237,7 @@ pub(crate) fn describe_topic_partitions(
         let Some(topic) = storage.topic(&name) else {
             // Named and missing; when every topic was asked for, one deleted meanwhile.
             if !every {
-                let code = if validate_name(&ctx.plain_name(&name)).is_ok() {
+                let code = if ctx.validate_topic_name(&name).is_ok() {
                     Error::UnknownTopicOrPartition
                 } else {
                     Error::InvalidTopicException

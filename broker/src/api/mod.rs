@@ -178,12 +178,19 @@ impl RequestCtx {
         authorizer.authorize_by_type(&self.session.acl_name(), &self.session.host, op, rt)
     }
 
-    /// The name the client gave for an inner one (the same without scopes).
-    pub(crate) fn plain_name(&self, name: &str) -> String {
+    /// Checks a topic name the client gave (Kafka's rules), in its scope: a scoped
+    /// client's plain name; an operator may also give a stored `<scope>/<name>`.
+    pub(crate) fn validate_topic_name(&self, name: &str) -> Result<(), String> {
         if !self.broker.security.scopes.enabled() {
-            return name.to_string();
+            return topics::validate_name(name);
         }
-        self.session.scope().outer(name).to_string()
+        let scope = self.session.scope();
+        match (&scope, name.split_once('/')) {
+            (crate::security::scope::Scope::All, Some((s, rest))) if tributary_config::valid_scope(s) => {
+                topics::validate_name(rest)
+            }
+            _ => topics::validate_name(scope.outer(name)),
+        }
     }
 
     /// A scope over its partition limit with `more` partitions: the message to

@@ -123,7 +123,7 @@ type Checked = Result<(i32, BTreeMap<String, String>), (i16, String)>;
 /// Validates one topic of a CreateTopics request: its partition count and configs.
 fn check(ctx: &RequestCtx, topic: &CreatableTopic) -> Checked {
     let name = topic.name.0.as_str();
-    validate_name(&ctx.plain_name(name)).map_err(|m| (of(Error::InvalidTopicException), m))?;
+    ctx.validate_topic_name(name).map_err(|m| (of(Error::InvalidTopicException), m))?;
     let node = ctx.broker.node.id;
     let partitions = if !topic.assignments.is_empty() {
         if topic.num_partitions != -1 || topic.replication_factor != -1 {

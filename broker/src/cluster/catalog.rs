@@ -102,9 +102,15 @@ impl Catalog {
             .and_then([
                 TxnOp::delete(self.etcd.full(&format!("{TOPICS}{name}")), None),
                 TxnOp::delete(self.etcd.full(&format!("{ASSIGNMENTS}{name}")), None),
+                // The partitions' histories, `history/<name>/<10 digits>`: a range
+                // of digits only, so deleting `acme` leaves scope acme's topics
+                // (`history/acme/orders/...`) alone.
                 TxnOp::delete(
-                    self.etcd.full(&format!("{}{name}/", super::handover::HISTORY)),
-                    Some(etcd_client::DeleteOptions::new().with_prefix()),
+                    self.etcd.full(&format!("{}{name}/0", super::handover::HISTORY)),
+                    Some(
+                        etcd_client::DeleteOptions::new()
+                            .with_range(self.etcd.full(&format!("{}{name}/:", super::handover::HISTORY))),
+                    ),
                 ),
             ]);
         let response = self.etcd.txn("delete topic", txn).await?;

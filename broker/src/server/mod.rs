@@ -152,14 +152,19 @@ async fn run(stream: TcpStream, peer: SocketAddr, info: Arc<Listener>, tls: Opti
             return;
         }
     };
-    // mTLS: the certificate's subject is the principal, unless SASL names one.
-    let principal = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|certs| certs.first())
-        .and_then(tls::principal)
-        .unwrap_or_else(Principal::anonymous);
+    // mTLS: the certificate's subject is the principal (through the mapping rules),
+    // unless SASL names one.
+    let principal = match stream.get_ref().1.peer_certificates().and_then(|certs| certs.first()) {
+        None => Principal::anonymous(),
+        Some(cert) => match tls::principal(cert, &tls.rules) {
+            Some(p) => p,
+            None => {
+                broker.metrics.authentications.with_label_values(&[&info.name, "failure"]).inc();
+                tracing::info!(%peer, listener = %info.name, "no principal mapping rule applies to the client certificate; closing");
+                return;
+            }
+        },
+    };
     if info.protocol == SecurityProtocol::Ssl {
         broker.metrics.authentications.with_label_values(&[&info.name, "success"]).inc();
     }

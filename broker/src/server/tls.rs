@@ -22,6 +22,7 @@ use crate::security::Principal;
 #[derive(Debug)]
 pub struct Tls {
     config: TlsConfig,
+    pub rules: PrincipalRules,
     current: RwLock<(Arc<ServerConfig>, Vec<Option<SystemTime>>)>,
 }
 
@@ -30,7 +31,8 @@ impl Tls {
     pub fn load(config: &TlsConfig) -> Result<Tls, String> {
         let server = build(config)?;
         let stamps = stamps(config);
-        Ok(Tls { config: config.clone(), current: RwLock::new((Arc::new(server), stamps)) })
+        let rules = PrincipalRules::parse(&config.principal_mapping_rules)?;
+        Ok(Tls { config: config.clone(), rules, current: RwLock::new((Arc::new(server), stamps)) })
     }
 
     pub fn acceptor(&self) -> TlsAcceptor {
@@ -106,9 +108,72 @@ fn build(c: &TlsConfig) -> Result<ServerConfig, String> {
     builder.with_single_cert(certs, key).map_err(|e| format!("security.tls: certificate and key: {e}"))
 }
 
+/// Kafka's `ssl.principal.mapping.rules`: each a pattern over the whole subject DN
+/// with its replacement and case, or DEFAULT (the DN itself).
+#[derive(Debug)]
+pub struct PrincipalRules(Vec<Rule>);
+
+#[derive(Debug)]
+enum Rule {
+    Default,
+    Map { pattern: regex::Regex, replacement: String, case: Option<char> },
+}
+
+impl PrincipalRules {
+    pub fn parse(rules: &[String]) -> Result<PrincipalRules, String> {
+        let bad = |r: &str, why: &str| format!("security.tls.principal_mapping_rules: {r:?}: {why}");
+        let mut out = Vec::new();
+        for r in rules {
+            let r = r.trim();
+            if r == "DEFAULT" {
+                out.push(Rule::Default);
+                continue;
+            }
+            let body = r.strip_prefix("RULE:").ok_or_else(|| bad(r, "not RULE:pattern/replacement/[LU] or DEFAULT"))?;
+            let (rest, case) = match body.rsplit_once('/') {
+                Some((rest, "")) => (rest, None),
+                Some((rest, "L")) => (rest, Some('L')),
+                Some((rest, "U")) => (rest, Some('U')),
+                _ => return Err(bad(r, "must end with /, /L or /U")),
+            };
+            let (pattern, replacement) = rest.rsplit_once('/').ok_or_else(|| bad(r, "no replacement"))?;
+            let pattern = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| bad(r, &e.to_string()))?;
+            out.push(Rule::Map { pattern, replacement: replacement.to_string(), case });
+        }
+        Ok(PrincipalRules(out))
+    }
+
+    /// The principal name of a subject DN, or `None` when no rule maps it.
+    pub fn map(&self, dn: &str) -> Option<String> {
+        for rule in &self.0 {
+            match rule {
+                Rule::Default => return Some(dn.to_string()),
+                Rule::Map { pattern, replacement, case } => {
+                    if let Some(c) = pattern.captures(dn) {
+                        let mut name = String::new();
+                        c.expand(replacement, &mut name);
+                        return Some(match case {
+                            Some('L') => name.to_lowercase(),
+                            Some('U') => name.to_uppercase(),
+                            _ => name,
+                        });
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
 /// The principal of a verified client certificate: `User:` and its subject's
-/// distinguished name as Kafka writes it by default (`CN=alice,OU=eng,O=acme`).
-pub fn principal(cert: &CertificateDer<'_>) -> Option<Principal> {
+/// distinguished name as Kafka writes it (`CN=alice,OU=eng,O=acme`), through the
+/// mapping rules.
+pub fn principal(cert: &CertificateDer<'_>, rules: &PrincipalRules) -> Option<Principal> {
+    subject(cert).and_then(|dn| rules.map(&dn)).map(|name| Principal::user(&name))
+}
+
+/// The subject DN in RFC 2253 order, as Java's X500Principal prints it.
+fn subject(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     // RFC 2253 order (most specific first), as Java's X500Principal prints it.
     let mut parts = Vec::new();
@@ -123,7 +188,7 @@ pub fn principal(cert: &CertificateDer<'_>) -> Option<Principal> {
         }
     }
     parts.reverse();
-    Some(Principal::user(&parts.join(",")))
+    Some(parts.join(","))
 }
 
 fn escape_dn(v: &str) -> String {
@@ -135,4 +200,27 @@ fn escape_dn(v: &str) -> String {
         out.push(c);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapping_rules_work_as_kafkas() {
+        let rules = PrincipalRules::parse(&[
+            "RULE:^CN=([^,]+),OU=eng,O=acme$/$1@acme/L".to_string(),
+            "RULE:^CN=(.*?),O=(.*)$/$2-$1/U".to_string(),
+            "DEFAULT".to_string(),
+        ])
+        .unwrap();
+        assert_eq!(rules.map("CN=Alice,OU=eng,O=acme").as_deref(), Some("alice@acme"));
+        assert_eq!(rules.map("CN=bob,O=beta").as_deref(), Some("BETA-BOB"));
+        assert_eq!(rules.map("C=SE").as_deref(), Some("C=SE"));
+        let strict = PrincipalRules::parse(&["RULE:^CN=(.*)$/$1/".to_string()]).unwrap();
+        assert_eq!(strict.map("O=x"), None, "no rule: refused");
+        for bad in ["RULE:x", "RULE:(/a/", "NOPE", "RULE:a/b/Q"] {
+            assert!(PrincipalRules::parse(&[bad.to_string()]).is_err(), "{bad}");
+        }
+    }
 }
