@@ -134,65 +134,52 @@ fn report<K: Keyed>(parsed: Result<(String, K::Value), ClusterError>) -> Option<
     parsed.map_err(|e| tracing::warn!(error = %e, what = K::WHAT, "ignoring an entry")).ok()
 }
 
-/// Group configs: `groupconfigs/<group>`, a group's overrides.
-impl Keyed for crate::coordinator::group::configs::GroupConfigs {
-    type Value = std::collections::BTreeMap<String, String>;
-    const PREFIX: &'static str = "groupconfigs/";
-    const WHAT: &'static str = "group configs";
+/// A [`Keyed`] local copy whose `get`, `set` and `replace_all` are its own.
+macro_rules! keyed {
+    ($(#[$doc:meta])* $local:ty, $value:ty, $prefix:literal, $what:literal) => {
+        $(#[$doc])*
+        impl Keyed for $local {
+            type Value = $value;
+            const PREFIX: &'static str = $prefix;
+            const WHAT: &'static str = $what;
 
-    fn is_empty(value: &Self::Value) -> bool {
-        value.is_empty()
-    }
-    fn get(&self, name: &str) -> Self::Value {
-        self.get(name)
-    }
-    fn set(&self, name: &str, value: Self::Value) {
-        self.set(name, value)
-    }
-    fn replace_all(&self, all: Vec<(String, Self::Value)>) {
-        self.replace_all(all)
-    }
+            fn is_empty(value: &Self::Value) -> bool {
+                value.is_empty()
+            }
+            fn get(&self, name: &str) -> Self::Value {
+                <$local>::get(self, name)
+            }
+            fn set(&self, name: &str, value: Self::Value) {
+                <$local>::set(self, name, value)
+            }
+            fn replace_all(&self, all: Vec<(String, Self::Value)>) {
+                <$local>::replace_all(self, all)
+            }
+        }
+    };
 }
 
-/// SASL users: `users/<name>`, a user's SCRAM credentials by mechanism.
-impl Keyed for crate::security::users::Users {
-    type Value = crate::security::users::Credentials;
-    const PREFIX: &'static str = "users/";
-    const WHAT: &'static str = "SASL users";
-
-    fn is_empty(value: &Self::Value) -> bool {
-        value.is_empty()
-    }
-    fn get(&self, name: &str) -> Self::Value {
-        self.get(name)
-    }
-    fn set(&self, name: &str, value: Self::Value) {
-        self.set(name, value)
-    }
-    fn replace_all(&self, all: Vec<(String, Self::Value)>) {
-        self.replace_all(all)
-    }
-}
-
-/// ACLs: `acls/<type>/<pattern>/<name>`, one resource pattern's ACLs.
-impl Keyed for crate::security::acl::Acls {
-    type Value = crate::security::acl::Entries;
-    const PREFIX: &'static str = "acls/";
-    const WHAT: &'static str = "ACLs";
-
-    fn is_empty(value: &Self::Value) -> bool {
-        value.is_empty()
-    }
-    fn get(&self, name: &str) -> Self::Value {
-        self.get(name)
-    }
-    fn set(&self, name: &str, value: Self::Value) {
-        self.set(name, value)
-    }
-    fn replace_all(&self, all: Vec<(String, Self::Value)>) {
-        self.replace_all(all)
-    }
-}
+keyed!(
+    /// Group configs: `groupconfigs/<group>`, a group's overrides.
+    crate::coordinator::group::configs::GroupConfigs,
+    std::collections::BTreeMap<String, String>,
+    "groupconfigs/",
+    "group configs"
+);
+keyed!(
+    /// SASL users: `users/<name>`, a user's SCRAM credentials by mechanism.
+    crate::security::users::Users,
+    crate::security::users::Credentials,
+    "users/",
+    "SASL users"
+);
+keyed!(
+    /// ACLs: `acls/<type>/<pattern>/<name>`, one resource pattern's ACLs.
+    crate::security::acl::Acls,
+    crate::security::acl::Entries,
+    "acls/",
+    "ACLs"
+);
 
 #[cfg(test)]
 mod tests {
