@@ -205,6 +205,8 @@ def test_scope_limits_on_connections_stored_bytes_and_byte_rates(make_broker):
     before = throttled(b)
     produce(b, "bob@beta", "big", ["z" * 1000 for _ in range(20)])
     wait_until(lambda: throttled(b) > before, timeout=20, what="beta's producer throttled by its scope's quota")
+    assert any(line.startswith("tributary_scope_throttled_responses_total{") and 'scope="beta"' in line
+               and 'quota="produce"' in line for line in b.metrics().splitlines())
 
 
 def wait_login(login, user, password):

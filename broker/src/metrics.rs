@@ -68,6 +68,7 @@ pub struct Metrics {
     pub journal_recovery_bytes: IntGauge,
     pub throttled: IntCounterVec,
     pub throttle_seconds: CounterVec,
+    pub scope_throttled: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] =
@@ -389,6 +390,11 @@ impl Metrics {
                 "tributary_quota_throttled_responses_total",
                 "Responses whose client was over its quota and told to wait, by quota (produce, fetch).",
                 &["quota"],
+            ),
+            scope_throttled: counter_vec(
+                "tributary_scope_throttled_responses_total",
+                "Responses to a scope's principals over the scope's quota, by scope and quota (produce, fetch).",
+                &["scope", "quota"],
             ),
             throttle_seconds: reg(
                 &registry,

@@ -116,6 +116,9 @@ impl RequestCtx {
         let metrics = &self.broker.metrics;
         metrics.throttled.with_label_values(&[kind.label()]).inc();
         metrics.throttle_seconds.with_label_values(&[kind.label()]).inc_by(ms as f64 / 1000.0);
+        if let Some(scope) = self.session.scope().name() {
+            metrics.scope_throttled.with_label_values(&[scope, kind.label()]).inc();
+        }
     }
 
     /// Whether the client may do `op` on the resource (always, with no authorizer).
