@@ -180,3 +180,16 @@ def test_kafka_configs_sets_group_configs_durably(tool, broker):
     assert "consumer.session.timeout.ms=50000" in described and "heartbeat" not in described, described
     everything = tool("ConfigCommand", *args, "--describe", "--all")
     assert "consumer.heartbeat.interval.ms=5000" in everything, everything
+
+
+def test_kafka_configs_lists_every_group_with_configs(tool):
+    """Without a name, kafka-configs 4.4 lists the groups with configs through
+    ListConfigResources (KIP-1142), then describes each."""
+    groups = [unique("lcr"), unique("lcr")]
+    for g in groups:
+        tool("ConfigCommand", "--entity-type", "groups", "--entity-name", g, "--alter", "--add-config",
+             "consumer.session.timeout.ms=50000")
+    listed = tool("ConfigCommand", "--entity-type", "groups", "--describe")
+    for g in groups:
+        assert f"Dynamic configs for group {g} are:" in listed, listed
+    assert listed.count("consumer.session.timeout.ms=50000") >= 2, listed

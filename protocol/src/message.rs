@@ -144,6 +144,7 @@ messages! {
     CreateAcls => CreateAclsRequest, CreateAclsResponse;
     DescribeAcls => DescribeAclsRequest, DescribeAclsResponse;
     DeleteAcls => DeleteAclsRequest, DeleteAclsResponse;
+    ListConfigResources => ListConfigResourcesRequest, ListConfigResourcesResponse;
 }
 
 #[cfg(test)]

@@ -109,6 +109,7 @@ impl Response {
             Response::AlterUserScramCredentials(r) => r.results.iter().for_each(|u| e(u.error_code)),
             Response::CreateAcls(r) => r.results.iter().for_each(|a| e(a.error_code)),
             Response::DescribeAcls(r) => e(r.error_code),
+            Response::ListConfigResources(r) => e(r.error_code),
             Response::DeleteAcls(r) => {
                 for f in &r.filter_results {
                     e(f.error_code);

@@ -214,3 +214,47 @@ fn render(e: Entry, include_synonyms: bool, version: i16) -> DescribeConfigsReso
     }
     r
 }
+
+/// ListConfigResources (KIP-1142; v0 was ListClientMetricsResources): the resources
+/// that have configs, of the types asked for (every type when none): topics,
+/// brokers and groups (those with overrides). Client-metrics resources (KIP-714)
+/// and broker loggers have none here, so they list nothing. Needs DESCRIBE_CONFIGS
+/// on the cluster, as on Kafka.
+pub(crate) fn list_resources(
+    ctx: &RequestCtx,
+    request: tributary_protocol::kafka_protocol::messages::ListConfigResourcesRequest,
+) -> tributary_protocol::kafka_protocol::messages::ListConfigResourcesResponse {
+    use tributary_protocol::kafka_protocol::messages::list_config_resources_response::ConfigResource;
+    use tributary_protocol::kafka_protocol::messages::ListConfigResourcesResponse;
+    const BROKER_LOGGER: i8 = 8;
+    const CLIENT_METRICS: i8 = 16;
+    let response = ListConfigResourcesResponse::default();
+    if !ctx.allowed_on_cluster(Operation::DescribeConfigs) {
+        return response.with_error_code(of(Error::ClusterAuthorizationFailed));
+    }
+    // v0 lists client-metrics resources only.
+    let types: Vec<i8> = match (ctx.version, request.resource_types.is_empty()) {
+        (0, _) => vec![CLIENT_METRICS],
+        (_, true) => vec![RESOURCE_TOPIC, RESOURCE_BROKER, BROKER_LOGGER, CLIENT_METRICS, RESOURCE_GROUP],
+        (_, false) => request.resource_types.clone(),
+    };
+    let known = [RESOURCE_TOPIC, RESOURCE_BROKER, BROKER_LOGGER, CLIENT_METRICS, RESOURCE_GROUP];
+    if types.iter().any(|t| !known.contains(t)) {
+        return response.with_error_code(of(Error::InvalidRequest));
+    }
+    let mut out = Vec::new();
+    let entry = |t: i8, name: String| ConfigResource::default().with_resource_type(t).with_resource_name(name.into());
+    for t in types {
+        match t {
+            RESOURCE_TOPIC => out.extend(ctx.broker.storage.topics().iter().map(|x| entry(t, x.name.to_string()))),
+            RESOURCE_BROKER => out.extend(ctx.broker.topology().brokers.iter().map(|b| entry(t, b.id.to_string()))),
+            RESOURCE_GROUP => {
+                let mut groups: Vec<String> = ctx.broker.groups.configs.names();
+                groups.sort();
+                out.extend(groups.into_iter().map(|g| entry(t, g)));
+            }
+            _ => {}
+        }
+    }
+    response.with_config_resources(out)
+}

@@ -85,6 +85,7 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateAcls, 1, 3),
     (ApiKey::DescribeAcls, 1, 3),
     (ApiKey::DeleteAcls, 1, 3),
+    (ApiKey::ListConfigResources, 0, 1),
 ];
 
 /// The name ACLs give the cluster resource.
@@ -308,6 +309,7 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: Request) -> Reply {
         Request::CreateAcls(r) => in_order(ctx, |c| async move { acls::create(&c, r).await.into() }),
         Request::DescribeAcls(r) => Reply::Now(acls::describe(ctx, r).into()),
         Request::DeleteAcls(r) => in_order(ctx, |c| async move { acls::delete(&c, r).await.into() }),
+        Request::ListConfigResources(r) => Reply::Now(configs::list_resources(ctx, r).into()),
     }
 }
 

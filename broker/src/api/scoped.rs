@@ -183,7 +183,8 @@ pub(crate) fn into_scope(request: &mut Request, scope: &Scope) {
         | Request::CreateAcls(_)
         | Request::DescribeAcls(_)
         | Request::DeleteAcls(_)
-        | Request::WriteTxnMarkers(_) => {}
+        | Request::WriteTxnMarkers(_)
+        | Request::ListConfigResources(_) => {}
     }
 }
 
@@ -293,6 +294,7 @@ pub(crate) fn out_of_scope(response: &mut Response, scope: &Scope) {
         | Response::CreateAcls(_)
         | Response::DescribeAcls(_)
         | Response::DeleteAcls(_)
-        | Response::WriteTxnMarkers(_) => {}
+        | Response::WriteTxnMarkers(_)
+        | Response::ListConfigResources(_) => {}
     }
 }

@@ -112,6 +112,11 @@ impl GroupConfigs {
         }
     }
 
+    /// The groups that have overrides.
+    pub fn names(&self) -> Vec<String> {
+        self.map.read().keys().cloned().collect()
+    }
+
     pub fn replace_all(&self, all: Vec<(String, BTreeMap<String, String>)>) {
         *self.map.write() = all.into_iter().filter(|(_, c)| !c.is_empty()).collect();
     }
