@@ -240,7 +240,10 @@ pub(crate) async fn create_partitions(ctx: &RequestCtx, request: CreatePartition
     let mut results = Vec::with_capacity(request.topics.len());
     for t in request.topics {
         let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-        let (code, message) = match storage.topic(&t.name) {
+        let topic = storage.topic(&t.name);
+        let over_scope =
+            topic.as_ref().and_then(|x| ctx.over_scope_partitions((t.count - x.partitions.len() as i32) as i64));
+        let (code, message) = match topic {
             _ if !ctx.allowed(Operation::Alter, ResourceType::Topic, &t.name) => {
                 (of(Error::TopicAuthorizationFailed), None)
             }
@@ -251,10 +254,7 @@ pub(crate) async fn create_partitions(ctx: &RequestCtx, request: CreatePartition
                 Some(format!("topic has {} partitions; the new count must be larger", topic.partitions.len())),
             ),
             Some(_) if t.count > 100_000 => (of(Error::InvalidPartitions), Some("at most 100000 partitions".into())),
-            Some(topic) if ctx.over_scope_partitions((t.count - topic.partitions.len() as i32) as i64).is_some() => (
-                of(Error::PolicyViolation),
-                ctx.over_scope_partitions((t.count - topic.partitions.len() as i32) as i64),
-            ),
+            Some(_) if over_scope.is_some() => (of(Error::PolicyViolation), over_scope.clone()),
             Some(_)
                 if t.assignments
                     .as_ref()

@@ -10,7 +10,7 @@ use tributary_protocol::kafka_protocol::messages::{GroupId, TopicName, Transacti
 use tributary_protocol::kafka_protocol::protocol::StrBytes;
 use tributary_protocol::message::{Request, Response};
 
-use crate::security::scope::{Kind, Scope};
+use crate::security::scope::Scope;
 
 const CONFIG_TOPIC: i8 = 2;
 const CONFIG_GROUP: i8 = 32;
@@ -20,17 +20,17 @@ const KEY_TXN: i8 = 1;
 struct In<'a>(&'a Scope);
 
 impl In<'_> {
-    fn s(&self, kind: Kind, v: &mut StrBytes) {
-        *v = StrBytes::from_string(self.0.inner(kind, v.as_str()));
+    fn s(&self, v: &mut StrBytes) {
+        *v = StrBytes::from_string(self.0.inner(v.as_str()));
     }
     fn t(&self, v: &mut TopicName) {
-        self.s(Kind::Topic, &mut v.0)
+        self.s(&mut v.0)
     }
     fn g(&self, v: &mut GroupId) {
-        self.s(Kind::Id, &mut v.0)
+        self.s(&mut v.0)
     }
     fn x(&self, v: &mut TransactionalId) {
-        self.s(Kind::Id, &mut v.0)
+        self.s(&mut v.0)
     }
     /// A regular expression over names, confined to the scope's: `acme/(?:re)`.
     fn re(&self, v: &mut StrBytes) {
@@ -134,8 +134,8 @@ pub(crate) fn into_scope(request: &mut Request, scope: &Scope) {
         }),
         Request::FindCoordinator(r) => {
             if matches!(r.key_type, KEY_GROUP | KEY_TXN) {
-                i.s(Kind::Id, &mut r.key);
-                r.coordinator_keys.iter_mut().for_each(|k| i.s(Kind::Id, k));
+                i.s(&mut r.key);
+                r.coordinator_keys.iter_mut().for_each(|k| i.s(k));
             }
         }
         Request::JoinGroup(r) => i.g(&mut r.group_id),
@@ -189,10 +189,8 @@ pub(crate) fn into_scope(request: &mut Request, scope: &Scope) {
 }
 
 fn config_name(i: &In<'_>, resource_type: i8, name: &mut StrBytes) {
-    match resource_type {
-        CONFIG_TOPIC => i.s(Kind::Topic, name),
-        CONFIG_GROUP => i.s(Kind::Id, name),
-        _ => {}
+    if matches!(resource_type, CONFIG_TOPIC | CONFIG_GROUP) {
+        i.s(name)
     }
 }
 

@@ -45,17 +45,15 @@ impl Scope {
         }
     }
 
-    /// The stored name of a name the client gave.
-    pub fn inner(&self, kind: Kind, name: &str) -> String {
+    /// The stored name of a name the client gave (topic or id alike): in the default
+    /// scope a name with `/` gets a leading `/`, so it can neither be a scope's
+    /// name nor (for topics, which cannot hold `/`) exist.
+    pub fn inner(&self, name: &str) -> String {
         match self {
             Scope::All => name.to_string(),
             Scope::Named(prefix) => format!("{prefix}{name}"),
-            // A topic with `/` cannot exist in the default scope: keep it unknown.
             Scope::Default if name.contains('/') => format!("/{name}"),
-            Scope::Default => {
-                let _ = kind;
-                name.to_string()
-            }
+            Scope::Default => name.to_string(),
         }
     }
 
@@ -250,17 +248,17 @@ mod tests {
     #[test]
     fn names_map_into_and_out_of_a_scope_without_reaching_others() {
         let acme = Scope::Named("acme/".into());
-        assert_eq!(acme.inner(Kind::Topic, "orders"), "acme/orders");
+        assert_eq!(acme.inner("orders"), "acme/orders");
         assert_eq!(acme.outer("acme/orders"), "orders");
         assert!(acme.holds(Kind::Topic, "acme/orders"));
         assert!(!acme.holds(Kind::Topic, "beta/orders"));
         assert!(!acme.holds(Kind::Topic, "orders"));
         // A plain name with a slash cannot climb into another scope.
-        assert_eq!(acme.inner(Kind::Topic, "beta/orders"), "acme/beta/orders");
+        assert_eq!(acme.inner("beta/orders"), "acme/beta/orders");
         let default = Scope::Default;
-        assert_eq!(default.inner(Kind::Topic, "acme/orders"), "/acme/orders");
+        assert_eq!(default.inner("acme/orders"), "/acme/orders");
         assert!(!default.holds(Kind::Topic, "acme/orders"));
-        assert_eq!(default.inner(Kind::Id, "team/g"), "/team/g");
+        assert_eq!(default.inner("team/g"), "/team/g");
         assert!(default.holds(Kind::Id, "/team/g"));
         assert!(!default.holds(Kind::Id, "acme/g"));
         assert_eq!(default.outer("/team/g"), "team/g");

@@ -19,7 +19,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tributary_protocol::frame;
-use tributary_protocol::kafka_protocol::messages::ApiKey;
 
 use super::dispatch;
 use crate::broker::Broker;
@@ -271,13 +270,10 @@ pub(super) async fn run<R, W>(
                     break;
                 }
             };
-            let api = tributary_protocol::header::peek(&frame)
-                .and_then(|p| ApiKey::try_from(p.api_key).ok())
-                .map(dispatch::api_label);
             match dispatch::dispatch(&broker, peer, &mute, &session, frame).await {
-                Ok(pending) => {
+                Ok((pending, api)) => {
                     let stages = &broker.metrics.request_stage_seconds;
-                    if let (Some(waited), Some(api)) = (muted, api) {
+                    if let Some(waited) = muted {
                         stages.with_label_values(&[api, "wait_to_read"]).observe(waited.as_secs_f64());
                     }
                     // The in-flight limit: the channel is full while the oldest answers wait.
@@ -286,7 +282,7 @@ pub(super) async fn run<R, W>(
                     if tx.send(pending).await.is_err() {
                         break;
                     }
-                    if let (true, Some(api)) = (full, api) {
+                    if full {
                         stages.with_label_values(&[api, "in_flight_wait"]).observe(waiting.elapsed().as_secs_f64());
                     }
                     if session.closing() {

@@ -17,14 +17,15 @@ use crate::api::{self, Reply, RequestCtx};
 use crate::broker::Broker;
 use crate::security::session::Session;
 
-/// Dispatches one request. `Err` means: close the connection, for the reason given.
+/// Dispatches one request; the answer to come, with its API's metrics label. `Err`
+/// means: close the connection, for the reason given.
 pub(super) async fn dispatch(
     broker: &Arc<Broker>,
     peer: SocketAddr,
     mute: &Arc<crate::quotas::Mute>,
     session: &Arc<Session>,
     frame: Bytes,
-) -> Result<Pending, String> {
+) -> Result<(Pending, &'static str), String> {
     let prelude = header::peek(&frame).ok_or("request shorter than a request header")?;
     let (version, correlation_id) = (prelude.api_version, prelude.correlation_id);
     let key = ApiKey::try_from(prelude.api_key).map_err(|_| format!("unknown api key {}", prelude.api_key))?;
@@ -35,7 +36,7 @@ pub(super) async fn dispatch(
         if key == ApiKey::ApiVersions {
             // KIP-511: a client newer than us gets our versions at v0 and retries.
             let resp = api::api_versions::unsupported_version();
-            return Ok(ready(encode(key, 0, correlation_id, &resp)));
+            return Ok((ready(encode(key, 0, correlation_id, &resp)), api_label(key)));
         }
         return Err(format!("{key:?} v{version} is not supported (supported: v{}..=v{})", range.start(), range.end()));
     }
@@ -74,11 +75,12 @@ pub(super) async fn dispatch(
             None => Outcome::Nothing,
         }
     };
-    Ok(match reply {
+    let pending = match reply {
         Reply::Now(response) => ready(finish(Some(response))),
         Reply::Later(future) => Box::pin(async move { finish(Some(future.await)) }),
         Reply::Nothing => ready(finish(None)),
-    })
+    };
+    Ok((pending, api_name))
 }
 
 fn encode(key: ApiKey, version: i16, correlation_id: i32, response: &Response) -> Outcome {
