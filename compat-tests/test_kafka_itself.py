@@ -24,7 +24,7 @@ from test_java_client import java_build  # noqa: F401  (the compiled Java progra
 NOT_SERVED = {34, 38, 39, 40, 41, 45, 46, 55, 57, 64, 76, 77, 78, 79, 80, 81, 83, 84, 85, 86, 87, 88, 89, 90, 91,
               92, 93, 94}
 # Served by both, by Tributary up to a lower version: key -> (Tributary's, Kafka's).
-LOWER = {0: (12, 13), 2: (10, 11), 8: (9, 10), 9: (9, 10), 18: (4, 5), 27: (1, 2), 28: (5, 6), 35: (4, 5),
+LOWER = {2: (10, 11), 8: (9, 10), 9: (9, 10), 18: (4, 5), 27: (1, 2), 28: (5, 6), 35: (4, 5),
          42: (2, 3)}
 
 

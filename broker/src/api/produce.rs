@@ -59,15 +59,27 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ProduceRequest) -> Reply {
         .transactional_id
         .as_ref()
         .is_none_or(|id| ctx.allowed(Operation::Write, ResourceType::TransactionalId, id.as_str()));
+    let by_id = ctx.version >= 13;
     for topic_data in request.topic_data {
-        let topic = broker.storage.topic(topic_data.name.0.as_str());
-        let write_allowed = ctx.allowed(Operation::Write, ResourceType::Topic, topic_data.name.0.as_str());
+        // From v13 (KIP-516) a topic is named by its id only.
+        let topic = match by_id {
+            true => broker.storage.topic_by_id(&topic_data.topic_id),
+            false => broker.storage.topic(topic_data.name.0.as_str()),
+        };
+        let name = match (by_id, &topic) {
+            (true, Some(t)) => t.name.to_string(),
+            (true, None) => String::new(),
+            (false, _) => topic_data.name.0.to_string(),
+        };
+        let write_allowed = ctx.allowed(Operation::Write, ResourceType::Topic, &name);
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         for data in topic_data.partition_data {
             let slot = if !matches!(acks, -1..=1) {
                 Slot::Refused { code: of(Error::InvalidRequiredAcks), message: None, record: None }
             } else if !txn_allowed {
                 Slot::Refused { code: of(Error::TransactionalIdAuthorizationFailed), message: None, record: None }
+            } else if by_id && topic.is_none() {
+                Slot::Refused { code: of(Error::UnknownTopicId), message: None, record: None }
             } else if !write_allowed {
                 Slot::Refused { code: of(Error::TopicAuthorizationFailed), message: None, record: None }
             } else if let Some(why) = &over_storage {

@@ -146,6 +146,35 @@ async fn produce_validation_answers_per_partition_with_kafka_codes() {
     s.storage.close();
 }
 
+/// Produce v13 (KIP-516) names topics by id only: a known id is written, an
+/// unknown one answered UNKNOWN_TOPIC_ID, and the answer carries the ids back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_v13_names_topics_by_id() {
+    let s = server().await;
+    let mut conn = TcpStream::connect(s.addr).await.unwrap();
+    let id = s.storage.topic("t").unwrap().id;
+    let unknown = uuid::Uuid::from_u128(0x1234);
+    let topic = |id: uuid::Uuid, index: i32| {
+        TopicProduceData::default().with_topic_id(id).with_partition_data(vec![PartitionProduceData::default()
+            .with_index(index)
+            .with_records(Some(batch(0, &[b"by id".to_vec()])))])
+    };
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![topic(id, 1), topic(unknown, 0)]);
+    let Response::Produce(r) = call(&mut conn, 1, 13, Request::Produce(request)).await else { panic!() };
+    let got: Vec<_> = r
+        .responses
+        .iter()
+        .flat_map(|t| t.partition_responses.iter().map(move |p| (t.topic_id, p.index, p.error_code, p.base_offset)))
+        .collect();
+    assert_eq!(got, vec![(id, 1, 0, 0), (unknown, 0, 100, -1)]); // 100: UNKNOWN_TOPIC_ID
+    assert_eq!(s.storage.topic("t").unwrap().partitions[1].offsets().high_watermark, 1);
+    s.shutdown.cancel();
+    s.storage.close();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_apis_answer_on_the_wire() {
     use tributary_protocol::kafka_protocol::messages::offset_commit_request::{
