@@ -42,6 +42,8 @@ pub struct Broker {
     pub node: Node,
     /// Cluster mode: the membership, election and view kept current from etcd.
     pub cluster: Option<Arc<Cluster>>,
+    /// Client telemetry (KIP-714): subscriptions and what clients pushed.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
     /// Single node: the fixed view in which this broker owns everything.
     single: Arc<Topology>,
     /// Single node: read-modify-write changes of users and ACLs, one at a time.
@@ -72,6 +74,11 @@ impl Broker {
         let s = &config.security;
         let acls = Arc::new(Acls::new(storage.acls()));
         let authorizer = Authorizer::new(s.authorizer, &s.super_users, s.allow_everyone_if_no_acl_found, acls);
+        let subscriptions = Arc::new(crate::telemetry::ClientMetricsConfigs::new(
+            storage.resource_configs(crate::telemetry::subscriptions::KIND),
+        ));
+        let telemetry = crate::telemetry::Telemetry::new(subscriptions, config.telemetry.max_bytes);
+        metrics.register(telemetry.collector());
         Broker {
             config,
             storage,
@@ -84,6 +91,7 @@ impl Broker {
             authorizer,
             node,
             cluster,
+            telemetry,
             single,
             meta_changes: Default::default(),
         }
@@ -201,6 +209,34 @@ impl Broker {
                     .await
                     .map_err(|e| QuotaChangeError::Storage(crate::errors::code(&e), e.to_string()))?;
                 self.groups.configs.set(group, configs);
+                Ok(())
+            }
+        }
+    }
+
+    /// Replaces a client-metrics resource's configs (a KIP-714 subscription) by `f`
+    /// of its current ones (empty removes it); nothing is written with
+    /// `validate_only` or when `f` refuses.
+    pub async fn alter_client_metrics(
+        &self,
+        name: &str,
+        validate_only: bool,
+        f: impl Fn(BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String>,
+    ) -> Result<(), QuotaChangeError> {
+        let subscriptions = &self.telemetry.subscriptions;
+        match &self.cluster {
+            Some(c) => c.client_metrics.alter(name, validate_only, f).await,
+            None => {
+                let _one_at_a_time = self.meta_changes.lock().await;
+                let configs = f(subscriptions.get(name)).map_err(QuotaChangeError::Invalid)?;
+                if validate_only {
+                    return Ok(());
+                }
+                self.storage
+                    .set_resource_configs(crate::telemetry::subscriptions::KIND, name.to_string(), configs.clone())
+                    .await
+                    .map_err(|e| QuotaChangeError::Storage(crate::errors::code(&e), e.to_string()))?;
+                subscriptions.set(name, configs);
                 Ok(())
             }
         }

@@ -21,6 +21,8 @@
 //! - [`security`]: who a connection is (SASL PLAIN and SCRAM, TLS client
 //!   certificates, the users' SCRAM credentials) and what it may do (ACLs and the
 //!   authorizer every handler asks through `RequestCtx::allowed`).
+//! - [`telemetry`]: client telemetry (KIP-714): client-metrics subscriptions, and
+//!   what clients push, exported on `/metrics`.
 //! - [`broker`]: the state handlers share; [`clock`]: time.
 //! - [`fuzzing`]: the decoders of outside bytes, as the fuzz targets in `fuzz/` call
 //!   them.
@@ -46,6 +48,7 @@ pub mod scaling;
 pub mod security;
 pub mod server;
 pub mod storage;
+pub mod telemetry;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -149,7 +152,13 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         Arc::new(broker::Broker::new(config, storage.clone(), metrics, groups.clone(), txns.clone(), cluster.clone()));
     if let Some(c) = &cluster {
         c.follow_quotas(broker.quotas.clone(), shutdown.clone());
-        c.follow_keyed(groups.configs.clone(), broker.users.clone(), broker.authorizer.acls.clone(), shutdown.clone());
+        c.follow_keyed(
+            groups.configs.clone(),
+            broker.users.clone(),
+            broker.authorizer.acls.clone(),
+            broker.telemetry.subscriptions.clone(),
+            shutdown.clone(),
+        );
     }
     let scaler = tokio::spawn(scaling::run(broker.clone(), shutdown.clone()));
     if let Some(every) = broker.security.scopes.usage_interval() {

@@ -50,6 +50,7 @@ pub struct Config {
     pub transactions: TransactionConfig,
     pub storage: StorageConfig,
     pub quotas: QuotaConfig,
+    pub telemetry: TelemetryConfig,
     pub cluster: ClusterConfig,
     pub security: SecurityConfig,
     /// Listeners besides `listen`, each with its own security protocol.
@@ -153,6 +154,21 @@ pub struct QuotaConfig {
     /// Samples a rate is measured over (`quota.window.num`); a new client may burst
     /// up to `window_samples - 1` windows' worth of its quota before it is throttled.
     pub window_samples: u32,
+}
+
+/// Client telemetry (KIP-714): what clients may push. What they are asked to push
+/// is set with client-metrics resources (`kafka-client-metrics`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Largest PushTelemetry payload taken (Kafka's `telemetry.max.bytes`).
+    pub max_bytes: i32,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig { max_bytes: 1024 * 1024 }
+    }
 }
 
 /// When an append is acknowledged.
@@ -375,6 +391,7 @@ impl Default for Config {
             transactions: TransactionConfig::default(),
             storage: StorageConfig::default(),
             quotas: QuotaConfig::default(),
+            telemetry: TelemetryConfig::default(),
             cluster: ClusterConfig::default(),
             security: SecurityConfig::default(),
             listeners: Vec::new(),

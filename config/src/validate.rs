@@ -276,6 +276,7 @@ pub(crate) fn check(c: &Config) -> Result<(), ConfigError> {
     range(&mut p, "storage.retry_max_delay_ms", st.retry_max_delay_ms, st.retry_min_delay_ms, 600_000);
     range(&mut p, "quotas.window_ms", c.quotas.window_ms, 10, 3_600_000);
     range(&mut p, "quotas.window_samples", c.quotas.window_samples, 2, 1000);
+    range(&mut p, "telemetry.max_bytes", c.telemetry.max_bytes, 1, i32::MAX);
     if c.topics.message_max_bytes as u64 > c.limits.socket_request_max_bytes {
         p.push(format!(
             "topics.message_max_bytes: {} exceeds limits.socket_request_max_bytes ({})",

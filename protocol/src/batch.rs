@@ -64,6 +64,20 @@ pub enum Compression {
     Unknown(u8),
 }
 
+impl Compression {
+    /// The codec of Kafka's compression type id (batch attributes, PushTelemetry).
+    pub fn from_id(id: i8) -> Compression {
+        match id {
+            0 => Compression::None,
+            1 => Compression::Gzip,
+            2 => Compression::Snappy,
+            3 => Compression::Lz4,
+            4 => Compression::Zstd,
+            n => Compression::Unknown(n as u8),
+        }
+    }
+}
+
 /// The header fields of one batch, read from its bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchHeader {
@@ -125,14 +139,7 @@ impl BatchHeader {
     }
 
     pub fn compression(&self) -> Compression {
-        match self.attributes & 0x7 {
-            0 => Compression::None,
-            1 => Compression::Gzip,
-            2 => Compression::Snappy,
-            3 => Compression::Lz4,
-            4 => Compression::Zstd,
-            n => Compression::Unknown(n as u8),
-        }
+        Compression::from_id((self.attributes & 0x7) as i8)
     }
     pub fn is_log_append_time(&self) -> bool {
         self.attributes & TIMESTAMP_TYPE_BIT != 0

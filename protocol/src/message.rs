@@ -145,6 +145,8 @@ messages! {
     DescribeAcls => DescribeAclsRequest, DescribeAclsResponse;
     DeleteAcls => DeleteAclsRequest, DeleteAclsResponse;
     ListConfigResources => ListConfigResourcesRequest, ListConfigResourcesResponse;
+    GetTelemetrySubscriptions => GetTelemetrySubscriptionsRequest, GetTelemetrySubscriptionsResponse;
+    PushTelemetry => PushTelemetryRequest, PushTelemetryResponse;
 }
 
 #[cfg(test)]

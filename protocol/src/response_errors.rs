@@ -110,6 +110,8 @@ impl Response {
             Response::CreateAcls(r) => r.results.iter().for_each(|a| e(a.error_code)),
             Response::DescribeAcls(r) => e(r.error_code),
             Response::ListConfigResources(r) => e(r.error_code),
+            Response::GetTelemetrySubscriptions(r) => e(r.error_code),
+            Response::PushTelemetry(r) => e(r.error_code),
             Response::DeleteAcls(r) => {
                 for f in &r.filter_results {
                     e(f.error_code);

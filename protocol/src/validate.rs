@@ -67,6 +67,28 @@ pub fn validate_records(header: &BatchHeader, batch: &[u8], rules: Rules) -> Res
     }
 }
 
+/// The bytes `data` compressed with Kafka's `codec` decompress to, at most `limit`
+/// of them (an error beyond: a compression bomb costs bounded work). Kafka's
+/// framings: xerial snappy (or one raw block), the LZ4 frame format.
+pub fn decompress(codec: Compression, data: &[u8], limit: u64) -> io::Result<Vec<u8>> {
+    fn bounded(mut r: impl Read, limit: u64) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        r.by_ref().take(limit.saturating_add(1)).read_to_end(&mut out)?;
+        match out.len() as u64 > limit {
+            true => Err(io::Error::other(format!("decompresses to more than {limit} bytes"))),
+            false => Ok(out),
+        }
+    }
+    match codec {
+        Compression::None => bounded(data, limit),
+        Compression::Gzip => bounded(flate2::read::GzDecoder::new(data), limit),
+        Compression::Snappy => bounded(SnappyReader::new(data, limit), limit),
+        Compression::Lz4 => bounded(lz4::Decoder::new(data)?, limit),
+        Compression::Zstd => bounded(zstd::stream::read::Decoder::with_buffer(data)?, limit),
+        Compression::Unknown(n) => Err(io::Error::other(format!("unknown compression codec {n}"))),
+    }
+}
+
 fn invalid(record: Option<usize>, message: String) -> RecordError {
     RecordError::Invalid { record, message }
 }

@@ -22,6 +22,7 @@ use crate::storage::topic_config;
 
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
+const CLIENT_METRICS: i8 = 16;
 const GROUP: i8 = 32;
 /// IncrementalAlterConfigs operations.
 const SET: i8 = 0;
@@ -154,12 +155,76 @@ async fn alter_group(
     }
 }
 
+/// A client-metrics resource (a KIP-714 subscription), changed as a whole and
+/// checked as Kafka checks it; `metrics` and `match` are lists (APPEND, SUBTRACT).
+async fn alter_client_metrics(
+    ctx: &RequestCtx,
+    name: &str,
+    changes: Vec<Change>,
+    incremental: bool,
+    validate_only: bool,
+) -> (i16, Option<String>) {
+    use crate::telemetry::subscriptions::{parse, INTERVAL_MS, MATCH, METRICS};
+    if name.is_empty() {
+        return (of(Error::InvalidRequest), Some("the client-metrics resource name must not be empty".into()));
+    }
+    let apply = |current: BTreeMap<String, String>| {
+        let mut configs = if incremental { current } else { BTreeMap::new() };
+        for (key, op, value) in &changes {
+            if ![METRICS, INTERVAL_MS, MATCH].contains(&key.as_str()) {
+                return Err(format!("Unknown client metrics config name: {key}"));
+            }
+            let items = |v: &str| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+            match (*op, value) {
+                (SET, Some(v)) => {
+                    configs.insert(key.clone(), v.clone());
+                }
+                (SET, None) | (DELETE, _) => {
+                    configs.remove(key);
+                }
+                (APPEND | SUBTRACT, _) if key == INTERVAL_MS => {
+                    return Err(format!("{key} is not a list: APPEND/SUBTRACT do not apply"))
+                }
+                (APPEND, Some(v)) => {
+                    let mut list: Vec<String> = configs.get(key).map(|c| items(c)).unwrap_or_default();
+                    for item in items(v) {
+                        if !list.contains(&item) {
+                            list.push(item);
+                        }
+                    }
+                    configs.insert(key.clone(), list.join(","));
+                }
+                (SUBTRACT, Some(v)) => {
+                    let gone: Vec<String> = items(v);
+                    let list: Vec<String> = configs.get(key).map(|c| items(c)).unwrap_or_default();
+                    let left: Vec<String> = list.into_iter().filter(|i| !gone.contains(i)).collect();
+                    configs.insert(key.clone(), left.join(","));
+                }
+                (other, _) => return Err(format!("unknown config operation {other}")),
+            }
+        }
+        parse(&configs)?;
+        Ok(configs)
+    };
+    match ctx.broker.alter_client_metrics(name, validate_only, apply).await {
+        Ok(()) => {
+            if !validate_only {
+                tracing::info!(subscription = name, "client-metrics configs changed");
+            }
+            (0, None)
+        }
+        Err(QuotaChangeError::Invalid(m)) => (of(Error::InvalidConfig), Some(m)),
+        Err(QuotaChangeError::Storage(code, m)) => (code, Some(m)),
+        Err(e) => (of(Error::RequestTimedOut), Some(e.to_string())),
+    }
+}
+
 /// ALTER_CONFIGS on the topic, group or cluster (for a broker's configs).
 fn may_alter(ctx: &RequestCtx, resource_type: i8, name: &str) -> bool {
     match resource_type {
         TOPIC => ctx.allowed(Operation::AlterConfigs, ResourceType::Topic, name),
         GROUP => ctx.allowed(Operation::AlterConfigs, ResourceType::Group, name),
-        BROKER => ctx.allowed_on_cluster(Operation::AlterConfigs),
+        BROKER | CLIENT_METRICS => ctx.allowed_on_cluster(Operation::AlterConfigs),
         _ => true,
     }
 }
@@ -197,6 +262,7 @@ pub(crate) async fn incremental_alter_configs(
             _ if !may_alter(ctx, r.resource_type, &r.resource_name) => refused(r.resource_type),
             TOPIC => alter_topic(ctx, &r.resource_name, changes, true, request.validate_only).await,
             GROUP => alter_group(ctx, &r.resource_name, changes, true, request.validate_only).await,
+            CLIENT_METRICS => alter_client_metrics(ctx, &r.resource_name, changes, true, request.validate_only).await,
             BROKER => broker_refusal(),
             other => (of(Error::InvalidRequest), Some(format!("resource type {other} has no alterable configs"))),
         };
@@ -221,6 +287,7 @@ pub(crate) async fn alter_configs(ctx: &RequestCtx, request: AlterConfigsRequest
             _ if !may_alter(ctx, r.resource_type, &r.resource_name) => refused(r.resource_type),
             TOPIC => alter_topic(ctx, &r.resource_name, changes, false, request.validate_only).await,
             GROUP => alter_group(ctx, &r.resource_name, changes, false, request.validate_only).await,
+            CLIENT_METRICS => alter_client_metrics(ctx, &r.resource_name, changes, false, request.validate_only).await,
             BROKER => broker_refusal(),
             other => (of(Error::InvalidRequest), Some(format!("resource type {other} has no alterable configs"))),
         };

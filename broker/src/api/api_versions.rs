@@ -21,7 +21,10 @@ fn api_keys() -> Vec<ApiVersion> {
 /// The features (v3+): `transaction.version` is supported up to 2 and finalized at
 /// `transactions.version`. The epoch of the finalized features is fixed: they change
 /// only with the configuration, at a restart, when clients reconnect anyway.
-pub(crate) fn handle(ctx: &RequestCtx, _request: ApiVersionsRequest) -> ApiVersionsResponse {
+pub(crate) fn handle(ctx: &RequestCtx, request: ApiVersionsRequest) -> ApiVersionsResponse {
+    if ctx.version >= 3 {
+        ctx.session.set_software(&request.client_software_name, &request.client_software_version);
+    }
     let level = ctx.broker.config.transactions.version;
     ApiVersionsResponse::default()
         .with_error_code(0)

@@ -1,7 +1,8 @@
 //! DescribeConfigs for topics (every known key with its effective value, source and
 //! synonyms: the topic override, the broker setting under its Kafka name, the default)
 //! for this broker (its settings under their Kafka names, read-only) and for groups
-//! (KIP-848 group configs: the group's override or the broker's setting).
+//! (KIP-848 group configs: the group's override or the broker's setting) and
+//! client-metrics resources (KIP-714 subscriptions).
 
 use tributary_protocol::kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
@@ -18,8 +19,10 @@ use crate::storage::topic_config::{ConfigType, TOPIC_CONFIGS};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+const RESOURCE_CLIENT_METRICS: i8 = 16;
 const RESOURCE_GROUP: i8 = 32;
 pub(crate) const SOURCE_TOPIC_OVERRIDE: i8 = 1;
+const SOURCE_CLIENT_METRICS: i8 = 7;
 const SOURCE_GROUP_OVERRIDE: i8 = 8;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
@@ -64,7 +67,7 @@ pub(crate) fn describe(ctx: &RequestCtx, request: DescribeConfigsRequest) -> Des
             RESOURCE_GROUP if !ctx.allowed(Operation::DescribeConfigs, ResourceType::Group, &name) => {
                 Err((of(Error::GroupAuthorizationFailed), "Group authorization failed.".into()))
             }
-            RESOURCE_BROKER if !ctx.allowed_on_cluster(Operation::DescribeConfigs) => {
+            RESOURCE_BROKER | RESOURCE_CLIENT_METRICS if !ctx.allowed_on_cluster(Operation::DescribeConfigs) => {
                 Err((of(Error::ClusterAuthorizationFailed), "Cluster authorization failed.".into()))
             }
             RESOURCE_TOPIC => topic_entries(ctx, &name),
@@ -74,6 +77,10 @@ pub(crate) fn describe(ctx: &RequestCtx, request: DescribeConfigsRequest) -> Des
                 Err((of(Error::InvalidRequest), "the group name must not be empty".to_string()))
             }
             RESOURCE_GROUP => Ok(group_entries(ctx, &name)),
+            RESOURCE_CLIENT_METRICS if name.is_empty() => {
+                Err((of(Error::InvalidRequest), "the client-metrics resource name must not be empty".to_string()))
+            }
+            RESOURCE_CLIENT_METRICS => Ok(client_metrics_entries(ctx, &name)),
             other => Err((of(Error::InvalidRequest), format!("resource type {other} is not supported"))),
         };
         match entries {
@@ -158,6 +165,35 @@ fn group_entries(ctx: &RequestCtx, group: &str) -> Vec<Entry> {
         .collect()
 }
 
+/// A client-metrics resource's configs (KIP-714): what it sets, the defaults for
+/// the rest (no metrics, Kafka's five-minute interval, matching every client).
+fn client_metrics_entries(ctx: &RequestCtx, name: &str) -> Vec<Entry> {
+    use crate::telemetry::subscriptions::{INTERVAL_DEFAULT, INTERVAL_MS, MATCH, METRICS};
+    let set = ctx.broker.telemetry.subscriptions.get(name);
+    [
+        (METRICS, String::new(), ConfigType::List),
+        (INTERVAL_MS, INTERVAL_DEFAULT.to_string(), ConfigType::Int),
+        (MATCH, String::new(), ConfigType::List),
+    ]
+    .into_iter()
+    .map(|(key, default, config_type)| {
+        let (value, source) = match set.get(key) {
+            Some(v) => (v.clone(), SOURCE_CLIENT_METRICS),
+            None => (default, SOURCE_DEFAULT),
+        };
+        Entry {
+            name: key.to_string(),
+            value: value.clone(),
+            source,
+            read_only: false,
+            config_type,
+            documentation: None,
+            synonyms: vec![(key.to_string(), value, source)],
+        }
+    })
+    .collect()
+}
+
 fn broker_entries(ctx: &RequestCtx) -> Vec<Entry> {
     let c = &ctx.broker.config;
     let node = &ctx.broker.node;
@@ -217,9 +253,9 @@ fn render(e: Entry, include_synonyms: bool, version: i16) -> DescribeConfigsReso
 
 /// ListConfigResources (KIP-1142; v0 was ListClientMetricsResources): the resources
 /// that have configs, of the types asked for (every type when none): topics,
-/// brokers and groups (those with overrides). Client-metrics resources (KIP-714)
-/// and broker loggers have none here, so they list nothing. Needs DESCRIBE_CONFIGS
-/// on the cluster, as on Kafka.
+/// brokers, groups (those with overrides) and client-metrics resources (KIP-714
+/// subscriptions). Broker loggers have none here, so they list nothing. Needs
+/// DESCRIBE_CONFIGS on the cluster, as on Kafka.
 pub(crate) fn list_resources(
     ctx: &RequestCtx,
     request: tributary_protocol::kafka_protocol::messages::ListConfigResourcesRequest,
@@ -252,6 +288,9 @@ pub(crate) fn list_resources(
                 let mut groups: Vec<String> = ctx.broker.groups.configs.names();
                 groups.sort();
                 out.extend(groups.into_iter().map(|g| entry(t, g)));
+            }
+            CLIENT_METRICS => {
+                out.extend(ctx.broker.telemetry.subscriptions.names().into_iter().map(|n| entry(t, n)));
             }
             _ => {}
         }

@@ -20,6 +20,7 @@ mod quotas;
 mod route;
 mod sasl;
 pub(crate) mod scoped;
+mod telemetry;
 mod topics;
 mod txn;
 mod users;
@@ -86,6 +87,8 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeAcls, 1, 3),
     (ApiKey::DeleteAcls, 1, 3),
     (ApiKey::ListConfigResources, 0, 1),
+    (ApiKey::GetTelemetrySubscriptions, 0, 0),
+    (ApiKey::PushTelemetry, 0, 0),
 ];
 
 /// The name ACLs give the cluster resource.
@@ -310,6 +313,8 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: Request) -> Reply {
         Request::DescribeAcls(r) => Reply::Now(acls::describe(ctx, r).into()),
         Request::DeleteAcls(r) => in_order(ctx, |c| async move { acls::delete(&c, r).await.into() }),
         Request::ListConfigResources(r) => Reply::Now(configs::list_resources(ctx, r).into()),
+        Request::GetTelemetrySubscriptions(r) => Reply::Now(telemetry::subscriptions(ctx, r).into()),
+        Request::PushTelemetry(r) => Reply::Now(telemetry::push(ctx, r).into()),
     }
 }
 

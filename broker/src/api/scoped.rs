@@ -184,7 +184,9 @@ pub(crate) fn into_scope(request: &mut Request, scope: &Scope) {
         | Request::DescribeAcls(_)
         | Request::DeleteAcls(_)
         | Request::WriteTxnMarkers(_)
-        | Request::ListConfigResources(_) => {}
+        | Request::ListConfigResources(_)
+        | Request::GetTelemetrySubscriptions(_)
+        | Request::PushTelemetry(_) => {}
     }
 }
 
@@ -293,6 +295,8 @@ pub(crate) fn out_of_scope(response: &mut Response, scope: &Scope) {
         | Response::DescribeAcls(_)
         | Response::DeleteAcls(_)
         | Response::WriteTxnMarkers(_)
-        | Response::ListConfigResources(_) => {}
+        | Response::ListConfigResources(_)
+        | Response::GetTelemetrySubscriptions(_)
+        | Response::PushTelemetry(_) => {}
     }
 }

@@ -3,7 +3,8 @@
 //! guarded by the key's revision (two brokers changing the same name never lose an
 //! operation); every broker follows the prefix with a watch into its own copy, and
 //! the broker that made a change answers once it applied it. Group configs
-//! (`groupconfigs/`), SASL users (`users/`) and ACLs (`acls/`) are such maps.
+//! (`groupconfigs/`), SASL users (`users/`), ACLs (`acls/`) and client-metrics
+//! subscriptions (`clientmetrics/`) are such maps.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -172,6 +173,13 @@ keyed!(
     crate::security::users::Credentials,
     "users/",
     "SASL users"
+);
+keyed!(
+    /// Client-metrics resources (KIP-714 subscriptions): `clientmetrics/<name>`.
+    crate::telemetry::ClientMetricsConfigs,
+    std::collections::BTreeMap<String, String>,
+    "clientmetrics/",
+    "client-metrics subscriptions"
 );
 keyed!(
     /// ACLs: `acls/<type>/<pattern>/<name>`, one resource pattern's ACLs.

@@ -19,8 +19,9 @@
 //! - [`quotas`]: client quotas in etcd (`quotas/<entity>`), followed by every
 //!   broker.
 //! - [`keyed`]: maps of names to values in etcd, followed by every broker: group
-//!   configs (`groupconfigs/<group>`), SASL users (`users/<name>`) and ACLs
-//!   (`acls/<resource pattern>`).
+//!   configs (`groupconfigs/<group>`), SASL users (`users/<name>`), ACLs
+//!   (`acls/<resource pattern>`) and client-metrics subscriptions
+//!   (`clientmetrics/<name>`).
 //! - [`sweep`]: the controller deletes journal objects, segments and manifests no
 //!   partition needs any more.
 //! - [`peers`]: requests to other brokers (transaction markers, write
@@ -81,6 +82,7 @@ pub struct Cluster {
     pub group_configs: keyed::KeyedMap<crate::coordinator::group::configs::GroupConfigs>,
     pub users: keyed::KeyedMap<crate::security::users::Users>,
     pub acls: keyed::KeyedMap<crate::security::acl::Acls>,
+    pub client_metrics: keyed::KeyedMap<crate::telemetry::ClientMetricsConfigs>,
     tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -124,6 +126,7 @@ impl Cluster {
             group_configs: keyed::KeyedMap::new(etcd.clone()),
             users: keyed::KeyedMap::new(etcd.clone()),
             acls: keyed::KeyedMap::new(etcd.clone()),
+            client_metrics: keyed::KeyedMap::new(etcd.clone()),
             tasks: parking_lot::Mutex::new(Vec::new()),
         });
         let internal = vec![
@@ -233,19 +236,21 @@ impl Cluster {
         }
     }
 
-    /// Keeps the group coordinator's configs, the SASL users and the ACLs equal to what etcd
-    /// holds until `shutdown`.
+    /// Keeps the group coordinator's configs, the SASL users, the ACLs and the
+    /// client-metrics subscriptions equal to what etcd holds until `shutdown`.
     pub fn follow_keyed(
         &self,
         groups: Arc<crate::coordinator::group::configs::GroupConfigs>,
         users: Arc<crate::security::users::Users>,
         acls: Arc<crate::security::acl::Acls>,
+        client_metrics: Arc<crate::telemetry::ClientMetricsConfigs>,
         shutdown: CancellationToken,
     ) {
         let tasks = [
             self.group_configs.follow(groups, shutdown.clone()),
             self.users.follow(users, shutdown.clone()),
-            self.acls.follow(acls, shutdown),
+            self.acls.follow(acls, shutdown.clone()),
+            self.client_metrics.follow(client_metrics, shutdown),
         ];
         self.tasks.lock().extend(tasks.into_iter().flatten());
     }

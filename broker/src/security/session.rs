@@ -107,6 +107,9 @@ pub struct Session {
     pub host: Arc<str>,
     state: Mutex<(State, Option<Authenticated>)>,
     closing: AtomicBool,
+    /// The client software's name and version, as its ApiVersions v3+ said them
+    /// (KIP-511; client telemetry matches on them).
+    software: Mutex<Option<(Arc<str>, Arc<str>)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -137,7 +140,18 @@ impl Session {
             host: host.to_string().into(),
             state: Mutex::new((state, current)),
             closing: AtomicBool::new(false),
+            software: Mutex::new(None),
         }
+    }
+
+    /// Records the client software's name and version (ApiVersions v3+).
+    pub fn set_software(&self, name: &str, version: &str) {
+        *self.software.lock() = Some((name.into(), version.into()));
+    }
+
+    /// The client software's name and version, empty when it never said them.
+    pub fn software(&self) -> (Arc<str>, Arc<str>) {
+        self.software.lock().clone().unwrap_or_else(|| ("".into(), "".into()))
     }
 
     /// The principal requests are made as; ANONYMOUS before authentication.

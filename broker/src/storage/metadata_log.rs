@@ -117,6 +117,14 @@ pub(crate) enum MetaRecord {
         pattern: String,
         entries: AclEntries,
     },
+    /// The configs of one config resource of a kind that has no state of its own
+    /// (`client-metrics`: KIP-714 subscriptions; `broker`: dynamic broker configs),
+    /// replaced as a whole (empty: removed).
+    ResourceConfigsSet {
+        kind: String,
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
 }
 
 /// One segment of a sealed object, for one partition.
@@ -206,6 +214,9 @@ pub(crate) struct MetaState {
     /// ACLs by resource pattern key.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) acls: BTreeMap<String, AclEntries>,
+    /// Configs of the other config resources, by kind and name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) resource_configs: BTreeMap<String, BTreeMap<String, BTreeMap<String, String>>>,
 }
 
 impl MetaState {
@@ -323,6 +334,17 @@ impl MetaState {
                     self.users.remove(user);
                 } else {
                     self.users.insert(user.clone(), credentials.clone());
+                }
+            }
+            MetaRecord::ResourceConfigsSet { kind, name, configs } => {
+                let of_kind = self.resource_configs.entry(kind.clone()).or_default();
+                if configs.is_empty() {
+                    of_kind.remove(name);
+                } else {
+                    of_kind.insert(name.clone(), configs.clone());
+                }
+                if of_kind.is_empty() {
+                    self.resource_configs.remove(kind);
                 }
             }
             MetaRecord::AclsSet { pattern, entries } => {

@@ -479,6 +479,23 @@ impl Storage {
         self.record(MetaRecord::GroupConfigsSet { group, configs }).await
     }
 
+    /// Every config resource of `kind` (`client-metrics`, `broker`) with its configs.
+    pub fn resource_configs(&self, kind: &str) -> Vec<(String, BTreeMap<String, String>)> {
+        let meta = self.meta.lock();
+        meta.state.resource_configs.get(kind).map_or_else(Vec::new, |m| m.clone().into_iter().collect())
+    }
+
+    /// Replaces a config resource's configs durably (empty removes them). `configs`
+    /// must already be validated.
+    pub async fn set_resource_configs(
+        self: &Arc<Self>,
+        kind: &str,
+        name: String,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), StorageError> {
+        self.record(MetaRecord::ResourceConfigsSet { kind: kind.to_string(), name, configs }).await
+    }
+
     /// Every SASL user's SCRAM credentials.
     pub fn user_credentials(&self) -> Vec<(String, Credentials)> {
         self.meta.lock().state.users.iter().map(|(u, c)| (u.clone(), c.clone())).collect()
