@@ -5,8 +5,8 @@ once; DeleteRecords with consumers observing the new log start; DescribeCluster.
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions,
-                                   NewTopic)
+from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource,
+                                   NewPartitions, NewTopic)
 
 from conftest import unique
 
@@ -77,12 +77,57 @@ def test_incremental_alter_configs_validates_applies_live_and_persists(broker):
     assert errors, "the lower limit still applies after the restart"
 
 
-def test_broker_configs_are_read_only_at_runtime(broker):
-    res = ConfigResource(ConfigResource.Type.BROKER, "0", incremental_configs=[
-        ConfigEntry("log.retention.ms", "1", incremental_operation=AlterConfigOpType.SET)])
+def alter_broker(broker, name, **configs):
+    """IncrementalAlterConfigs on a broker resource: SET, or DELETE for None."""
+    res = ConfigResource(ConfigResource.Type.BROKER, name, incremental_configs=[
+        ConfigEntry(k.replace("_", "."), v,
+                    incremental_operation=AlterConfigOpType.DELETE if v is None else AlterConfigOpType.SET)
+        for k, v in configs.items()])
     a = admin(broker)
+    return a.incremental_alter_configs([res])[res].result(30)
+
+
+def test_dynamic_broker_configs_change_the_topic_defaults_live_and_durably(broker):
+    plain, own = unique("dyn"), unique("dyno")
+    create(broker, plain)
+    create(broker, own)
+    overrides = ConfigResource(ConfigResource.Type.TOPIC, own, incremental_configs=[
+        ConfigEntry("max.message.bytes", "100000", incremental_operation=AlterConfigOpType.SET)])
+    a = admin(broker)
+    a.incremental_alter_configs([overrides])[overrides].result(30)
+    assert not produce(broker, plain, [b"x" * 3000])
+    # This broker's dynamic config: topics without an override follow at once.
+    alter_broker(broker, "0", message_max_bytes="2000", log_retention_ms="3600000")
+    configs = describe_topic_configs(broker, plain)
+    assert configs["max.message.bytes"].value == "2000"
+    assert configs["max.message.bytes"].source == ConfigSource.DYNAMIC_BROKER_CONFIG.value
+    assert configs["retention.ms"].value == "3600000"
+    errors = produce(broker, plain, [b"x" * 3000])
+    assert [e.code() for e in errors] == [KafkaError.MSG_SIZE_TOO_LARGE], errors
+    assert not produce(broker, own, [b"x" * 3000]), "a topic's own override still wins"
+    b = ConfigResource(ConfigResource.Type.BROKER, "0")
+    entries = a.describe_configs([b])[b].result(30)
+    assert entries["message.max.bytes"].value == "2000" and not entries["message.max.bytes"].is_read_only
+    assert entries["message.max.bytes"].source == ConfigSource.DYNAMIC_BROKER_CONFIG.value
+    assert entries["num.partitions"].is_read_only
+    # Settings that cannot change at runtime, and bad values, are refused as Kafka refuses them.
+    for configs, code in [({"num_partitions": "3"}, KafkaError.INVALID_REQUEST),
+                          ({"log_retention_ms": "soon"}, KafkaError.INVALID_CONFIG),
+                          ({"no_such_setting": "1"}, KafkaError.INVALID_CONFIG)]:
+        with pytest.raises(KafkaException) as refused:
+            alter_broker(broker, "0", **configs)
+        assert refused.value.args[0].code() == code, (configs, refused.value)
     with pytest.raises(KafkaException):
-        a.incremental_alter_configs([res])[res].result(30)
+        alter_broker(broker, "not-a-broker", log_retention_ms="1")
+    # Durable: the same after a restart.
+    broker.restart()
+    assert describe_topic_configs(broker, plain)["max.message.bytes"].value == "2000"
+    assert [e.code() for e in produce(broker, plain, [b"x" * 3000])] == [KafkaError.MSG_SIZE_TOO_LARGE]
+    # Removed: back to tributary.toml.
+    alter_broker(broker, "0", message_max_bytes=None, log_retention_ms=None)
+    configs = describe_topic_configs(broker, plain)
+    assert configs["max.message.bytes"].source == ConfigSource.DEFAULT_CONFIG.value, configs["max.message.bytes"]
+    assert not produce(broker, plain, [b"x" * 3000])
 
 
 def set_configs(broker, topic, **configs):

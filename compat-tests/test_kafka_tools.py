@@ -16,7 +16,8 @@ from conftest import unique, wait_until
 @pytest.fixture
 def tool(kafka_classpath, broker):
     """Runs org.apache.kafka.tools.<name> (with --bootstrap-server unless not
-    `bootstrap`); returns its standard output (it must exit 0 unless `fails`)."""
+    `bootstrap`); returns its standard output (it must exit 0), or with `fails` both
+    its outputs (it must not)."""
 
     def run(name, *args, stdin=None, fails=False, bootstrap=True):
         where = ["--bootstrap-server", broker.bootstrap] if bootstrap else []
@@ -25,6 +26,7 @@ def tool(kafka_classpath, broker):
         out = r.stdout + r.stderr
         if fails:
             assert r.returncode != 0, out[-3000:]
+            return out
         else:
             assert r.returncode == 0, f"{name} {' '.join(args)}:\n{out[-3000:]}"
         return r.stdout
@@ -77,6 +79,38 @@ def test_kafka_configs_alters_and_describes_topic_and_client_configs(tool, broke
     broker_configs = tool("ConfigCommand", "--entity-type", "brokers", "--entity-name", str(node), "--describe",
                           "--all")
     assert "message.max.bytes=" in broker_configs, broker_configs
+
+
+def test_kafka_configs_sets_dynamic_broker_configs_for_every_broker_and_for_one(tool, broker):
+    topic = unique("kdyn")
+    tool("TopicCommand", "--create", "--topic", topic, "--partitions", "1", "--replication-factor", "1")
+    tool("ConfigCommand", "--entity-type", "brokers", "--entity-default", "--alter", "--add-config",
+         "log.retention.ms=7200000,log.segment.bytes=2097152")
+    described = tool("ConfigCommand", "--entity-type", "brokers", "--entity-default", "--describe")
+    assert "log.retention.ms=7200000" in described and "log.segment.bytes=2097152" in described, described
+    # A topic without its own setting follows, the default broker config as its source.
+    described = tool("ConfigCommand", "--entity-type", "topics", "--entity-name", topic, "--describe", "--all")
+    assert re.search(r"retention\.ms=7200000 .*synonyms=\{DYNAMIC_DEFAULT_BROKER_CONFIG:log\.retention\.ms=7200000",
+                     described), described
+    # One broker's own setting wins over the default.
+    tool("ConfigCommand", "--entity-type", "brokers", "--entity-name", "0", "--alter", "--add-config",
+         "log.retention.ms=3600000")
+    described = tool("ConfigCommand", "--entity-type", "brokers", "--entity-name", "0", "--describe")
+    assert re.search(r"log\.retention\.ms=3600000 .*synonyms=\{DYNAMIC_BROKER_CONFIG:log\.retention\.ms=3600000, "
+                     r"DYNAMIC_DEFAULT_BROKER_CONFIG:log\.retention\.ms=7200000", described), described
+    described = tool("ConfigCommand", "--entity-type", "topics", "--entity-name", topic, "--describe", "--all")
+    assert "retention.ms=3600000" in described, described
+    refused = tool("ConfigCommand", "--entity-type", "brokers", "--entity-name", "0", "--alter", "--add-config",
+                   "num.partitions=3", fails=True)
+    assert "Cannot update these configs dynamically: num.partitions" in refused, refused
+    tool("ConfigCommand", "--entity-type", "brokers", "--entity-name", "0", "--alter", "--delete-config",
+         "log.retention.ms")
+    tool("ConfigCommand", "--entity-type", "brokers", "--entity-default", "--alter", "--delete-config",
+         "log.retention.ms,log.segment.bytes")
+    assert "log.retention.ms" not in tool("ConfigCommand", "--entity-type", "brokers", "--entity-default",
+                                          "--describe")
+    described = tool("ConfigCommand", "--entity-type", "topics", "--entity-name", topic, "--describe", "--all")
+    assert "retention.ms=604800000 " in described, described
 
 
 def test_console_producer_consumer_and_consumer_groups(tool):

@@ -44,6 +44,8 @@ pub struct Broker {
     pub cluster: Option<Arc<Cluster>>,
     /// Client telemetry (KIP-714): subscriptions and what clients pushed.
     pub telemetry: Arc<crate::telemetry::Telemetry>,
+    /// Dynamic broker configs (the topic defaults, changed at runtime).
+    pub broker_configs: Arc<crate::broker_configs::BrokerConfigs>,
     /// Single node: the fixed view in which this broker owns everything.
     single: Arc<Topology>,
     /// Single node: read-modify-write changes of users and ACLs, one at a time.
@@ -79,6 +81,12 @@ impl Broker {
         ));
         let telemetry = crate::telemetry::Telemetry::new(subscriptions, config.telemetry.max_bytes);
         metrics.register(telemetry.collector());
+        let broker_configs = Arc::new(crate::broker_configs::BrokerConfigs::new(
+            storage.resource_configs(crate::broker_configs::KIND),
+            node.id,
+            config.topics.clone(),
+            storage.clone(),
+        ));
         Broker {
             config,
             storage,
@@ -92,6 +100,7 @@ impl Broker {
             node,
             cluster,
             telemetry,
+            broker_configs,
             single,
             meta_changes: Default::default(),
         }
@@ -237,6 +246,33 @@ impl Broker {
                     .await
                     .map_err(|e| QuotaChangeError::Storage(crate::errors::code(&e), e.to_string()))?;
                 subscriptions.set(name, configs);
+                Ok(())
+            }
+        }
+    }
+
+    /// Replaces a broker resource's dynamic configs (`""`: every broker's default)
+    /// by `f` of its current ones (empty removes them); nothing is written with
+    /// `validate_only` or when `f` refuses.
+    pub async fn alter_broker_configs(
+        &self,
+        name: &str,
+        validate_only: bool,
+        f: impl Fn(BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String>,
+    ) -> Result<(), QuotaChangeError> {
+        match &self.cluster {
+            Some(c) => c.broker_configs.alter(name, validate_only, f).await,
+            None => {
+                let _one_at_a_time = self.meta_changes.lock().await;
+                let configs = f(self.broker_configs.get(name)).map_err(QuotaChangeError::Invalid)?;
+                if validate_only {
+                    return Ok(());
+                }
+                self.storage
+                    .set_resource_configs(crate::broker_configs::KIND, name.to_string(), configs.clone())
+                    .await
+                    .map_err(|e| QuotaChangeError::Storage(crate::errors::code(&e), e.to_string()))?;
+                self.broker_configs.set(name, configs);
                 Ok(())
             }
         }

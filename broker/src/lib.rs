@@ -23,7 +23,8 @@
 //!   authorizer every handler asks through `RequestCtx::allowed`).
 //! - [`telemetry`]: client telemetry (KIP-714): client-metrics subscriptions, and
 //!   what clients push, exported on `/metrics`.
-//! - [`broker`]: the state handlers share; [`clock`]: time.
+//! - [`broker`]: the state handlers share; [`broker_configs`]: dynamic broker
+//!   configs; [`clock`]: time.
 //! - [`fuzzing`]: the decoders of outside bytes, as the fuzz targets in `fuzz/` call
 //!   them.
 //!
@@ -35,6 +36,7 @@
 
 mod api;
 pub mod broker;
+pub mod broker_configs;
 pub mod clock;
 pub mod cluster;
 pub mod coordinator;
@@ -157,6 +159,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             broker.users.clone(),
             broker.authorizer.acls.clone(),
             broker.telemetry.subscriptions.clone(),
+            broker.broker_configs.clone(),
             shutdown.clone(),
         );
     }

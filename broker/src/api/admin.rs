@@ -1,5 +1,6 @@
 //! Admin APIs beside topics and configs: AlterConfigs and IncrementalAlterConfigs
-//! (topic overrides, validated, durable, live), CreatePartitions, DeleteRecords,
+//! (topic and group overrides, client-metrics subscriptions and dynamic broker
+//! configs: validated, durable, live), CreatePartitions, DeleteRecords,
 //! DescribeCluster, and ElectLeaders (one broker leads everything: nothing to elect).
 
 use std::collections::BTreeMap;
@@ -77,7 +78,7 @@ async fn alter_topic(
                     );
                 }
                 let defaults = storage.topic_defaults();
-                let current = overrides.get(&key).cloned().unwrap_or_else(|| (def.default)(defaults));
+                let current = overrides.get(&key).cloned().unwrap_or_else(|| (def.default)(&defaults));
                 let mut items: Vec<String> =
                     current.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect();
                 for v in value.unwrap_or_default().split(',').map(str::trim).filter(|x| !x.is_empty()) {
@@ -219,6 +220,62 @@ async fn alter_client_metrics(
     }
 }
 
+/// A broker resource's dynamic configs (`""`: every broker's default, or a
+/// broker id): the topic defaults, live on every broker they apply to.
+async fn alter_broker(
+    ctx: &RequestCtx,
+    name: &str,
+    changes: Vec<Change>,
+    incremental: bool,
+    validate_only: bool,
+) -> (i16, Option<String>) {
+    use crate::broker_configs::{resource_name, validate, Refusal};
+    let Some(name) = resource_name(name) else {
+        return (of(Error::InvalidRequest), Some(format!("{name} is not a broker id")));
+    };
+    let read_only = super::configs::read_only_broker_names(ctx);
+    // A setting that cannot change at runtime is refused as Kafka refuses it, before
+    // anything is read or written.
+    let asked: BTreeMap<String, String> =
+        changes.iter().map(|(k, _, v)| (k.clone(), v.clone().unwrap_or_default())).collect();
+    if let Err(Refusal::NotDynamic(m)) = validate(&asked, &read_only) {
+        return (of(Error::InvalidRequest), Some(m));
+    }
+    let apply = |current: BTreeMap<String, String>| {
+        let mut configs = if incremental { current } else { BTreeMap::new() };
+        for (key, op, value) in &changes {
+            match (*op, value) {
+                (SET, Some(v)) => {
+                    configs.insert(key.clone(), v.clone());
+                }
+                (SET, None) | (DELETE, _) => {
+                    configs.remove(key);
+                }
+                (APPEND | SUBTRACT, _) => return Err(format!("{key} is not a list: APPEND/SUBTRACT do not apply")),
+                (other, _) => return Err(format!("unknown config operation {other}")),
+            }
+        }
+        validate(&configs, &read_only).map_err(|r| match r {
+            Refusal::NotDynamic(m) | Refusal::Invalid(m) => m,
+        })?;
+        Ok(configs)
+    };
+    match ctx.broker.alter_broker_configs(&name, validate_only, apply).await {
+        Ok(()) => {
+            if !validate_only {
+                tracing::info!(
+                    broker = if name.is_empty() { "default" } else { &name },
+                    "dynamic broker configs changed"
+                );
+            }
+            (0, None)
+        }
+        Err(QuotaChangeError::Invalid(m)) => (of(Error::InvalidConfig), Some(m)),
+        Err(QuotaChangeError::Storage(code, m)) => (code, Some(m)),
+        Err(e) => (of(Error::RequestTimedOut), Some(e.to_string())),
+    }
+}
+
 /// ALTER_CONFIGS on the topic, group or cluster (for a broker's configs).
 fn may_alter(ctx: &RequestCtx, resource_type: i8, name: &str) -> bool {
     match resource_type {
@@ -239,13 +296,6 @@ pub(super) fn refused(resource_type: i8) -> (i16, Option<String>) {
     (of(error), None)
 }
 
-fn broker_refusal() -> (i16, Option<String>) {
-    (
-        of(Error::InvalidConfig),
-        Some("broker configs are read-only at runtime: set them in tributary.toml and restart".into()),
-    )
-}
-
 pub(crate) async fn incremental_alter_configs(
     ctx: &RequestCtx,
     request: IncrementalAlterConfigsRequest,
@@ -263,7 +313,7 @@ pub(crate) async fn incremental_alter_configs(
             TOPIC => alter_topic(ctx, &r.resource_name, changes, true, request.validate_only).await,
             GROUP => alter_group(ctx, &r.resource_name, changes, true, request.validate_only).await,
             CLIENT_METRICS => alter_client_metrics(ctx, &r.resource_name, changes, true, request.validate_only).await,
-            BROKER => broker_refusal(),
+            BROKER => alter_broker(ctx, &r.resource_name, changes, true, request.validate_only).await,
             other => (of(Error::InvalidRequest), Some(format!("resource type {other} has no alterable configs"))),
         };
         responses.push(
@@ -288,7 +338,7 @@ pub(crate) async fn alter_configs(ctx: &RequestCtx, request: AlterConfigsRequest
             TOPIC => alter_topic(ctx, &r.resource_name, changes, false, request.validate_only).await,
             GROUP => alter_group(ctx, &r.resource_name, changes, false, request.validate_only).await,
             CLIENT_METRICS => alter_client_metrics(ctx, &r.resource_name, changes, false, request.validate_only).await,
-            BROKER => broker_refusal(),
+            BROKER => alter_broker(ctx, &r.resource_name, changes, false, request.validate_only).await,
             other => (of(Error::InvalidRequest), Some(format!("resource type {other} has no alterable configs"))),
         };
         responses.push(

@@ -24,8 +24,13 @@ const RESOURCE_GROUP: i8 = 32;
 pub(crate) const SOURCE_TOPIC_OVERRIDE: i8 = 1;
 const SOURCE_CLIENT_METRICS: i8 = 7;
 const SOURCE_GROUP_OVERRIDE: i8 = 8;
+const SOURCE_DYNAMIC_BROKER: i8 = 2;
+const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
+
+/// (name, value, source)
+type Synonym = (String, String, i8);
 
 struct Entry {
     name: String,
@@ -34,23 +39,32 @@ struct Entry {
     read_only: bool,
     config_type: ConfigType,
     documentation: Option<&'static str>,
-    /// (name, value, source) in precedence order, the entry's own first.
-    synonyms: Vec<(String, String, i8)>,
+    /// In precedence order, the entry's own first.
+    synonyms: Vec<Synonym>,
 }
 
-/// The broker setting (under its Kafka name) a topic config falls back to, with its
-/// value here and whether it differs from the built-in default.
-fn broker_synonym(key: &str, topics: &TopicDefaults) -> Option<(&'static str, String, bool)> {
-    let d = TopicDefaults::default();
-    let (name, value, default) = match key {
-        "retention.ms" => ("log.retention.ms", topics.retention_ms, d.retention_ms),
-        "retention.bytes" => ("log.retention.bytes", topics.retention_bytes, d.retention_bytes),
-        "segment.bytes" => ("log.segment.bytes", topics.segment_bytes, d.segment_bytes),
-        "segment.ms" => ("log.roll.ms", topics.segment_ms, d.segment_ms),
-        "max.message.bytes" => ("message.max.bytes", topics.message_max_bytes as i64, d.message_max_bytes as i64),
-        _ => return None,
-    };
-    Some((name, value.to_string(), value != default))
+/// The broker settings (under their Kafka names) a topic config falls back to, in
+/// precedence order: this broker's dynamic config, the cluster-wide dynamic
+/// default, `tributary.toml` where it differs from the built-in default; then the
+/// built-in default. `None` for a topic config with no broker setting.
+fn broker_layers(key: &str, ctx: &RequestCtx) -> Option<(&'static str, Vec<Synonym>)> {
+    let d = crate::broker_configs::DYNAMIC.iter().find(|d| d.topic_name == key)?;
+    let configs = &ctx.broker.broker_configs;
+    let (own, default) = configs.layers(d.name);
+    let mut layers = Vec::new();
+    if let Some(v) = own {
+        layers.push((d.name.to_string(), v, SOURCE_DYNAMIC_BROKER));
+    }
+    if let Some(v) = default {
+        layers.push((d.name.to_string(), v, SOURCE_DYNAMIC_DEFAULT_BROKER));
+    }
+    let def = TOPIC_CONFIGS.iter().find(|t| t.name == key)?;
+    let (file, builtin) = ((def.default)(configs.statics()), (def.default)(&TopicDefaults::default()));
+    if file != builtin {
+        layers.push((d.name.to_string(), file, SOURCE_STATIC_BROKER));
+    }
+    layers.push((d.name.to_string(), builtin, SOURCE_DEFAULT));
+    Some((d.name, layers))
 }
 
 pub(crate) fn describe(ctx: &RequestCtx, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
@@ -71,7 +85,8 @@ pub(crate) fn describe(ctx: &RequestCtx, request: DescribeConfigsRequest) -> Des
                 Err((of(Error::ClusterAuthorizationFailed), "Cluster authorization failed.".into()))
             }
             RESOURCE_TOPIC => topic_entries(ctx, &name),
-            RESOURCE_BROKER if name.is_empty() || name == ctx.broker.node.id.to_string() => Ok(broker_entries(ctx)),
+            RESOURCE_BROKER if name.is_empty() => Ok(broker_default_entries(ctx)),
+            RESOURCE_BROKER if name == ctx.broker.node.id.to_string() => Ok(broker_entries(ctx)),
             RESOURCE_BROKER => Err((of(Error::InvalidRequest), format!("unknown broker {name}"))),
             RESOURCE_GROUP if name.is_empty() => {
                 Err((of(Error::InvalidRequest), "the group name must not be empty".to_string()))
@@ -108,23 +123,20 @@ fn topic_entries(ctx: &RequestCtx, name: &str) -> Result<Vec<Entry>, (i16, Strin
         .topic(name)
         .ok_or_else(|| (of(Error::UnknownTopicOrPartition), format!("topic {name} does not exist")))?;
     let config = topic.config();
+    let defaults = storage.topic_defaults();
     Ok(TOPIC_CONFIGS
         .iter()
         .map(|def| {
-            let defaults = storage.topic_defaults();
-            let (value, is_override) = config.value(def, defaults);
-            // Kafka's synonyms: the topic override, the broker setting, the default.
+            let (value, is_override) = config.value(def, &defaults);
+            // Kafka's synonyms: the topic override, the broker settings, the default.
             let mut synonyms = Vec::new();
             if is_override {
                 synonyms.push((def.name.to_string(), value.clone(), SOURCE_TOPIC_OVERRIDE));
             }
-            let broker = broker_synonym(def.name, defaults);
-            if let Some((name, v, true)) = &broker {
-                synonyms.push((name.to_string(), v.clone(), SOURCE_STATIC_BROKER));
+            match broker_layers(def.name, ctx) {
+                Some((_, layers)) => synonyms.extend(layers),
+                None => synonyms.push((def.name.to_string(), (def.default)(&TopicDefaults::default()), SOURCE_DEFAULT)),
             }
-            let builtin = (def.default)(&TopicDefaults::default());
-            let default_name = broker.as_ref().map_or(def.name, |(n, _, _)| *n);
-            synonyms.push((default_name.to_string(), builtin, SOURCE_DEFAULT));
             Entry {
                 name: def.name.to_string(),
                 value,
@@ -194,6 +206,9 @@ fn client_metrics_entries(ctx: &RequestCtx, name: &str) -> Vec<Entry> {
     .collect()
 }
 
+/// This broker's settings under their Kafka names: the dynamic ones (the topic
+/// defaults, see `crate::broker_configs`) with where their value comes from, the
+/// rest read-only from `tributary.toml`.
 fn broker_entries(ctx: &RequestCtx) -> Vec<Entry> {
     let c = &ctx.broker.config;
     let node = &ctx.broker.node;
@@ -206,7 +221,7 @@ fn broker_entries(ctx: &RequestCtx) -> Vec<Entry> {
         documentation: None,
         synonyms: vec![(name.to_string(), value, SOURCE_STATIC_BROKER)],
     };
-    vec![
+    let mut entries = vec![
         entry("node.id", c.node_id.to_string(), ConfigType::Int),
         entry("broker.id", c.node_id.to_string(), ConfigType::Int),
         entry("listeners", format!("PLAINTEXT://{}", c.listen), ConfigType::List),
@@ -215,14 +230,57 @@ fn broker_entries(ctx: &RequestCtx) -> Vec<Entry> {
         entry("auto.create.topics.enable", c.topics.auto_create.to_string(), ConfigType::Boolean),
         entry("num.partitions", c.topics.num_partitions.to_string(), ConfigType::Int),
         entry("default.replication.factor", "1".into(), ConfigType::Int),
-        entry("message.max.bytes", c.topics.message_max_bytes.to_string(), ConfigType::Int),
-        entry("log.retention.ms", c.topics.retention_ms.to_string(), ConfigType::Long),
-        entry("log.retention.bytes", c.topics.retention_bytes.to_string(), ConfigType::Long),
-        entry("log.segment.bytes", c.topics.segment_bytes.to_string(), ConfigType::Int),
-        entry("log.roll.ms", c.topics.segment_ms.to_string(), ConfigType::Long),
         entry("socket.request.max.bytes", c.limits.socket_request_max_bytes.to_string(), ConfigType::Int),
         entry("min.insync.replicas", "1".into(), ConfigType::Int),
-    ]
+    ];
+    for d in crate::broker_configs::DYNAMIC {
+        let Some((name, synonyms)) = broker_layers(d.topic_name, ctx) else { continue };
+        let config_type =
+            TOPIC_CONFIGS.iter().find(|t| t.name == d.topic_name).map_or(ConfigType::Long, |t| t.type_name);
+        entries.push(Entry {
+            name: name.to_string(),
+            value: synonyms[0].1.clone(),
+            source: match synonyms[0].2 {
+                // The built-in default is this broker's setting when nothing else is.
+                SOURCE_DEFAULT => SOURCE_STATIC_BROKER,
+                s => s,
+            },
+            read_only: false,
+            config_type,
+            documentation: None,
+            synonyms,
+        });
+    }
+    entries
+}
+
+/// The cluster-wide default broker resource (`--entity-default`): the dynamic
+/// configs set for every broker, as Kafka describes it.
+fn broker_default_entries(ctx: &RequestCtx) -> Vec<Entry> {
+    ctx.broker
+        .broker_configs
+        .get("")
+        .into_iter()
+        .map(|(name, value)| {
+            let topic_name = crate::broker_configs::find(&name).map(|d| d.topic_name);
+            let config_type =
+                TOPIC_CONFIGS.iter().find(|t| Some(t.name) == topic_name).map_or(ConfigType::Long, |t| t.type_name);
+            Entry {
+                name: name.clone(),
+                value: value.clone(),
+                source: SOURCE_DYNAMIC_DEFAULT_BROKER,
+                read_only: false,
+                config_type,
+                documentation: None,
+                synonyms: vec![(name, value, SOURCE_DYNAMIC_DEFAULT_BROKER)],
+            }
+        })
+        .collect()
+}
+
+/// The names DescribeConfigs shows for a broker that cannot change at runtime.
+pub(crate) fn read_only_broker_names(ctx: &RequestCtx) -> Vec<String> {
+    broker_entries(ctx).into_iter().filter(|e| e.read_only).map(|e| e.name).collect()
 }
 
 fn render(e: Entry, include_synonyms: bool, version: i16) -> DescribeConfigsResourceResult {

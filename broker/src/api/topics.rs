@@ -80,7 +80,7 @@ pub(crate) async fn create(ctx: &RequestCtx, request: CreateTopicsRequest) -> Cr
             results.push(result);
             continue;
         }
-        let resolved = TopicConfig::resolve(configs.clone(), storage.topic_defaults());
+        let resolved = TopicConfig::resolve(configs.clone(), &storage.topic_defaults());
         if !request.validate_only {
             match ctx.broker.create_topic(&name, partitions, configs).await {
                 Ok(t) => {
@@ -104,7 +104,7 @@ pub(crate) async fn create(ctx: &RequestCtx, request: CreateTopicsRequest) -> Cr
                 TOPIC_CONFIGS
                     .iter()
                     .map(|def| {
-                        let (value, is_override) = resolved.value(def, storage.topic_defaults());
+                        let (value, is_override) = resolved.value(def, &storage.topic_defaults());
                         CreatableTopicConfigs::default()
                             .with_name(StrBytes::from_static_str(def.name))
                             .with_value(Some(StrBytes::from_string(value)))

@@ -3,8 +3,9 @@
 //! guarded by the key's revision (two brokers changing the same name never lose an
 //! operation); every broker follows the prefix with a watch into its own copy, and
 //! the broker that made a change answers once it applied it. Group configs
-//! (`groupconfigs/`), SASL users (`users/`), ACLs (`acls/`) and client-metrics
-//! subscriptions (`clientmetrics/`) are such maps.
+//! (`groupconfigs/`), SASL users (`users/`), ACLs (`acls/`), client-metrics
+//! subscriptions (`clientmetrics/`) and dynamic broker configs (`brokerconfigs/`)
+//! are such maps.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -180,6 +181,14 @@ keyed!(
     std::collections::BTreeMap<String, String>,
     "clientmetrics/",
     "client-metrics subscriptions"
+);
+keyed!(
+    /// Dynamic broker configs: `brokerconfigs/<name>` (`brokerconfigs/` itself: the
+    /// cluster-wide default; `brokerconfigs/<id>`: one broker's).
+    crate::broker_configs::BrokerConfigs,
+    std::collections::BTreeMap<String, String>,
+    "brokerconfigs/",
+    "dynamic broker configs"
 );
 keyed!(
     /// ACLs: `acls/<type>/<pattern>/<name>`, one resource pattern's ACLs.

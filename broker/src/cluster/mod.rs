@@ -20,8 +20,8 @@
 //!   broker.
 //! - [`keyed`]: maps of names to values in etcd, followed by every broker: group
 //!   configs (`groupconfigs/<group>`), SASL users (`users/<name>`), ACLs
-//!   (`acls/<resource pattern>`) and client-metrics subscriptions
-//!   (`clientmetrics/<name>`).
+//!   (`acls/<resource pattern>`), client-metrics subscriptions
+//!   (`clientmetrics/<name>`) and dynamic broker configs (`brokerconfigs/<id>`).
 //! - [`sweep`]: the controller deletes journal objects, segments and manifests no
 //!   partition needs any more.
 //! - [`peers`]: requests to other brokers (transaction markers, write
@@ -83,6 +83,7 @@ pub struct Cluster {
     pub users: keyed::KeyedMap<crate::security::users::Users>,
     pub acls: keyed::KeyedMap<crate::security::acl::Acls>,
     pub client_metrics: keyed::KeyedMap<crate::telemetry::ClientMetricsConfigs>,
+    pub broker_configs: keyed::KeyedMap<crate::broker_configs::BrokerConfigs>,
     tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -127,6 +128,7 @@ impl Cluster {
             users: keyed::KeyedMap::new(etcd.clone()),
             acls: keyed::KeyedMap::new(etcd.clone()),
             client_metrics: keyed::KeyedMap::new(etcd.clone()),
+            broker_configs: keyed::KeyedMap::new(etcd.clone()),
             tasks: parking_lot::Mutex::new(Vec::new()),
         });
         let internal = vec![
@@ -236,21 +238,24 @@ impl Cluster {
         }
     }
 
-    /// Keeps the group coordinator's configs, the SASL users, the ACLs and the
-    /// client-metrics subscriptions equal to what etcd holds until `shutdown`.
+    /// Keeps the group coordinator's configs, the SASL users, the ACLs, the
+    /// client-metrics subscriptions and the dynamic broker configs equal to what
+    /// etcd holds until `shutdown`.
     pub fn follow_keyed(
         &self,
         groups: Arc<crate::coordinator::group::configs::GroupConfigs>,
         users: Arc<crate::security::users::Users>,
         acls: Arc<crate::security::acl::Acls>,
         client_metrics: Arc<crate::telemetry::ClientMetricsConfigs>,
+        broker_configs: Arc<crate::broker_configs::BrokerConfigs>,
         shutdown: CancellationToken,
     ) {
         let tasks = [
             self.group_configs.follow(groups, shutdown.clone()),
             self.users.follow(users, shutdown.clone()),
             self.acls.follow(acls, shutdown.clone()),
-            self.client_metrics.follow(client_metrics, shutdown),
+            self.client_metrics.follow(client_metrics, shutdown.clone()),
+            self.broker_configs.follow(broker_configs, shutdown),
         ];
         self.tasks.lock().extend(tasks.into_iter().flatten());
     }

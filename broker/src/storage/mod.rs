@@ -111,7 +111,8 @@ pub type PendingAppend = oneshot::Receiver<Result<Appended, StorageError>>;
 /// The engine.
 #[derive(Debug)]
 pub struct Storage {
-    defaults: tributary_config::TopicDefaults,
+    /// The broker's topic defaults: `[topics]` under the dynamic broker configs.
+    defaults: RwLock<Arc<tributary_config::TopicDefaults>>,
     topics: DashMap<Arc<str>, Arc<Topic>>,
     topic_ids: DashMap<Uuid, Arc<Topic>>,
     meta: Mutex<MetadataLog>,
@@ -271,7 +272,7 @@ impl Storage {
         let cluster_id = meta.state.cluster_id.clone();
         let reserved = meta.state.producer_ids_reserved;
         Ok(Arc::new(Storage {
-            defaults,
+            defaults: RwLock::new(Arc::new(defaults)),
             topics,
             topic_ids,
             meta: Mutex::new(meta),
@@ -331,8 +332,23 @@ impl Storage {
         &self.cluster_id
     }
 
-    pub fn topic_defaults(&self) -> &tributary_config::TopicDefaults {
-        &self.defaults
+    pub fn topic_defaults(&self) -> Arc<tributary_config::TopicDefaults> {
+        self.defaults.read().clone()
+    }
+
+    /// Replaces the topic defaults (dynamic broker configs changed) and re-resolves
+    /// every topic's configs over them: a topic without its own override follows at
+    /// once (retention, segment size and roll, the largest batch).
+    pub fn set_topic_defaults(&self, defaults: tributary_config::TopicDefaults) {
+        // Under the metadata lock, as topic config changes are, so that neither
+        // resolves over defaults the other just replaced.
+        let _meta = self.meta.lock();
+        let defaults = Arc::new(defaults);
+        *self.defaults.write() = defaults.clone();
+        for topic in self.topics.iter() {
+            let overrides = topic.config().overrides.clone();
+            *topic.config.write() = Arc::new(TopicConfig::resolve(overrides, &defaults));
+        }
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
@@ -385,7 +401,7 @@ impl Storage {
             };
             meta.append(MetaRecord::TopicCreated { topic: record.clone() })
                 .map_err(StorageError::io("writing metadata log"))?;
-            let topic = Arc::new(build_topic(&record, &this.defaults, &mut HashMap::new()));
+            let topic = Arc::new(build_topic(&record, &this.topic_defaults(), &mut HashMap::new()));
             this.topics.insert(topic.name.clone(), topic.clone());
             this.topic_ids.insert(topic.id, topic.clone());
             Ok(topic)
@@ -546,7 +562,7 @@ impl Storage {
             }
             meta.append(MetaRecord::TopicConfigsSet { id: topic.id, configs: configs.clone() })
                 .map_err(StorageError::io("writing metadata log"))?;
-            *topic.config.write() = Arc::new(TopicConfig::resolve(configs, &this.defaults));
+            *topic.config.write() = Arc::new(TopicConfig::resolve(configs, &this.topic_defaults()));
             Ok(())
         })
         .await
