@@ -6,6 +6,7 @@ controller; a SIGKILLed broker leaves the list once its lease expires and the
 controller is elected again; a restarted broker rejoins; a broker cut off from etcd
 stops taking writes and comes back with etcd."""
 
+import re
 import subprocess
 import time
 
@@ -234,6 +235,51 @@ def test_group_configs_set_through_one_broker_are_seen_through_every_broker(clus
     for node in (a, b):
         wait_until(lambda node=node: "consumer.session.timeout.ms" not in configs(node, "--describe"), timeout=30,
                    what=f"broker {node.id} to drop the deleted group config")
+
+
+def test_dynamic_broker_configs_and_client_metrics_set_through_one_broker_hold_on_every_broker(
+        cluster, kafka_classpath):
+    """Dynamic broker configs (brokerconfigs/) and client-metrics subscriptions
+    (clientmetrics/) live in etcd: set with Kafka's tools through one broker, every
+    broker applies and describes them; a broker's own setting applies on it only."""
+    stamp = int(time.time() * 1000)
+    subscription = f"cm-{stamp}"
+
+    def run(node, tool, *args):
+        r = subprocess.run(["java", "-cp", kafka_classpath, f"org.apache.kafka.tools.{tool}",
+                            "--bootstrap-server", node.address, *args], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout
+
+    def retention(node):
+        """The broker's own effective log.retention.ms (the Admin asks that broker)."""
+        described = run(node, "ConfigCommand", "--entity-type", "brokers", "--entity-name", str(node.id),
+                        "--describe", "--all")
+        return re.search(r"\blog\.retention\.ms=(\d+)", described).group(1)
+
+    a, b, c = cluster.nodes
+    run(a, "ConfigCommand", "--entity-type", "brokers", "--entity-default", "--alter", "--add-config",
+        "log.retention.ms=7200000")
+    run(b, "ConfigCommand", "--entity-type", "brokers", "--entity-name", str(c.id), "--alter", "--add-config",
+        "log.retention.ms=3600000")
+    run(c, "ClientMetricsCommand", "--alter", "--name", subscription, "--metrics", "org.apache.kafka.producer.",
+        "--interval", "60000")
+    for node in cluster.nodes:
+        want = "3600000" if node is c else "7200000"
+        wait_until(lambda node=node, want=want: retention(node) == want, timeout=30,
+                   what=f"broker {node.id} to apply the dynamic broker configs")
+        wait_until(lambda node=node: subscription in run(node, "ClientMetricsCommand", "--list").split(), timeout=30,
+                   what=f"broker {node.id} to list the client-metrics subscription")
+    run(a, "ConfigCommand", "--entity-type", "brokers", "--entity-name", str(c.id), "--alter", "--delete-config",
+        "log.retention.ms")
+    run(b, "ConfigCommand", "--entity-type", "brokers", "--entity-default", "--alter", "--delete-config",
+        "log.retention.ms")
+    run(a, "ClientMetricsCommand", "--delete", "--name", subscription)
+    for node in cluster.nodes:
+        wait_until(lambda node=node: retention(node) == "604800000", timeout=30,
+                   what=f"broker {node.id} to drop the dynamic broker configs")
+        wait_until(lambda node=node: subscription not in run(node, "ClientMetricsCommand", "--list").split(),
+                   timeout=30, what=f"broker {node.id} to drop the subscription")
 
 
 def test_offset_for_leader_epoch_answers_where_each_epoch_ended_after_a_move(cluster):
