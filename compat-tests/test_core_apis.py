@@ -65,7 +65,7 @@ def test_topic_config_sources_and_synonyms_follow_the_override_the_broker_and_th
         return [(name, e.value, e.source) for name, e in entries[key].synonyms.items()]
 
     assert synonyms("retention.ms") == [("retention.ms", "1234", ConfigSource.DYNAMIC_TOPIC_CONFIG.value),
-                                        ("log.retention.ms", "604800000", ConfigSource.DEFAULT_CONFIG.value)]
+                                        ("log.retention.hours", "168", ConfigSource.DEFAULT_CONFIG.value)]
     # Set in the broker's configuration: the topic inherits it.
     assert entries["segment.bytes"].value == "1048576"
     assert entries["segment.bytes"].source == ConfigSource.STATIC_BROKER_CONFIG.value

@@ -3,7 +3,10 @@
 - ApiVersions (through kafka-broker-api-versions): the API keys Kafka serves and
   Tributary does not, and those Tributary serves at a lower version, are exactly
   the ones the README lists with their reasons; Tributary serves nothing Kafka
-  does not.
+  does not but client telemetry (Kafka serves it only with a metrics plugin).
+- kafka-configs for group configs and dynamic broker configs: the same lines
+  (KRaft's storage format makes min.insync.replicas=1 a dynamic default of every
+  Kafka cluster; Tributary's is fixed at 1, so that line is left out).
 - The same client-visible behaviour, probed with confluent-kafka against both: edge
   cases where Tributary once differed and the everyday answers tools depend on.
 - The Java programs of the Java client tests pass against Kafka too, so what they
@@ -179,3 +182,41 @@ def test_group_configs_are_set_and_described_as_kafka_does(kafka_classpath, apac
     kafka, ours = configs(apache_kafka.bootstrap, group), configs(broker.bootstrap, group)
     print("\n".join(kafka))
     assert ours == kafka, (ours, kafka)
+
+
+def test_dynamic_broker_configs_are_set_and_described_as_kafka_does(kafka_classpath, apache_kafka, broker):
+    """kafka-configs --entity-type brokers against both: the same lines for the
+    cluster-wide default and for one broker, the same refusal of a static setting.
+    Everything set is removed again (the Kafka broker is shared by the module)."""
+    def configs(bootstrap, *args, fails=False):
+        r = subprocess.run(["java", "-cp", kafka_classpath, "org.apache.kafka.tools.ConfigCommand",
+                            "--bootstrap-server", bootstrap, "--entity-type", "brokers", *args],
+                           capture_output=True, text=True, timeout=120)
+        assert (r.returncode != 0) == fails, r.stdout + r.stderr
+        return r.stdout + (r.stderr if fails else "")
+
+    def same(text, node):
+        """The node id out, and min.insync.replicas=1 out: KRaft's storage format sets
+        it as a dynamic default of every Kafka cluster; Tributary's is fixed at 1."""
+        return "\n".join(l for l in text.replace(f"broker {node} ", "broker N ").splitlines()
+                         if not l.strip().startswith("min.insync.replicas="))
+
+    def session(bootstrap, node):
+        out = {}
+        configs(bootstrap, "--entity-default", "--alter", "--add-config", "log.retention.ms=7200000")
+        out["default"] = configs(bootstrap, "--entity-default", "--describe")
+        configs(bootstrap, "--entity-name", node, "--alter", "--add-config", "log.retention.ms=3600000")
+        out["broker"] = configs(bootstrap, "--entity-name", node, "--describe")
+        lines = configs(bootstrap, "--entity-name", node, "--describe", "--all").splitlines()
+        out["broker --all"] = sorted(l.strip() for l in lines if l.strip().startswith("log.retention.ms="))
+        refused = configs(bootstrap, "--entity-name", node, "--alter", "--add-config", "node.id=7", fails=True)
+        out["static"] = "Cannot update these configs dynamically" in refused and "node.id" in refused
+        configs(bootstrap, "--entity-name", node, "--alter", "--delete-config", "log.retention.ms")
+        configs(bootstrap, "--entity-default", "--alter", "--delete-config", "log.retention.ms")
+        out["removed"] = configs(bootstrap, "--entity-default", "--describe")
+        return {k: same(v, node) if isinstance(v, str) else v for k, v in out.items()}
+
+    kafka, ours = session(apache_kafka.bootstrap, "1"), session(broker.bootstrap, "0")
+    for k in kafka:
+        print(f"{k}:\n  Kafka {kafka[k]!r}\n  Tributary {ours[k]!r}")
+    assert ours == kafka

@@ -63,7 +63,16 @@ fn broker_layers(key: &str, ctx: &RequestCtx) -> Option<(&'static str, Vec<Synon
     if file != builtin {
         layers.push((d.name.to_string(), file, SOURCE_STATIC_BROKER));
     }
-    layers.push((d.name.to_string(), builtin, SOURCE_DEFAULT));
+    // Kafka names the built-in default of the time-based ones in hours.
+    let default = match (d.name, builtin.parse::<i64>()) {
+        ("log.retention.ms", Ok(ms)) if ms > 0 && ms % 3_600_000 == 0 => ("log.retention.hours", ms / 3_600_000),
+        ("log.roll.ms", Ok(ms)) if ms > 0 && ms % 3_600_000 == 0 => ("log.roll.hours", ms / 3_600_000),
+        _ => (d.name, 0),
+    };
+    match default {
+        (name, hours) if name != d.name => layers.push((name.to_string(), hours.to_string(), SOURCE_DEFAULT)),
+        _ => layers.push((d.name.to_string(), builtin, SOURCE_DEFAULT)),
+    }
     Some((d.name, layers))
 }
 
