@@ -128,6 +128,12 @@ def test_dynamic_broker_configs_change_the_topic_defaults_live_and_durably(broke
     configs = describe_topic_configs(broker, plain)
     assert configs["max.message.bytes"].source == ConfigSource.DEFAULT_CONFIG.value, configs["max.message.bytes"]
     assert not produce(broker, plain, [b"x" * 3000])
+    # The broker's own entry shows its value in milliseconds, though the default's
+    # synonym is Kafka's log.retention.hours.
+    entries = a.describe_configs([b])[b].result(30)
+    retention = entries["log.retention.ms"]
+    assert (retention.value, retention.source) == ("604800000", ConfigSource.STATIC_BROKER_CONFIG.value), retention
+    assert [(s.name, s.value) for s in retention.synonyms.values()] == [("log.retention.hours", "168")]
 
 
 def set_configs(broker, topic, **configs):

@@ -26,13 +26,13 @@ from test_java_client import java_build  # noqa: F401  (the compiled Java progra
 # Served by Kafka 4.4, not by Tributary (README, "The other Kafka API keys").
 NOT_SERVED = {34, 38, 39, 40, 41, 45, 46, 55, 57, 64, 76, 77, 78, 79, 80, 81, 83, 84, 85, 86, 87, 88, 89, 90, 91,
               92, 93, 94}
-# Served by both, by Tributary up to a lower version: key -> (Tributary's, Kafka's).
 # Served by Tributary, not by Kafka 4.4 as the test starts it: client telemetry
 # (GetTelemetrySubscriptions, PushTelemetry), which Kafka serves only with a metrics
 # plugin installed.
 ONLY_OURS = {71, 72}
-LOWER = {2: (10, 11), 8: (9, 10), 9: (9, 10), 18: (4, 5), 27: (1, 2), 28: (5, 6), 35: (4, 5),
-         42: (2, 3)}
+# Served by both, by Tributary up to a lower version: key -> (Tributary's, Kafka's).
+# None: every API both serve, Tributary serves up to Kafka 4.4's newest version.
+LOWER = {}
 
 
 def api_versions(classpath, bootstrap):

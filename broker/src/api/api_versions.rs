@@ -21,9 +21,20 @@ fn api_keys() -> Vec<ApiVersion> {
 /// The features (v3+): `transaction.version` is supported up to 2 and finalized at
 /// `transactions.version`. The epoch of the finalized features is fixed: they change
 /// only with the configuration, at a restart, when clients reconnect anyway.
+///
+/// From v5 a client that knows the cluster names the cluster and the node it means
+/// to reach; where this broker is another (an address reused by another cluster, or
+/// by another broker of this one), the answer is REBOOTSTRAP_REQUIRED, as Kafka's,
+/// and the client starts over from its bootstrap servers.
 pub(crate) fn handle(ctx: &RequestCtx, request: ApiVersionsRequest) -> ApiVersionsResponse {
     if ctx.version >= 3 {
         ctx.session.set_software(&request.client_software_name, &request.client_software_version);
+    }
+    if let Some(cluster_id) = request.cluster_id.as_deref().filter(|_| ctx.version >= 5) {
+        let view = ctx.broker.topology();
+        if cluster_id != view.cluster_id.to_string() || request.node_id != ctx.broker.node.id {
+            return ApiVersionsResponse::default().with_error_code(of(Error::RebootstrapRequired));
+        }
     }
     let level = ctx.broker.config.transactions.version;
     ApiVersionsResponse::default()

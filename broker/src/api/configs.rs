@@ -246,9 +246,15 @@ fn broker_entries(ctx: &RequestCtx) -> Vec<Entry> {
         let Some((name, synonyms)) = broker_layers(d.topic_name, ctx) else { continue };
         let config_type =
             TOPIC_CONFIGS.iter().find(|t| t.name == d.topic_name).map_or(ConfigType::Long, |t| t.type_name);
+        // The value is this broker's, in the entry's own unit even where the
+        // built-in default's synonym is named in hours (log.retention.hours=168).
+        let value = match (&synonyms[0], TOPIC_CONFIGS.iter().find(|t| t.name == d.topic_name)) {
+            ((synonym, _, _), Some(def)) if synonym != name => (def.default)(&ctx.broker.broker_configs.effective()),
+            ((_, value, _), _) => value.clone(),
+        };
         entries.push(Entry {
             name: name.to_string(),
-            value: synonyms[0].1.clone(),
+            value,
             source: match synonyms[0].2 {
                 // The built-in default is this broker's setting when nothing else is.
                 SOURCE_DEFAULT => SOURCE_STATIC_BROKER,

@@ -320,17 +320,14 @@ pub(crate) async fn delete(ctx: &RequestCtx, request: DeleteGroupsRequest) -> De
         request.groups_names.into_iter().partition(|g| ctx.allowed(Operation::Delete, ResourceType::Group, g));
     let ids: Vec<String> = allowed.iter().map(|g| g.to_string()).collect();
     let results = ctx.broker.groups.delete_groups(&ids).await;
-    let refused = denied.into_iter().map(|id| {
-        DeletableGroupResult::default().with_group_id(id).with_error_code(of(Error::GroupAuthorizationFailed))
-    });
-    DeleteGroupsResponse::default().with_results(
-        allowed
-            .into_iter()
-            .zip(results)
-            .map(|(id, r)| {
-                DeletableGroupResult::default().with_group_id(id).with_error_code(r.err().map(of).unwrap_or(0))
-            })
-            .chain(refused)
-            .collect(),
-    )
+    // v3 carries each error's message: Kafka's default one for the code, as Kafka's.
+    let result = |id, error: Option<Error>| {
+        DeletableGroupResult::default()
+            .with_group_id(id)
+            .with_error_code(error.map(of).unwrap_or(0))
+            .with_error_message(error.map(|e| StrBytes::from_static_str(e.description())))
+    };
+    let refused = denied.into_iter().map(|id| result(id, Some(Error::GroupAuthorizationFailed)));
+    DeleteGroupsResponse::default()
+        .with_results(allowed.into_iter().zip(results).map(|(id, r)| result(id, r.err())).chain(refused).collect())
 }

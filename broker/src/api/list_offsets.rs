@@ -1,7 +1,10 @@
 //! ListOffsets: per partition, the offset for a timestamp: -2 earliest, -1 latest
 //! (the high watermark), -3 the record with the largest timestamp (v7+), -4 earliest
-//! local (v8+), -5 latest tiered (v9+, none yet), or the first record at or after a
-//! given time (offset -1 when there is none).
+//! local (v8+), -5 latest tiered (v9+) and -6 earliest pending upload (v11+,
+//! KIP-1023), or the first record at or after a given time (offset -1 when there is
+//! none). Tributary's topics are not Kafka remote-storage topics (sealed segments are
+//! its own storage, read as the log itself), so -5 and -6 answer as Kafka does for a
+//! topic without remote storage: offset, timestamp and leader epoch -1.
 
 use tributary_protocol::kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -17,6 +20,7 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
+const EARLIEST_PENDING_UPLOAD: i64 = -6;
 
 pub(crate) async fn handle(ctx: &RequestCtx, request: ListOffsetsRequest) -> ListOffsetsResponse {
     let storage = &ctx.broker.storage;
@@ -58,7 +62,10 @@ pub(crate) async fn handle(ctx: &RequestCtx, request: ListOffsetsRequest) -> Lis
                 LATEST => Ok(Some((offsets.high_watermark, -1))),
                 EARLIEST | EARLIEST_LOCAL => Ok(Some((offsets.log_start_offset, -1))),
                 MAX_TIMESTAMP => storage.max_timestamp(log).await,
-                LATEST_TIERED => Ok(None),
+                LATEST_TIERED | EARLIEST_PENDING_UPLOAD => {
+                    r.leader_epoch = -1;
+                    Ok(None)
+                }
                 t if t >= 0 => storage.offset_for_timestamp(log, t).await,
                 _ => {
                     r.error_code = of(Error::InvalidRequest);

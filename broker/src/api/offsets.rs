@@ -1,5 +1,7 @@
 //! OffsetCommit, OffsetFetch (one group up to v7, batched groups from v8) and
-//! OffsetDelete. Validation and storage are the group coordinator's.
+//! OffsetDelete. Validation and storage are the group coordinator's. From
+//! OffsetCommit and OffsetFetch v10 (KIP-848's topic ids) topics are named by id;
+//! an id this broker does not know is answered UNKNOWN_TOPIC_ID.
 
 use tributary_protocol::kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
@@ -13,6 +15,7 @@ use tributary_protocol::kafka_protocol::messages::offset_fetch_response::{
 };
 use tributary_protocol::kafka_protocol::messages::*;
 use tributary_protocol::kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
 
 use super::RequestCtx;
 use crate::coordinator::group::offsets::{CommitRequest, Fetched};
@@ -30,18 +33,72 @@ pub(super) fn committed(offset: i64, leader_epoch: i32, metadata: Option<&StrByt
     }
 }
 
-pub(crate) async fn commit(ctx: &RequestCtx, request: OffsetCommitRequest) -> OffsetCommitResponse {
+/// The name of the topic with this id, if this broker knows it.
+pub(super) fn topic_name(ctx: &RequestCtx, id: &Uuid) -> Option<TopicName> {
+    ctx.broker.storage.topic_by_id(id).map(|t| TopicName(StrBytes::from_string(t.name.to_string())))
+}
+
+/// Where a request names topics by id (`by_id`), names each from its id in place;
+/// per topic, whether it is known (always so where topics are named by name).
+pub(super) fn name_by_id<'a>(
+    ctx: &RequestCtx,
+    by_id: bool,
+    topics: impl Iterator<Item = (&'a Uuid, &'a mut TopicName)>,
+) -> Vec<bool> {
+    topics
+        .map(|(id, name)| match by_id {
+            false => true,
+            true => match topic_name(ctx, id) {
+                Some(n) => {
+                    *name = n;
+                    true
+                }
+                None => false,
+            },
+        })
+        .collect()
+}
+
+/// What a topic's partitions are answered before the coordinator is asked: its id
+/// unknown, or the client may not touch it.
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum Access {
+    Allowed,
+    UnknownId,
+    Denied,
+}
+
+impl Access {
+    pub(super) fn code(self) -> Option<i16> {
+        match self {
+            Access::Allowed => None,
+            Access::UnknownId => Some(of(Error::UnknownTopicId)),
+            Access::Denied => Some(of(Error::TopicAuthorizationFailed)),
+        }
+    }
+}
+
+pub(crate) async fn commit(ctx: &RequestCtx, mut request: OffsetCommitRequest) -> OffsetCommitResponse {
     // READ on the group, and READ on each topic committed to.
     if !ctx.allowed(Operation::Read, ResourceType::Group, &request.group_id) {
         return refuse_commit(request, Error::GroupAuthorizationFailed);
     }
-    let readable: Vec<bool> =
-        request.topics.iter().map(|t| ctx.allowed(Operation::Read, ResourceType::Topic, &t.name)).collect();
+    let known = name_by_id(ctx, ctx.version >= 10, request.topics.iter_mut().map(|t| (&t.topic_id, &mut t.name)));
+    let access: Vec<Access> = request
+        .topics
+        .iter()
+        .zip(known)
+        .map(|(t, known)| match (known, ctx.allowed(Operation::Read, ResourceType::Topic, &t.name)) {
+            (false, _) => Access::UnknownId,
+            (true, false) => Access::Denied,
+            (true, true) => Access::Allowed,
+        })
+        .collect();
     let offsets: Vec<(String, i32, Committed)> = request
         .topics
         .iter()
-        .zip(&readable)
-        .filter(|(_, r)| **r)
+        .zip(&access)
+        .filter(|(_, a)| **a == Access::Allowed)
         .flat_map(|(t, _)| {
             t.partitions.iter().map(move |p| {
                 let c = committed(p.committed_offset, p.committed_leader_epoch, p.committed_metadata.as_ref());
@@ -67,22 +124,20 @@ pub(crate) async fn commit(ctx: &RequestCtx, request: OffsetCommitRequest) -> Of
     let topics = request
         .topics
         .into_iter()
-        .zip(readable)
-        .map(|(t, readable)| {
+        .zip(access)
+        .map(|(t, access)| {
             let partitions = t
                 .partitions
                 .iter()
                 .map(|p| {
-                    let code = match readable {
-                        false => of(Error::TopicAuthorizationFailed),
-                        true => results.next().and_then(|r| r.err()).map(of).unwrap_or(0),
-                    };
+                    let code =
+                        access.code().unwrap_or_else(|| results.next().and_then(|r| r.err()).map(of).unwrap_or(0));
                     OffsetCommitResponsePartition::default()
                         .with_partition_index(p.partition_index)
                         .with_error_code(code)
                 })
                 .collect();
-            OffsetCommitResponseTopic::default().with_name(t.name).with_partitions(partitions)
+            OffsetCommitResponseTopic::default().with_name(t.name).with_topic_id(t.topic_id).with_partitions(partitions)
         })
         .collect();
     OffsetCommitResponse::default().with_topics(topics)
@@ -103,7 +158,7 @@ fn refuse_commit(request: OffsetCommitRequest, error: Error) -> OffsetCommitResp
                         .with_error_code(of(error))
                 })
                 .collect();
-            OffsetCommitResponseTopic::default().with_name(t.name).with_partitions(partitions)
+            OffsetCommitResponseTopic::default().with_name(t.name).with_topic_id(t.topic_id).with_partitions(partitions)
         })
         .collect();
     OffsetCommitResponse::default().with_topics(topics)
@@ -185,10 +240,41 @@ pub(crate) fn fetch(ctx: &RequestCtx, request: OffsetFetchRequest) -> OffsetFetc
             ),
         };
     }
+    // v10: topics named by id; an id this broker does not know is answered
+    // UNKNOWN_TOPIC_ID, and a topic of the group's that no longer exists is left out
+    // (a client cannot name it).
+    let by_id = ctx.version >= 10;
+    let storage = &ctx.broker.storage;
     let results = request
         .groups
         .into_iter()
-        .map(|g| {
+        .map(|mut g| {
+            let mut unknown: Vec<OffsetFetchResponseTopics> = Vec::new();
+            if let (true, Some(ts)) = (by_id, g.topics.as_mut()) {
+                ts.retain_mut(|t| match topic_name(ctx, &t.topic_id) {
+                    Some(name) => {
+                        t.name = name;
+                        true
+                    }
+                    None => {
+                        let parts = t.partition_indexes.iter().map(|&p| {
+                            let (offset, epoch, metadata, _) = fields(Ok(None));
+                            OffsetFetchResponsePartitions::default()
+                                .with_partition_index(p)
+                                .with_error_code(of(Error::UnknownTopicId))
+                                .with_committed_offset(offset)
+                                .with_committed_leader_epoch(epoch)
+                                .with_metadata(metadata)
+                        });
+                        unknown.push(
+                            OffsetFetchResponseTopics::default()
+                                .with_topic_id(t.topic_id)
+                                .with_partitions(parts.collect()),
+                        );
+                        false
+                    }
+                });
+            }
             let topics = g.topics.map(|ts| ts.into_iter().map(|t| (t.name.to_string(), t.partition_indexes)).collect());
             let member = g.member_id.as_ref().map(|m| (m.as_str(), g.member_epoch));
             let base = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
@@ -198,29 +284,34 @@ pub(crate) fn fetch(ctx: &RequestCtx, request: OffsetFetchRequest) -> OffsetFetc
             let named = topics.is_some();
             match groups.fetch_offsets_stable(&g.group_id, topics, member, request.require_stable) {
                 Err(e) => base.with_error_code(of(e)),
-                Ok(fetched) => base.with_topics(
-                    by_topic(describable(ctx, fetched, named))
+                Ok(fetched) => {
+                    let mut topics: Vec<OffsetFetchResponseTopics> = by_topic(describable(ctx, fetched, named))
                         .into_iter()
-                        .map(|(name, parts)| {
-                            OffsetFetchResponseTopics::default()
-                                .with_name(TopicName(StrBytes::from_string(name)))
-                                .with_partitions(
-                                    parts
-                                        .into_iter()
-                                        .map(|(p, c)| {
-                                            let (offset, epoch, metadata, code) = fields(c);
-                                            OffsetFetchResponsePartitions::default()
-                                                .with_partition_index(p)
-                                                .with_error_code(code)
-                                                .with_committed_offset(offset)
-                                                .with_committed_leader_epoch(epoch)
-                                                .with_metadata(metadata)
-                                        })
-                                        .collect(),
-                                )
+                        .filter_map(|(name, parts)| {
+                            let id = match by_id {
+                                true => storage.topic(&name)?.id,
+                                false => Uuid::nil(),
+                            };
+                            let parts = parts.into_iter().map(|(p, c)| {
+                                let (offset, epoch, metadata, code) = fields(c);
+                                OffsetFetchResponsePartitions::default()
+                                    .with_partition_index(p)
+                                    .with_error_code(code)
+                                    .with_committed_offset(offset)
+                                    .with_committed_leader_epoch(epoch)
+                                    .with_metadata(metadata)
+                            });
+                            Some(
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(TopicName(StrBytes::from_string(name)))
+                                    .with_topic_id(id)
+                                    .with_partitions(parts.collect()),
+                            )
                         })
-                        .collect(),
-                ),
+                        .collect();
+                    topics.extend(unknown);
+                    base.with_topics(topics)
+                }
             }
         })
         .collect();

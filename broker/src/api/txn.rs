@@ -12,7 +12,7 @@ use tributary_protocol::kafka_protocol::messages::txn_offset_commit_response::{
 use tributary_protocol::kafka_protocol::messages::*;
 use tributary_protocol::kafka_protocol::protocol::StrBytes;
 
-use super::offsets::committed;
+use super::offsets::{committed, name_by_id, Access};
 use super::RequestCtx;
 use crate::coordinator::group::offsets::CommitRequest;
 use crate::coordinator::group::records::Committed;
@@ -187,7 +187,7 @@ pub(crate) async fn end(ctx: &RequestCtx, request: EndTxnRequest) -> EndTxnRespo
         .with_producer_epoch(-1)
 }
 
-pub(crate) async fn offset_commit(ctx: &RequestCtx, request: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse {
+pub(crate) async fn offset_commit(ctx: &RequestCtx, mut request: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse {
     // WRITE on the transactional id, READ on the group, READ on each topic.
     let refused = if !ctx.allowed(Operation::Write, ResourceType::TransactionalId, &request.transactional_id) {
         Some(Error::TransactionalIdAuthorizationFailed)
@@ -196,16 +196,23 @@ pub(crate) async fn offset_commit(ctx: &RequestCtx, request: TxnOffsetCommitRequ
     } else {
         None
     };
-    let readable: Vec<bool> = request
+    // From v6 (KIP-848's topic ids) topics are named by id.
+    let known = name_by_id(ctx, ctx.version >= 6, request.topics.iter_mut().map(|t| (&t.topic_id, &mut t.name)));
+    let access: Vec<Access> = request
         .topics
         .iter()
-        .map(|t| refused.is_none() && ctx.allowed(Operation::Read, ResourceType::Topic, &t.name))
+        .zip(known)
+        .map(|(t, known)| match (known, ctx.allowed(Operation::Read, ResourceType::Topic, &t.name)) {
+            (false, _) => Access::UnknownId,
+            (true, false) => Access::Denied,
+            (true, true) => Access::Allowed,
+        })
         .collect();
     let offsets: Vec<(String, i32, Committed)> = request
         .topics
         .iter()
-        .zip(&readable)
-        .filter(|(_, r)| **r)
+        .zip(&access)
+        .filter(|(_, a)| refused.is_none() && **a == Access::Allowed)
         .flat_map(|(t, _)| {
             t.partitions.iter().map(move |p| {
                 let c = committed(p.committed_offset, p.committed_leader_epoch, p.committed_metadata.as_ref());
@@ -246,23 +253,26 @@ pub(crate) async fn offset_commit(ctx: &RequestCtx, request: TxnOffsetCommitRequ
     let topics = request
         .topics
         .into_iter()
-        .zip(readable)
-        .map(|(t, readable)| {
+        .zip(access)
+        .map(|(t, access)| {
             let partitions = t
                 .partitions
                 .iter()
                 .map(|p| {
-                    let code = match (refused, readable) {
+                    let code = match (refused, access.code()) {
                         (Some(e), _) => of(e),
-                        (None, false) => of(Error::TopicAuthorizationFailed),
-                        (None, true) => results.next().and_then(|r| r.err()).map(of).unwrap_or(0),
+                        (None, Some(code)) => code,
+                        (None, None) => results.next().and_then(|r| r.err()).map(of).unwrap_or(0),
                     };
                     TxnOffsetCommitResponsePartition::default()
                         .with_partition_index(p.partition_index)
                         .with_error_code(code)
                 })
                 .collect();
-            TxnOffsetCommitResponseTopic::default().with_name(t.name).with_partitions(partitions)
+            TxnOffsetCommitResponseTopic::default()
+                .with_name(t.name)
+                .with_topic_id(t.topic_id)
+                .with_partitions(partitions)
         })
         .collect();
     TxnOffsetCommitResponse::default().with_topics(topics)
@@ -437,6 +447,10 @@ pub(crate) async fn write_markers(ctx: &RequestCtx, request: WriteTxnMarkersRequ
                 let known = ctx.broker.storage.topic(&name).is_some_and(|topic| topic.partition(p).is_some());
                 let code = if !inter_broker {
                     Some(of(Error::ClusterAuthorizationFailed))
+                } else if !(0..=2).contains(&m.transaction_version) {
+                    // v2 names the transaction version (0-2); the marker is the same
+                    // record for every one of them.
+                    Some(of(Error::InvalidRequest))
                 } else if !known {
                     Some(of(Error::UnknownTopicOrPartition))
                 } else {

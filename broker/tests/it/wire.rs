@@ -176,6 +176,164 @@ async fn produce_v13_names_topics_by_id() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_by_topic_id_commit_fetch_and_list() {
+    use tributary_protocol::kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use tributary_protocol::kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use tributary_protocol::kafka_protocol::messages::offset_fetch_request::{
+        OffsetFetchRequestGroup, OffsetFetchRequestTopics,
+    };
+    use tributary_protocol::kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    use tributary_protocol::kafka_protocol::messages::*;
+
+    let s = server().await;
+    let mut conn = TcpStream::connect(s.addr).await.unwrap();
+    let id = s.storage.topic("t").unwrap().id;
+    let unknown = uuid::Uuid::from_u128(0x1234);
+    let group = GroupId(StrBytes::from_static_str("g-ids"));
+
+    // OffsetCommit v10: topics by id; an unknown id is UNKNOWN_TOPIC_ID (100).
+    let topic = |id: uuid::Uuid, offset: i64| {
+        OffsetCommitRequestTopic::default().with_topic_id(id).with_partitions(vec![
+            OffsetCommitRequestPartition::default().with_partition_index(1).with_committed_offset(offset),
+        ])
+    };
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(group.clone())
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![topic(id, 7), topic(unknown, 8)]);
+    let Response::OffsetCommit(r) = call(&mut conn, 1, 10, Request::OffsetCommit(commit)).await else { panic!() };
+    let got: Vec<_> = r.topics.iter().map(|t| (t.topic_id, t.partitions[0].error_code)).collect();
+    assert_eq!(got, vec![(id, 0), (unknown, 100)]);
+
+    // OffsetFetch v10: named by id, and every topic of the group (with its id).
+    let fetch = |topics: Option<Vec<uuid::Uuid>>| {
+        let topics = topics.map(|ids| {
+            ids.into_iter()
+                .map(|id| OffsetFetchRequestTopics::default().with_topic_id(id).with_partition_indexes(vec![1]))
+                .collect()
+        });
+        Request::OffsetFetch(
+            OffsetFetchRequest::default()
+                .with_groups(vec![OffsetFetchRequestGroup::default().with_group_id(group.clone()).with_topics(topics)]),
+        )
+    };
+    let offsets = |r: Response| -> Vec<(uuid::Uuid, i32, i64, i16)> {
+        let Response::OffsetFetch(r) = r else { panic!() };
+        assert_eq!(r.groups[0].error_code, 0);
+        r.groups[0]
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| (t.topic_id, p.partition_index, p.committed_offset, p.error_code))
+            })
+            .collect()
+    };
+    let named = offsets(call(&mut conn, 2, 10, fetch(Some(vec![id, unknown]))).await);
+    assert_eq!(named, vec![(id, 1, 7, 0), (unknown, 1, -1, 100)]);
+    let all = offsets(call(&mut conn, 3, 10, fetch(None)).await);
+    assert_eq!(all, vec![(id, 1, 7, 0)]);
+
+    // TxnOffsetCommit v6: an unknown id is refused before the transaction is looked at.
+    let txn = TxnOffsetCommitRequest::default()
+        .with_transactional_id(TransactionalId(StrBytes::from_static_str("tx-ids")))
+        .with_group_id(group.clone())
+        .with_producer_id(ProducerId(1))
+        .with_producer_epoch(0)
+        .with_generation_id(-1)
+        .with_topics(vec![TxnOffsetCommitRequestTopic::default().with_topic_id(unknown).with_partitions(vec![
+            TxnOffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(1),
+        ])]);
+    let Response::TxnOffsetCommit(r) = call(&mut conn, 4, 6, Request::TxnOffsetCommit(txn)).await else { panic!() };
+    assert_eq!((r.topics[0].topic_id, r.topics[0].partitions[0].error_code), (unknown, 100));
+
+    // ListOffsets v11: -6 (earliest pending upload) answers as Kafka does for a topic
+    // without remote storage; -2 still the log start.
+    let list = |ts: i64| {
+        Request::ListOffsets(ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
+            ListOffsetsTopic::default().with_name(TopicName(StrBytes::from_static_str("t"))).with_partitions(vec![
+                ListOffsetsPartition::default().with_partition_index(0).with_timestamp(ts),
+            ]),
+        ]))
+    };
+    for (ts, want) in [(-6, (0, -1, -1, -1)), (-2, (0, 0, -1, 0))] {
+        let Response::ListOffsets(r) = call(&mut conn, 5, 11, list(ts)).await else { panic!() };
+        let p = &r.topics[0].partitions[0];
+        assert_eq!((p.error_code, p.offset, p.timestamp, p.leader_epoch), want, "timestamp {ts}");
+    }
+    s.shutdown.cancel();
+    s.storage.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newest_versions_of_api_versions_delete_groups_log_dirs_and_markers() {
+    use tributary_protocol::kafka_protocol::messages::write_txn_markers_request::{
+        WritableTxnMarker, WritableTxnMarkerTopic,
+    };
+    use tributary_protocol::kafka_protocol::messages::*;
+
+    let s = server().await;
+    let mut conn = TcpStream::connect(s.addr).await.unwrap();
+    let cluster = StrBytes::from_string(s.storage.cluster_id().to_string());
+
+    // ApiVersions v5: the cluster and node the client means, or REBOOTSTRAP_REQUIRED (129).
+    let versions = |cluster: Option<StrBytes>, node: i32| {
+        Request::ApiVersions(
+            ApiVersionsRequest::default()
+                .with_client_software_name(StrBytes::from_static_str("wire"))
+                .with_client_software_version(StrBytes::from_static_str("1"))
+                .with_cluster_id(cluster)
+                .with_node_id(node),
+        )
+    };
+    for (i, (cluster, node, want)) in [
+        (None, -1, 0),
+        (Some(cluster.clone()), 0, 0),
+        (Some(cluster.clone()), 3, 129),
+        (Some(StrBytes::from_static_str("another-cluster")), 0, 129),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let Response::ApiVersions(r) = call(&mut conn, i as i32, 5, versions(cluster, node)).await else { panic!() };
+        assert_eq!(r.error_code, want, "case {i}");
+        assert_eq!(r.api_keys.is_empty(), want != 0, "case {i}");
+    }
+
+    // DeleteGroups v3: each error with Kafka's message.
+    let delete = DeleteGroupsRequest::default().with_groups_names(vec![GroupId(StrBytes::from_static_str("nobody"))]);
+    let Response::DeleteGroups(r) = call(&mut conn, 10, 3, Request::DeleteGroups(delete)).await else { panic!() };
+    assert_eq!(r.results[0].error_code, 69, "GROUP_ID_NOT_FOUND");
+    assert_eq!(r.results[0].error_message.as_deref(), Some("The group id does not exist."));
+
+    // DescribeLogDirs v5: the data directory, never cordoned.
+    let dirs = DescribeLogDirsRequest::default().with_topics(None);
+    let Response::DescribeLogDirs(r) = call(&mut conn, 11, 5, Request::DescribeLogDirs(dirs)).await else { panic!() };
+    assert_eq!((r.results.len(), r.results[0].error_code, r.results[0].is_cordoned), (1, 0, false));
+
+    // WriteTxnMarkers v2: the transaction version is one Kafka knows (0-2).
+    let markers = |version: i8| {
+        Request::WriteTxnMarkers(WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+            .with_producer_id(ProducerId(77))
+            .with_producer_epoch(0)
+            .with_transaction_result(false)
+            .with_transaction_version(version)
+            .with_topics(vec![WritableTxnMarkerTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partition_indexes(vec![0])])]))
+    };
+    for (version, want) in [(2, 0), (9, 42)] {
+        let Response::WriteTxnMarkers(r) = call(&mut conn, 12, 2, markers(version)).await else { panic!() };
+        assert_eq!(r.markers[0].topics[0].partitions[0].error_code, want, "transaction version {version}");
+    }
+    s.shutdown.cancel();
+    s.storage.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_apis_answer_on_the_wire() {
     use tributary_protocol::kafka_protocol::messages::offset_commit_request::{
         OffsetCommitRequestPartition, OffsetCommitRequestTopic,

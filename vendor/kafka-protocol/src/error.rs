@@ -167,6 +167,17 @@ macro_rules! define_errors {
                 }
             }
 
+            /// Kafka's default message for the error (`Errors.message()`), as
+            /// answered where a response carries an error message.
+            pub const fn description(&self) -> &'static str {
+                match *self {
+                    $name::Unknown(_) => "Unknown error code.",
+                    $(
+                        $name::$kind => $desc,
+                    )*
+                }
+            }
+
             fn try_as_str(&self) -> Result<&'static str, i16> {
                 match *self {
                     $name::Unknown(code) => Err(code),
