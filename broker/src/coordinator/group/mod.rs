@@ -586,8 +586,11 @@ impl TopicLookup for Storage {
     fn topic(&self, name: &str) -> Option<(uuid::Uuid, i32)> {
         Storage::topic(self, name).map(|t| (t.id, t.partitions.len() as i32))
     }
+    /// Every topic, internal ones too: Kafka resolves a KIP-848 regex against every
+    /// topic name (`__consumer_offsets` included when the regex names it), found by
+    /// franz-go's Test848RegexBrokerResolves.
     fn names(&self) -> Vec<String> {
-        self.topics().iter().filter(|t| !t.name.starts_with("__")).map(|t| t.name.to_string()).collect()
+        self.topics().iter().map(|t| t.name.to_string()).collect()
     }
     fn name_of(&self, id: &uuid::Uuid) -> Option<String> {
         self.topic_by_id(id).map(|t| t.name.to_string())
