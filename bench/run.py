@@ -15,7 +15,8 @@ Where the machine has 4 cores or more, the broker and the load generator are pin
 to separate halves of them (said in the output either way). Stops the broker by its
 PID. With --kafka, runs the same matrix against Apache Kafka 4.4 (the
 jars of compat-tests/kafka, fetched by Maven), once fsyncing every append and once
-with its default page-cache durability, and prints the three side by side. Not part
+with its default page-cache durability, and prints the three side by side, with
+Kafka's own kafka-producer-perf-test run against each of the three as well. Not part
 of the test suite."""
 
 import argparse
@@ -181,6 +182,31 @@ def matrix(bootstrap, args, metrics_url=None):
     return produce, consume
 
 
+PERF_RE = (r"(\d+) records sent, ([\d.]+) records/sec \(([\d.]+) MB/sec\), ([\d.]+) ms avg latency, "
+           r"([\d.]+) ms max latency, (\d+) ms 50th, (\d+) ms 95th, (\d+) ms 99th, (\d+) ms 99.9th")
+
+
+def producer_perf_test(classpath, bootstrap, records=300_000, size=1024):
+    """Kafka's own kafka-producer-perf-test (ProducerPerformance from the Kafka jars):
+    acks=all, `records` records of `size` bytes as fast as it goes, into a fresh
+    8-partition topic (created by kafka-topics)."""
+    import re
+    topic = f"perf-{size}-{int(time.time() * 1000)}"
+    java = ["java", "-cp", classpath]
+    subprocess.run(java + ["org.apache.kafka.tools.TopicCommand", "--bootstrap-server", bootstrap, "--create",
+                           "--topic", topic, "--partitions", "8", "--replication-factor", "1"],
+                   check=True, capture_output=True, timeout=120)
+    r = subprocess.run(java + ["org.apache.kafka.tools.ProducerPerformance", "--topic", topic, "--num-records",
+                               str(records), "--record-size", str(size), "--throughput", "-1", "--producer-props",
+                               f"bootstrap.servers={bootstrap}", "acks=all", "linger.ms=5", "batch.size=262144"],
+                       capture_output=True, text=True, timeout=600)
+    m = re.search(PERF_RE, r.stdout)
+    if r.returncode != 0 or not m:
+        raise RuntimeError(f"kafka-producer-perf-test failed: {r.stdout[-2000:]}{r.stderr[-2000:]}")
+    keys = ("records", "records_per_sec", "mb_per_sec", "avg_ms", "max_ms", "p50_ms", "p95_ms", "p99_ms", "p999_ms")
+    return {k: float(v) for k, v in zip(keys, m.groups())}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=10.0, help="length of each produce run")
@@ -203,19 +229,24 @@ def main():
     for block in (256 * 1024, 1024 * 1024):
         results["disk"].append(run_json(["disk", "--dir", data_dir, "--block", block, "--seconds", 5]))
 
+    classpath = None
+    if args.kafka:
+        sys.path.insert(0, str(ROOT / "compat-tests"))
+        import kafkakit
+        classpath = kafkakit.maven_classpath("kafka")
     port, http_port = free_port(), free_port()
     proc = start_broker(data_dir, port, http_port, {"TRIBUTARY_JOURNAL_DURABILITY": args.durability})
     try:
         results["produce"], results["consume"] = matrix(f"127.0.0.1:{port}", args,
                                                         f"http://127.0.0.1:{http_port}/metrics")
+        if classpath:
+            time.sleep(args.settle)
+            results["perf_test"] = producer_perf_test(classpath, f"127.0.0.1:{port}")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
     if args.kafka:
         results["kafka"] = {}
-        sys.path.insert(0, str(ROOT / "compat-tests"))
-        import kafkakit
-        classpath = kafkakit.maven_classpath("kafka")
         # Kafka acknowledges acks=all once the in-sync replicas have the batch in
         # their page cache; log.flush.interval.messages=1 makes it fsync every
         # append first, the durability Tributary's default gives.
@@ -226,9 +257,11 @@ def main():
             kafka.start()
             try:
                 produce, consume = matrix(kafka.bootstrap, args)
+                time.sleep(args.settle)
+                perf = producer_perf_test(classpath, kafka.bootstrap)
             finally:
                 kafka.stop()
-            results["kafka"][name] = {"produce": produce, "consume": consume}
+            results["kafka"][name] = {"produce": produce, "consume": consume, "perf_test": perf}
 
     raw = max(d["mb_per_sec"] for d in results["disk"])
     print(f"\n## Tributary benchmark ({args.durability} durability, {args.seconds:.0f} s per run, 2-core machine)\n")
@@ -277,6 +310,13 @@ def main():
         print("\nConsume from start (bench-1024-8), MB/s: Tributary {:.1f}, Kafka fsync {:.1f}, Kafka page cache {:.1f}"
               .format(results["consume"]["mb_per_sec"], k["fsync"]["consume"]["mb_per_sec"],
                       k["page cache"]["consume"]["mb_per_sec"]))
+        print("\nkafka-producer-perf-test (300,000 x 1 KiB, 8 partitions, acks=all, linger.ms=5, as fast as it "
+              "goes):\n")
+        print("| broker | records/s | MB/s | avg ms | p50 ms | p99 ms | p99.9 ms | max ms |\n|---|---|---|---|---|---|---|---|")
+        for name, perf in (("Tributary", results["perf_test"]), ("Kafka fsync", k["fsync"]["perf_test"]),
+                           ("Kafka page cache", k["page cache"]["perf_test"])):
+            print(f"| {name} | {perf['records_per_sec']:,.0f} | {perf['mb_per_sec']:.1f} | {perf['avg_ms']:.1f} | "
+                  f"{perf['p50_ms']:.0f} | {perf['p99_ms']:.0f} | {perf['p999_ms']:.0f} | {perf['max_ms']:.0f} |")
     out = ROOT / "target" / "bench-results.json"
     out.write_text(json.dumps(results, indent=2))
     print(f"\nRaw results: {out.relative_to(ROOT)}")

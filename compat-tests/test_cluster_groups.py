@@ -1,4 +1,4 @@
-"""Consumer groups of the Java client (kafka-clients 4.3.0) on a 3-broker cluster
+"""Consumer groups of the Java client (kafka-clients 4.4.0) on a 3-broker cluster
 (real etcd, s3s-fs and tributary processes), with the classic protocol and with
 KIP-848's: the same scenario as on a single broker (three members, disjoint
 assignments covering every partition, a member leaving, every record exactly once

@@ -64,15 +64,15 @@ def test_topic_config_sources_and_synonyms_follow_the_override_the_broker_and_th
     def synonyms(key):
         return [(name, e.value, e.source) for name, e in entries[key].synonyms.items()]
 
-    assert synonyms("retention.ms") == [("retention.ms", "1234", ConfigSource.DYNAMIC_TOPIC_CONFIG.value),
-                                        ("log.retention.hours", "168", ConfigSource.DEFAULT_CONFIG.value)]
+    # As Kafka's: log.retention.ms has no default value, so no default synonym.
+    assert synonyms("retention.ms") == [("retention.ms", "1234", ConfigSource.DYNAMIC_TOPIC_CONFIG.value)]
     # Set in the broker's configuration: the topic inherits it.
     assert entries["segment.bytes"].value == "1048576"
     assert entries["segment.bytes"].source == ConfigSource.STATIC_BROKER_CONFIG.value
     # (The client keeps synonyms by name: the broker setting and the built-in default
     # share theirs, and the later one, the default, is what it shows.)
     assert synonyms("segment.bytes") == [("log.segment.bytes", "67108864", ConfigSource.DEFAULT_CONFIG.value)]
-    assert synonyms("cleanup.policy") == [("cleanup.policy", "delete", ConfigSource.DEFAULT_CONFIG.value)]
+    assert synonyms("cleanup.policy") == [("log.cleanup.policy", "delete", ConfigSource.DEFAULT_CONFIG.value)]
     b.stop()
 
 

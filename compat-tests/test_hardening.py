@@ -67,6 +67,8 @@ def bad_batches():
     for codec in (5, 6, 7):
         cases.append((f"undefined codec {codec}", batch(payload, 3, codec=codec), CORRUPT_MESSAGE, None))
     bomb = gzip.compress(b"\x00" * (96 << 20), compresslevel=1)
+    # Zeros: the first record's length is already wrong (a bomb of well-formed
+    # records stops at the bound with INVALID_RECORD: test_conformance.py).
     cases.append(("gzip bomb", batch(bomb, 3, codec=1), CORRUPT_MESSAGE, None))
     overrun = bytearray(good[0])
     overrun[0] = 0x7E  # a record length far past the batch

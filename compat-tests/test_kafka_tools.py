@@ -183,13 +183,21 @@ def test_kafka_transactions_tool_lists_and_describes(tool, broker):
     assert re.search(rf"{tx}\s+\d+\s+\d+\s+CompleteCommit", listed), listed
 
 
-def test_producer_performance_runs_to_the_end(tool, broker):
+def test_producer_and_consumer_performance_run_to_the_end(tool, broker):
+    """kafka-producer-perf-test writes 20,000 records; kafka-consumer-perf-test reads
+    them all back in a group (its CSV line counts the records and their bytes)."""
     topic = unique("kperf")
     tool("TopicCommand", "--create", "--topic", topic, "--partitions", "2", "--replication-factor", "1")
     out = tool("ProducerPerformance", "--topic", topic, "--num-records", "20000", "--record-size", "100",
                "--throughput", "-1", "--producer-props", f"bootstrap.servers={broker.bootstrap}", "acks=all",
                bootstrap=False)
     assert re.search(r"20000 records sent", out), out
+    out = tool("ConsumerPerformance", "--topic", topic, "--num-records", "20000", "--timeout", "60000",
+               "--group", unique("kperf-g"))
+    header, row = [l for l in out.splitlines() if l.strip()][-2:]
+    stats = dict(zip([h.strip() for h in header.split(",")], [v.strip() for v in row.split(",")]))
+    assert stats["data.consumed.in.nMsg"] == "20000", out
+    assert abs(float(stats["data.consumed.in.MB"]) - 20000 * 100 / 1024 / 1024) < 0.01, out
 
 
 def test_kafka_configs_sets_group_configs_durably(tool, broker):

@@ -168,8 +168,11 @@ enum ReadError {
     /// The payload ended (or the record did) before the field did.
     Short,
     BadVarint,
-    /// The codec failed, or the payload decompressed past the bound.
+    /// The codec failed.
     Stream(String),
+    /// The payload decompressed past the bound: INVALID_RECORD, as Kafka answers a
+    /// batch over `max.decompressed.message.bytes`.
+    TooLarge(String),
 }
 
 impl ReadError {
@@ -178,6 +181,7 @@ impl ReadError {
             ReadError::Short => RecordError::Corrupt(format!("{what} runs past the end of its record or batch")),
             ReadError::BadVarint => RecordError::Corrupt(format!("{what} is not a valid varint")),
             ReadError::Stream(reason) => RecordError::Corrupt(reason),
+            ReadError::TooLarge(message) => RecordError::Invalid { record: None, message },
         }
     }
 }
@@ -302,8 +306,9 @@ impl<R: Read> Source<R> {
         self.at += n;
         self.pos += n as u64;
         if self.pos > self.limit {
-            return Err(ReadError::Stream(format!(
-                "the records decompress to more than {} bytes (the bound for this topic's max.message.bytes)",
+            return Err(ReadError::TooLarge(format!(
+                "the records decompress to more than {} bytes (this topic's max.decompressed.message.bytes, or \
+                 64 times its max.message.bytes, whichever is less)",
                 self.limit
             )));
         }

@@ -43,11 +43,58 @@ struct Entry {
     synonyms: Vec<Synonym>,
 }
 
+/// The broker config a topic config falls back to, under Kafka's name, where its
+/// built-in default is a value (Kafka's `log.retention.ms`, `log.roll.ms`,
+/// `log.flush.interval.ms` and `log.roll.jitter.ms` default to nothing, and a topic
+/// describes no synonym for them; nor for configs with no broker setting).
+fn broker_synonym(topic_key: &str) -> Option<&'static str> {
+    Some(match topic_key {
+        "cleanup.policy" => "log.cleanup.policy",
+        "compression.type" => "compression.type",
+        "compression.gzip.level" => "compression.gzip.level",
+        "compression.lz4.level" => "compression.lz4.level",
+        "compression.zstd.level" => "compression.zstd.level",
+        "max.decompressed.message.bytes" => "max.decompressed.message.bytes",
+        "remote.copy.lag.bytes" => "log.remote.copy.lag.bytes",
+        "remote.copy.lag.ms" => "log.remote.copy.lag.ms",
+        "delete.retention.ms" => "log.cleaner.delete.retention.ms",
+        "file.delete.delay.ms" => "log.segment.delete.delay.ms",
+        "flush.messages" => "log.flush.interval.messages",
+        "index.interval.bytes" => "log.index.interval.bytes",
+        "max.compaction.lag.ms" => "log.cleaner.max.compaction.lag.ms",
+        "max.message.bytes" => "message.max.bytes",
+        "message.timestamp.after.max.ms" => "log.message.timestamp.after.max.ms",
+        "message.timestamp.before.max.ms" => "log.message.timestamp.before.max.ms",
+        "message.timestamp.type" => "log.message.timestamp.type",
+        "min.cleanable.dirty.ratio" => "log.cleaner.min.cleanable.ratio",
+        "min.compaction.lag.ms" => "log.cleaner.min.compaction.lag.ms",
+        "min.insync.replicas" => "min.insync.replicas",
+        "preallocate" => "log.preallocate",
+        "retention.bytes" => "log.retention.bytes",
+        "segment.bytes" => "log.segment.bytes",
+        "segment.index.bytes" => "log.index.size.max.bytes",
+        "unclean.leader.election.enable" => "unclean.leader.election.enable",
+        "local.retention.ms" => "log.local.retention.ms",
+        "local.retention.bytes" => "log.local.retention.bytes",
+        _ => return None,
+    })
+}
+
+/// Whose synonyms [`broker_layers`] lists: a broker's own entry names the built-in
+/// default of `log.retention.ms` and `log.roll.ms` in hours (Kafka's
+/// `log.retention.hours=168`), a topic's names no default for them (Kafka's
+/// `log.retention.ms` and `log.roll.ms` have none).
+#[derive(Clone, Copy, PartialEq)]
+enum For {
+    Broker,
+    Topic,
+}
+
 /// The broker settings (under their Kafka names) a topic config falls back to, in
 /// precedence order: this broker's dynamic config, the cluster-wide dynamic
 /// default, `tributary.toml` where it differs from the built-in default; then the
-/// built-in default. `None` for a topic config with no broker setting.
-fn broker_layers(key: &str, ctx: &RequestCtx) -> Option<(&'static str, Vec<Synonym>)> {
+/// built-in default. `None` for a topic config with no dynamic broker setting.
+fn broker_layers(key: &str, ctx: &RequestCtx, of: For) -> Option<(&'static str, Vec<Synonym>)> {
     let d = crate::broker_configs::DYNAMIC.iter().find(|d| d.topic_name == key)?;
     let configs = &ctx.broker.broker_configs;
     let (own, default) = configs.layers(d.name);
@@ -70,7 +117,10 @@ fn broker_layers(key: &str, ctx: &RequestCtx) -> Option<(&'static str, Vec<Synon
         _ => (d.name, 0),
     };
     match default {
-        (name, hours) if name != d.name => layers.push((name.to_string(), hours.to_string(), SOURCE_DEFAULT)),
+        (name, hours) if name != d.name && of == For::Broker => {
+            layers.push((name.to_string(), hours.to_string(), SOURCE_DEFAULT))
+        }
+        (name, _) if name != d.name => {}
         _ => layers.push((d.name.to_string(), builtin, SOURCE_DEFAULT)),
     }
     Some((d.name, layers))
@@ -142,14 +192,17 @@ fn topic_entries(ctx: &RequestCtx, name: &str) -> Result<Vec<Entry>, (i16, Strin
             if is_override {
                 synonyms.push((def.name.to_string(), value.clone(), SOURCE_TOPIC_OVERRIDE));
             }
-            match broker_layers(def.name, ctx) {
-                Some((_, layers)) => synonyms.extend(layers),
-                None => synonyms.push((def.name.to_string(), (def.default)(&TopicDefaults::default()), SOURCE_DEFAULT)),
+            match (broker_layers(def.name, ctx, For::Topic), broker_synonym(def.name)) {
+                (Some((_, layers)), _) => synonyms.extend(layers),
+                (None, Some(broker)) => {
+                    synonyms.push((broker.to_string(), (def.default)(&TopicDefaults::default()), SOURCE_DEFAULT))
+                }
+                (None, None) => {}
             }
             Entry {
                 name: def.name.to_string(),
                 value,
-                source: synonyms[0].2,
+                source: synonyms.first().map_or(SOURCE_DEFAULT, |s| s.2),
                 read_only: false,
                 config_type: def.type_name,
                 documentation: def.effect.note(),
@@ -243,7 +296,7 @@ fn broker_entries(ctx: &RequestCtx) -> Vec<Entry> {
         entry("min.insync.replicas", "1".into(), ConfigType::Int),
     ];
     for d in crate::broker_configs::DYNAMIC {
-        let Some((name, synonyms)) = broker_layers(d.topic_name, ctx) else { continue };
+        let Some((name, synonyms)) = broker_layers(d.topic_name, ctx, For::Broker) else { continue };
         let config_type =
             TOPIC_CONFIGS.iter().find(|t| t.name == d.topic_name).map_or(ConfigType::Long, |t| t.type_name);
         // The value is this broker's, in the entry's own unit even where the

@@ -311,7 +311,8 @@ fn check(header: &BatchHeader, data: &[u8], config: &TopicConfig, version: i16) 
         return refused(of(Error::UnsupportedCompressionType), "zstd needs Produce v7 or later".into());
     }
     let rules = Rules {
-        max_uncompressed_bytes: (max_message_bytes.max(0) as u64).max(1 << 20) * MAX_COMPRESSION_RATIO,
+        max_uncompressed_bytes: ((max_message_bytes.max(0) as u64).max(1 << 20) * MAX_COMPRESSION_RATIO)
+            .min(config.max_decompressed_bytes.max(0) as u64),
         require_keys: config.compact,
     };
     match validate::validate_records(header, data, rules) {

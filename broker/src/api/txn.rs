@@ -19,6 +19,16 @@ use crate::coordinator::group::records::Committed;
 use crate::errors::{self, of, Error};
 use crate::security::acl::{Operation, ResourceType};
 
+/// PRODUCER_FENCED (KIP-588) as the versions before it know it: INVALID_PRODUCER_EPOCH
+/// below InitProducerId v4 and AddPartitionsToTxn, AddOffsetsToTxn and EndTxn v2,
+/// where Kafka answers so.
+fn fenced_as(ctx: &RequestCtx, since: i16, e: Error) -> Error {
+    match e {
+        Error::ProducerFenced if ctx.version < since => Error::InvalidProducerEpoch,
+        e => e,
+    }
+}
+
 pub(crate) async fn init_producer_id(ctx: &RequestCtx, request: InitProducerIdRequest) -> InitProducerIdResponse {
     let response = InitProducerIdResponse::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
     if let Some(id) = &request.transactional_id {
@@ -28,7 +38,7 @@ pub(crate) async fn init_producer_id(ctx: &RequestCtx, request: InitProducerIdRe
         let expected = (request.producer_id.0 >= 0).then_some((request.producer_id.0, request.producer_epoch));
         return match ctx.broker.txns.init_producer_id(id, request.transaction_timeout_ms, expected).await {
             Ok((pid, epoch)) => response.with_producer_id(ProducerId(pid)).with_producer_epoch(epoch),
-            Err(e) => response.with_error_code(of(e)),
+            Err(e) => response.with_error_code(of(fenced_as(ctx, 4, e))),
         };
     }
     // An idempotent producer: IDEMPOTENT_WRITE on the cluster, or WRITE on some
@@ -88,6 +98,7 @@ pub(crate) async fn add_partitions(ctx: &RequestCtx, request: AddPartitionsToTxn
             wanted,
         )
         .await;
+    let results = results.into_iter().map(|(tp, r)| (tp, r.map_err(|e| fenced_as(ctx, 2, e)))).collect();
     AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(topic_results(results))
 }
 
@@ -153,7 +164,7 @@ pub(crate) async fn add_offsets(ctx: &RequestCtx, request: AddOffsetsToTxnReques
         .txns
         .add_offsets(&request.transactional_id, request.producer_id.0, request.producer_epoch, &request.group_id)
         .await;
-    AddOffsetsToTxnResponse::default().with_error_code(result.err().map(of).unwrap_or(0))
+    AddOffsetsToTxnResponse::default().with_error_code(result.err().map(|e| of(fenced_as(ctx, 2, e))).unwrap_or(0))
 }
 
 pub(crate) async fn end(ctx: &RequestCtx, request: EndTxnRequest) -> EndTxnResponse {
@@ -182,7 +193,7 @@ pub(crate) async fn end(ctx: &RequestCtx, request: EndTxnRequest) -> EndTxnRespo
         .end(&request.transactional_id, request.producer_id.0, request.producer_epoch, request.committed)
         .await;
     EndTxnResponse::default()
-        .with_error_code(result.err().map(of).unwrap_or(0))
+        .with_error_code(result.err().map(|e| of(fenced_as(ctx, 2, e))).unwrap_or(0))
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1)
 }

@@ -72,6 +72,8 @@ pub enum ConfigType {
 }
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
+/// Kafka's default `max.decompressed.message.bytes` (the largest array a JVM makes).
+pub const MAX_DECOMPRESSED: i64 = i32::MAX as i64 - 8;
 const I32: i64 = i32::MAX as i64;
 
 macro_rules! def {
@@ -91,6 +93,12 @@ const SEALED_TOGETHER: Effect =
     Effect::Moot("one flusher seals due partitions together into shared objects: there is no roll storm to spread");
 const ALWAYS_TIERED: Effect =
     Effect::Moot("sealed segments always go to the segment store; the journal holds only what is not sealed yet");
+const CODEC_LEVEL: Effect = Effect::Moot(
+    "a batch recompressed into the topic's compression.type gets a fixed level: gzip's and zstd's are Kafka's \
+     defaults (6 and 3), lz4's is 4 (Kafka's default is 9)",
+);
+const NO_SHARE_GROUPS: Effect =
+    Effect::Moot("Tributary has no share groups (KIP-932), so no dead-letter queue for them");
 
 /// Every topic config key Tributary accepts.
 pub static TOPIC_CONFIGS: &[ConfigDef] = &[
@@ -102,12 +110,17 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         H,
         |_| "producer".into()
     ),
+    def!("compression.gzip.level", Kind::Long { min: -1, max: 9 }, Int, CODEC_LEVEL, |_| "-1".into()),
+    def!("compression.lz4.level", Kind::Long { min: 1, max: 17 }, Int, CODEC_LEVEL, |_| "9".into()),
+    def!("compression.zstd.level", Kind::Long { min: -131072, max: 22 }, Int, CODEC_LEVEL, |_| "3".into()),
     def!("delete.retention.ms", Kind::Long { min: 0, max: i64::MAX }, Long, H, |_| DAY_MS.to_string()),
+    def!("errors.deadletterqueue.group.enable", Kind::Bool, Boolean, NO_SHARE_GROUPS, |_| "false".into()),
     def!("file.delete.delay.ms", Kind::Long { min: 0, max: i64::MAX }, Long, NO_LOG_FILES, |_| "60000".into()),
     def!("flush.messages", Kind::Long { min: 1, max: i64::MAX }, Long, FSYNCED, |_| i64::MAX.to_string()),
     def!("flush.ms", Kind::Long { min: 0, max: i64::MAX }, Long, FSYNCED, |_| i64::MAX.to_string()),
     def!("index.interval.bytes", Kind::Long { min: 0, max: I32 }, Int, NO_LOG_FILES, |_| "4096".into()),
     def!("max.compaction.lag.ms", Kind::Long { min: 1, max: i64::MAX }, Long, H, |_| i64::MAX.to_string()),
+    def!("max.decompressed.message.bytes", Kind::Long { min: 0, max: I32 }, Int, H, |_| MAX_DECOMPRESSED.to_string()),
     def!("max.message.bytes", Kind::Long { min: 0, max: I32 }, Int, H, |d| d.message_max_bytes.to_string()),
     def!("message.timestamp.after.max.ms", Kind::Long { min: 0, max: i64::MAX }, Long, H, |_| "3600000".into()),
     def!("message.timestamp.before.max.ms", Kind::Long { min: 0, max: i64::MAX }, Long, H, |_| i64::MAX.to_string()),
@@ -126,6 +139,10 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
     def!("remote.storage.enable", Kind::Bool, Boolean, ALWAYS_TIERED, |_| "true".into()),
     def!("local.retention.ms", Kind::Long { min: -2, max: i64::MAX }, Long, ALWAYS_TIERED, |_| "-2".into()),
     def!("local.retention.bytes", Kind::Long { min: -2, max: i64::MAX }, Long, ALWAYS_TIERED, |_| "-2".into()),
+    def!("remote.copy.lag.bytes", Kind::Long { min: -1, max: i64::MAX }, Long, ALWAYS_TIERED, |_| "-1".into()),
+    def!("remote.copy.lag.ms", Kind::Long { min: -1, max: i64::MAX }, Long, ALWAYS_TIERED, |_| "0".into()),
+    def!("remote.log.copy.disable", Kind::Bool, Boolean, ALWAYS_TIERED, |_| "false".into()),
+    def!("remote.log.delete.on.disable", Kind::Bool, Boolean, ALWAYS_TIERED, |_| "false".into()),
     def!("follower.replication.throttled.replicas", Kind::Text, List, ONE_REPLICA, |_| String::new()),
     def!("leader.replication.throttled.replicas", Kind::Text, List, ONE_REPLICA, |_| String::new()),
     def!(
@@ -212,6 +229,8 @@ pub struct TopicConfig {
     /// Overrides set on the topic, as given.
     pub overrides: BTreeMap<String, String>,
     pub max_message_bytes: i32,
+    /// `max.decompressed.message.bytes`: what one batch may decompress to.
+    pub max_decompressed_bytes: i64,
     pub log_append_time: bool,
     pub retention_ms: i64,
     pub retention_bytes: i64,
@@ -268,6 +287,7 @@ impl TopicConfig {
             .map_or_else(|| vec!["delete".to_string()], |v| v.split(',').map(|p| p.trim().to_string()).collect());
         TopicConfig {
             max_message_bytes: long("max.message.bytes", defaults.message_max_bytes as i64) as i32,
+            max_decompressed_bytes: long("max.decompressed.message.bytes", MAX_DECOMPRESSED),
             log_append_time: overrides.get("message.timestamp.type").is_some_and(|v| v == "LogAppendTime"),
             retention_ms: long("retention.ms", defaults.retention_ms),
             retention_bytes: long("retention.bytes", defaults.retention_bytes),

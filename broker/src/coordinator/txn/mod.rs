@@ -463,8 +463,10 @@ impl TxnCoordinator {
         Self::check_producer(meta, producer_id, epoch)?;
         match (meta.state, commit) {
             (TxnState::Ongoing, _) => {}
-            // A retried EndTxn whose first answer was lost, or nothing to end.
-            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) | (TxnState::Empty, _) => return Ok(()),
+            // A retried EndTxn whose first answer was lost. With nothing begun (Empty)
+            // the answer is Kafka's INVALID_TXN_STATE (clients end an empty
+            // transaction without asking).
+            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => return Ok(()),
             (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {}
             _ => return Err(Error::InvalidTxnState),
         }
