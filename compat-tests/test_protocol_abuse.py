@@ -109,7 +109,7 @@ def test_api_versions_at_an_unknown_version_answers_v0_with_unsupported_version(
     assert (corr, error) == (42, 35)
     apis = {struct.unpack(">hhh", frame[10 + 6 * i: 16 + 6 * i])[0]: struct.unpack(">hhh", frame[10 + 6 * i: 16 + 6 * i])[1:]
             for i in range(count)}
-    assert apis[18] == (0, 4)
+    assert apis[18] == (0, 5)
     assert 0 in apis and 1 in apis and 3 in apis
     # the connection stays usable: the client retries at a version we know
     assert_healthy(s, 43)
