@@ -5,11 +5,13 @@ fenced by a new instance of its transactional.id; offsets sent to a transaction
 become the group's only when it commits; a transaction left open by a crashed
 broker is aborted after its timeout, and transaction state survives restarts."""
 
+import re
+import subprocess
 import time
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic
 
 import groups
 from conftest import unique, wait_until
@@ -331,3 +333,57 @@ def test_transaction_max_timeout_is_a_setting(make_broker):
     raised = make_broker("raised", env={"TRIBUTARY_TRANSACTIONS_MAX_TIMEOUT_MS": "3600000"})
     raised.start()
     assert init(raised) is None
+
+
+def test_idle_transactional_and_producer_ids_expire_as_on_kafka(make_broker, kafka_classpath):
+    """transactional.id.expiration.ms and producer.id.expiration.ms (here 3 s, checked
+    every 200 ms): kafka-transactions stops listing an idle transactional id and
+    describe-producers stops showing an idle producer, durably across a restart,
+    while a producer that keeps writing stays; an expired id starts afresh."""
+    b = make_broker(env={**groups.BROKER_ENV,
+                         "TRIBUTARY_TRANSACTIONS_ID_EXPIRATION_MS": "3000",
+                         "TRIBUTARY_TRANSACTIONS_REMOVE_EXPIRED_INTERVAL_MS": "200",
+                         "TRIBUTARY_TRANSACTIONS_PRODUCER_ID_EXPIRATION_MS": "3000",
+                         "TRIBUTARY_TRANSACTIONS_PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS": "200"})
+    b.start()
+
+    def tool(*args):
+        r = subprocess.run(["java", "-cp", kafka_classpath, "org.apache.kafka.tools.TransactionsCommand",
+                            "--bootstrap-server", b.bootstrap, *args], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout
+
+    def producer_ids():
+        out = tool("describe-producers", "--topic", topic, "--partition", "0")
+        return {int(m.group(1)) for m in re.finditer(r"^\s*(\d+)\s+-?\d+\s", out, re.M)}
+
+    topic, tx = unique("exp"), unique("txexp")
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    p = txn_producer(b, tx)
+    p.begin_transaction()
+    p.produce(topic, value=b"committed")
+    p.commit_transaction(30)
+    assert tx in tool("list")
+    idle = producer_ids()
+    assert len(idle) == 1, idle
+    # A producer that keeps writing stays known while the idle ones go.
+    live = Producer({"bootstrap.servers": b.bootstrap, "enable.idempotence": True, "linger.ms": 0})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (tx in tool("list") or idle & producer_ids()):
+        live.produce(topic, value=b"live")
+        live.flush(10)
+        time.sleep(0.3)
+    assert tx not in tool("list"), "the idle transactional id is still listed"
+    assert not idle & producer_ids(), "the idle producer is still described"
+    live.produce(topic, value=b"live")
+    live.flush(10)
+    assert len(producer_ids()) == 1, "the live producer stays"
+    b.restart()
+    assert tx not in tool("list"), "the expired transactional id came back after a restart"
+    # The expired id starts afresh and works.
+    p = txn_producer(b, tx)
+    p.begin_transaction()
+    p.produce(topic, value=b"again")
+    p.commit_transaction(30)
+    assert [v for _, _, v in read_all(b, topic, 1, "read_committed")].count(b"again") == 1

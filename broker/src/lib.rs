@@ -143,7 +143,13 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         Arc::new(clock::SystemClock),
         config.transactions.max_timeout_ms,
     );
+    txns.set_id_expiration(
+        config.transactions.id_expiration_ms,
+        Duration::from_millis(config.transactions.remove_expired_interval_ms),
+    );
     let txn_timer_ms = config.transactions.abort_timed_out_interval_ms;
+    let producer_expiry =
+        (config.transactions.producer_id_expiration_ms, config.transactions.producer_id_expiration_check_interval_ms);
     if let Some(c) = &cluster {
         // A transactional id is coordinated where its __transaction_state partition
         // is placed; markers for partitions led elsewhere go to their brokers.
@@ -186,6 +192,11 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     }
     let timers = tokio::spawn(groups.clone().run_timers(Duration::from_millis(100), shutdown.clone()));
     let txn_timers = tokio::spawn(txns.clone().run_timers(Duration::from_millis(txn_timer_ms), shutdown.clone()));
+    let producer_expiry = tokio::spawn(storage.clone().run_producer_expiry(
+        producer_expiry.0,
+        Duration::from_millis(producer_expiry.1),
+        shutdown.clone(),
+    ));
     ready.store(true, Ordering::Release);
 
     wait_for_signal().await;
@@ -201,6 +212,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let _ = rates.await;
     let _ = timers.await;
     let _ = txn_timers.await;
+    let _ = producer_expiry.await;
     let _ = flusher.await;
     let _ = http_task.await;
     if let Some(c) = &cluster {

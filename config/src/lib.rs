@@ -72,11 +72,33 @@ pub struct TransactionConfig {
     /// transaction by themselves, the epoch bumps with every end); 1 keeps every
     /// client on v1. Both are served either way.
     pub version: i16,
+    /// A transactional id with no transaction open that nothing used for this long
+    /// is forgotten (Kafka's `transactional.id.expiration.ms`, 7 days): its state is
+    /// removed from `__transaction_state` with a tombstone.
+    pub id_expiration_ms: i64,
+    /// How often transactional ids are checked against `id_expiration_ms` (Kafka's
+    /// `transaction.remove.expired.transaction.cleanup.interval.ms`, 1 h).
+    pub remove_expired_interval_ms: u64,
+    /// A producer id that wrote nothing to a partition for this long, with no
+    /// transaction open there, is dropped from the partition's idempotence state
+    /// (Kafka's `producer.id.expiration.ms`, 1 day).
+    pub producer_id_expiration_ms: i64,
+    /// How often partitions are checked against `producer_id_expiration_ms` (Kafka's
+    /// `producer.id.expiration.check.interval.ms`, 10 min).
+    pub producer_id_expiration_check_interval_ms: u64,
 }
 
 impl Default for TransactionConfig {
     fn default() -> Self {
-        TransactionConfig { max_timeout_ms: 15 * 60 * 1000, abort_timed_out_interval_ms: 1000, version: 2 }
+        TransactionConfig {
+            max_timeout_ms: 15 * 60 * 1000,
+            abort_timed_out_interval_ms: 1000,
+            version: 2,
+            id_expiration_ms: 7 * 24 * 3600 * 1000,
+            remove_expired_interval_ms: 3600 * 1000,
+            producer_id_expiration_ms: 24 * 3600 * 1000,
+            producer_id_expiration_check_interval_ms: 600 * 1000,
+        }
     }
 }
 

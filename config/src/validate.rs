@@ -183,6 +183,28 @@ pub(crate) fn check(c: &Config) -> Result<(), ConfigError> {
     range(&mut p, "topics.scaling_cooldown_ms", c.topics.scaling_cooldown_ms, 0, i64::MAX);
     range(&mut p, "transactions.max_timeout_ms", c.transactions.max_timeout_ms, 1, i32::MAX);
     range(&mut p, "transactions.version", c.transactions.version, 1, 2);
+    range(&mut p, "transactions.id_expiration_ms", c.transactions.id_expiration_ms, 1, i32::MAX as i64);
+    range(
+        &mut p,
+        "transactions.remove_expired_interval_ms",
+        c.transactions.remove_expired_interval_ms,
+        10,
+        u32::MAX as u64,
+    );
+    range(
+        &mut p,
+        "transactions.producer_id_expiration_ms",
+        c.transactions.producer_id_expiration_ms,
+        1,
+        i32::MAX as i64,
+    );
+    range(
+        &mut p,
+        "transactions.producer_id_expiration_check_interval_ms",
+        c.transactions.producer_id_expiration_check_interval_ms,
+        10,
+        u32::MAX as u64,
+    );
     range(
         &mut p,
         "transactions.abort_timed_out_interval_ms",
@@ -320,6 +342,11 @@ mod tests {
             (|c| c.topics.rate_windows_ms = vec![], "topics.rate_windows_ms"),
             (|c| c.topics.rate_windows_ms = vec![10], "topics.rate_windows_ms"),
             (|c| c.transactions.max_timeout_ms = 0, "transactions.max_timeout_ms"),
+            (|c| c.transactions.id_expiration_ms = 0, "transactions.id_expiration_ms"),
+            (
+                |c| c.transactions.producer_id_expiration_check_interval_ms = 1,
+                "transactions.producer_id_expiration_check_interval_ms",
+            ),
             (|c| c.topics.message_max_bytes = 1, "topics.message_max_bytes"),
             (|c| c.topics.retention_ms = -2, "topics.retention_ms"),
             (|c| c.topics.retention_bytes = -2, "topics.retention_bytes"),

@@ -360,6 +360,49 @@ impl Storage {
     }
 
     /// All topics, sorted by name.
+    /// Forgets, in every partition led here, the idempotent producers idle for
+    /// `expiration_ms` with no transaction open there (`producer.id.expiration.ms`).
+    /// Returns how many entries went.
+    pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        let mut gone = 0;
+        for topic in self.topics() {
+            for partition in &topic.partitions {
+                if partition.is_fenced() {
+                    continue;
+                }
+                gone += partition.state.lock().expire_producers(now_ms, expiration_ms);
+            }
+        }
+        gone
+    }
+
+    /// Runs [`expire_producers`](Self::expire_producers) every `every` until
+    /// `shutdown`.
+    pub async fn run_producer_expiry(
+        self: Arc<Self>,
+        expiration_ms: i64,
+        every: std::time::Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let this = self.clone();
+            let gone =
+                tokio::task::spawn_blocking(move || this.expire_producers(crate::clock::now_ms(), expiration_ms))
+                    .await
+                    .unwrap_or(0);
+            if gone > 0 {
+                tracing::info!(producers = gone, "expired idle producer ids (producer.id.expiration.ms)");
+            }
+        }
+    }
+
     pub fn topics(&self) -> Vec<Arc<Topic>> {
         let mut all: Vec<_> = self.topics.iter().map(|t| t.clone()).collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));

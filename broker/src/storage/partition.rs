@@ -149,12 +149,26 @@ impl LogState {
         }
     }
 
-    /// Remembers an appended batch of an idempotent producer (or a marker).
-    pub(crate) fn record_producer(&mut self, h: &BatchHeader, batch: &Bytes, base_offset: i64) {
+    /// Remembers an appended batch of an idempotent producer (or a marker), appended
+    /// (or replayed) at `now_ms`.
+    pub(crate) fn record_producer(&mut self, h: &BatchHeader, batch: &Bytes, base_offset: i64, now_ms: i64) {
         if h.producer_id >= 0 {
             let coordinator_epoch = coordinator_epoch_of(h, batch);
-            self.producers.get_or_insert_with(Default::default).record(h, base_offset, coordinator_epoch);
+            self.producers.get_or_insert_with(Default::default).record(h, base_offset, coordinator_epoch, now_ms);
         }
+    }
+
+    /// Forgets producers idle here for `expiration_ms` with no transaction open here
+    /// (`producer.id.expiration.ms`). Returns how many went.
+    pub(crate) fn expire_producers(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let Some(producers) = self.producers.as_mut() else { return 0 };
+        let open: std::collections::HashSet<i64> =
+            self.txns.as_ref().map(|t| t.ongoing().map(|(pid, _)| pid).collect()).unwrap_or_default();
+        let gone = producers.expire(now_ms, expiration_ms, |pid| open.contains(&pid));
+        if producers.is_empty() {
+            self.producers = None;
+        }
+        gone
     }
 
     /// Notes a durable transactional batch or marker.

@@ -35,6 +35,11 @@ struct Entry {
     /// coordinator, one that lost its partition, is fenced.
     #[serde(default)]
     coordinator_epoch: i32,
+    /// When the broker last appended for this producer here (ms since the epoch; a
+    /// batch replayed at start counts as appended then): what
+    /// `producer.id.expiration.ms` measures.
+    #[serde(default)]
+    last_write_ms: i64,
 }
 
 /// What to do with a batch.
@@ -140,13 +145,35 @@ impl Producers {
         out
     }
 
-    /// Remembers a batch appended at `base_offset` (`coordinator_epoch`: a marker's).
-    pub(crate) fn record(&mut self, h: &BatchHeader, base_offset: i64, coordinator_epoch: Option<i32>) {
+    /// Forgets the producers that wrote nothing here for `expiration_ms` (as of
+    /// `now_ms`) and have no transaction open here (`open`), as Kafka expires producer
+    /// ids. Returns how many went.
+    pub(crate) fn expire(&mut self, now_ms: i64, expiration_ms: i64, open: impl Fn(i64) -> bool) -> usize {
+        let before = self.map.len();
+        self.map.retain(|pid, e| {
+            if e.last_write_ms == 0 {
+                // Restored from a checkpoint written before the time was kept: its
+                // idle time starts now.
+                e.last_write_ms = now_ms;
+            }
+            open(*pid) || now_ms.saturating_sub(e.last_write_ms) < expiration_ms
+        });
+        before - self.map.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Remembers a batch appended at `base_offset` at `now_ms` (`coordinator_epoch`:
+    /// a marker's).
+    pub(crate) fn record(&mut self, h: &BatchHeader, base_offset: i64, coordinator_epoch: Option<i32>, now_ms: i64) {
         if h.producer_id < 0 {
             return;
         }
         let entry =
             self.map.entry(h.producer_id).or_insert_with(|| Entry { epoch: h.producer_epoch, ..Default::default() });
+        entry.last_write_ms = entry.last_write_ms.max(now_ms);
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
             entry.batches.clear();
@@ -198,10 +225,10 @@ mod tests {
         let mut p = Producers::default();
         let b0 = batch(7, 0, 0, 3);
         assert_eq!(p.check(&b0, None).unwrap(), Verdict::Append);
-        p.record(&b0, 100, None);
+        p.record(&b0, 100, None, 0);
         let b1 = batch(7, 0, 3, 2);
         assert_eq!(p.check(&b1, None).unwrap(), Verdict::Append);
-        p.record(&b1, 103, None);
+        p.record(&b1, 103, None, 0);
         assert_eq!(p.check(&b0, None).unwrap(), Verdict::Duplicate { base_offset: 100, last_offset: 102 });
         assert_eq!(p.check(&b1, None).unwrap(), Verdict::Duplicate { base_offset: 103, last_offset: 104 });
     }
@@ -210,7 +237,7 @@ mod tests {
     fn gaps_are_out_of_order_and_old_epochs_are_fenced() {
         let mut p = Producers::default();
         assert!(matches!(p.check(&batch(7, 0, 5, 1), None), Err(StorageError::OutOfOrderSequence { expected: 0, .. })));
-        p.record(&batch(7, 1, 0, 1), 0, None);
+        p.record(&batch(7, 1, 0, 1), 0, None, 0);
         assert!(matches!(p.check(&batch(7, 1, 2, 1), None), Err(StorageError::OutOfOrderSequence { expected: 1, .. })));
         assert!(matches!(
             p.check(&batch(7, 0, 1, 1), None),
@@ -227,13 +254,29 @@ mod tests {
     fn only_the_last_five_batches_are_remembered_and_sequences_wrap() {
         let mut p = Producers::default();
         for i in 0..6 {
-            p.record(&batch(1, 0, i, 1), i as i64, None);
+            p.record(&batch(1, 0, i, 1), i as i64, None, 0);
         }
         assert!(p.check(&batch(1, 0, 0, 1), None).is_err(), "the sixth-last batch is forgotten");
         assert_eq!(p.check(&batch(1, 0, 1, 1), None).unwrap(), Verdict::Duplicate { base_offset: 1, last_offset: 1 });
         let mut p = Producers::default();
-        p.record(&batch(2, 0, i32::MAX - 1, 2), 0, None);
+        p.record(&batch(2, 0, i32::MAX - 1, 2), 0, None, 0);
         assert_eq!(p.check(&batch(2, 0, 0, 1), None).unwrap(), Verdict::Append);
+    }
+
+    #[test]
+    fn producers_idle_past_the_expiration_go_unless_a_transaction_is_open() {
+        let mut p = Producers::default();
+        p.record(&batch(1, 0, 0, 1), 0, None, 1_000);
+        p.record(&batch(2, 0, 0, 1), 1, None, 1_000);
+        p.record(&batch(3, 0, 0, 1), 2, None, 5_000);
+        assert_eq!(p.expire(5_999, 5_000, |_| false), 0, "not idle long enough yet");
+        assert_eq!(p.expire(6_000, 5_000, |pid| pid == 2), 1, "producer 2 has a transaction open");
+        assert_eq!(p.snapshot().iter().map(|e| e.0).collect::<Vec<_>>(), vec![2, 3]);
+        // An expired producer starts again at sequence 0; its next batch is out of order.
+        assert_eq!(p.check(&batch(1, 0, 0, 1), None).unwrap(), Verdict::Append);
+        assert!(p.check(&batch(1, 0, 1, 1), None).is_err());
+        assert_eq!(p.expire(20_000, 5_000, |_| false), 2);
+        assert!(p.is_empty());
     }
 
     #[test]
@@ -241,11 +284,11 @@ mod tests {
         let mut p = Producers::default();
         let mut data = batch(9, 0, 0, 1);
         data.attributes = 1 << 4; // transactional
-        p.record(&data, 0, None);
+        p.record(&data, 0, None, 0);
         let mut marker = batch(9, 0, -1, 1);
         marker.attributes = (1 << 4) | (1 << 5); // transactional control
         assert_eq!(p.check(&marker, Some(3)).unwrap(), Verdict::Append);
-        p.record(&marker, 1, Some(3));
+        p.record(&marker, 1, Some(3), 0);
         assert_eq!(p.check(&marker, Some(3)).unwrap(), Verdict::Append, "the same coordinator again");
         assert!(matches!(p.check(&marker, Some(2)), Err(StorageError::CoordinatorFenced { current: 3, got: 2, .. })));
         assert_eq!(p.check(&marker, Some(4)).unwrap(), Verdict::Append);

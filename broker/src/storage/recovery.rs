@@ -105,7 +105,7 @@ pub(crate) fn replay_journal(
             };
             let mut st = partition.state.lock();
             if header.base_offset >= through.get(&e.partition).copied().unwrap_or(i64::MIN) {
-                st.record_producer(&header, &e.payload, header.base_offset);
+                st.record_producer(&header, &e.payload, header.base_offset, crate::clock::now_ms());
                 if let Some(mark) = mark_of(&header, &e.payload) {
                     st.apply_txn(mark, header.base_offset, header.last_offset());
                 }

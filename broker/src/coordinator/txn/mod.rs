@@ -63,6 +63,8 @@ pub struct TxnCoordinator {
     partitions_loaded: DashMap<i32, ()>,
     /// Longest transaction timeout a producer may ask for (transaction.max.timeout.ms).
     max_timeout_ms: i32,
+    /// transactional.id.expiration.ms, and how often ids are checked against it.
+    id_expiration: parking_lot::Mutex<(i64, Duration)>,
 }
 
 impl TxnCoordinator {
@@ -81,7 +83,14 @@ impl TxnCoordinator {
             loaded: AtomicBool::new(false),
             routes: Default::default(),
             partitions_loaded: DashMap::new(),
+            id_expiration: parking_lot::Mutex::new((7 * 24 * 3600 * 1000, Duration::from_secs(3600))),
         })
+    }
+
+    /// `transactional.id.expiration.ms` and how often ids are checked against it
+    /// (`transaction.remove.expired.transaction.cleanup.interval.ms`).
+    pub fn set_id_expiration(&self, expiration_ms: i64, every: Duration) {
+        *self.id_expiration.lock() = (expiration_ms, every);
     }
 
     /// Cluster mode: a transactional id is coordinated where its
@@ -134,7 +143,7 @@ impl TxnCoordinator {
         for partition in &topic.partitions {
             self.replay_into(partition, &mut latest).await?;
         }
-        for (id, meta) in latest {
+        for (id, meta) in latest.into_iter().filter(|(_, m)| m.is_some()) {
             self.txns.insert(id, Arc::new(Mutex::new(meta)));
         }
         self.loaded.store(true, Ordering::Release);
@@ -168,6 +177,7 @@ impl TxnCoordinator {
         let partition = topic.partition(index).ok_or_else(|| anyhow::anyhow!("{TXN_TOPIC}-{index} missing"))?;
         let mut latest = BTreeMap::new();
         self.replay_into(partition, &mut latest).await?;
+        latest.retain(|_, m| m.is_some());
         let n = latest.len();
         for (id, meta) in latest {
             self.txns.insert(id, Arc::new(Mutex::new(meta)));
@@ -678,10 +688,56 @@ impl TxnCoordinator {
         }
     }
 
-    /// Aborts timed-out transactions and finishes ending ones every `period` until
-    /// shutdown.
+    /// Forgets the transactional ids coordinated here that have no transaction open
+    /// or ending and were last used `transactional.id.expiration.ms` ago: a tombstone
+    /// in `__transaction_state` (durable before the id goes from memory, so a restart
+    /// does not bring it back), as Kafka expires them. Returns how many went.
+    pub(crate) async fn remove_expired_ids(&self) -> usize {
+        let now = self.clock.now_ms();
+        let expiration_ms = self.id_expiration.lock().0;
+        let ids: Vec<String> = self.txns.iter().map(|e| e.key().clone()).collect();
+        let mut gone = 0;
+        for id in ids {
+            if self.serves(&id).is_err() {
+                continue;
+            }
+            let Some(entry) = self.txns.get(&id).map(|e| e.clone()) else { continue };
+            let mut guard = entry.lock().await;
+            let expired = guard.as_ref().is_some_and(|m| {
+                matches!(m.state, TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort)
+                    && now.saturating_sub(m.updated_at) >= expiration_ms
+            });
+            if !expired {
+                continue;
+            }
+            if let Err(e) = self.persist_tombstone(&id).await {
+                tracing::warn!(transactional_id = %id, error = ?e, "cannot expire the transactional id yet");
+                continue;
+            }
+            *guard = None;
+            drop(guard);
+            // Out of the map unless a request holds the entry (it then sees no
+            // state, as for an id never seen, and the entry stays).
+            self.txns.remove_if(&id, |_, e| Arc::ptr_eq(e, &entry) && Arc::strong_count(e) == 2);
+            gone += 1;
+        }
+        gone
+    }
+
+    /// Writes the tombstone of `id` (a record with no value) and waits until it is
+    /// durable.
+    async fn persist_tombstone(&self, id: &str) -> Result<(), Error> {
+        let topic = self.storage.topic(TXN_TOPIC).ok_or(Error::CoordinatorNotAvailable)?;
+        let partition = topic.partition(self.partition_of(id)).ok_or(Error::CoordinatorNotAvailable)?;
+        let record = (Some(state::encode_key(id)), None);
+        self.append_batch(partition, &BatchSpec::plain(self.clock.now_ms()), &[record]).await
+    }
+
+    /// Aborts timed-out transactions and finishes ending ones every `period`, and
+    /// expires idle transactional ids at their own interval, until shutdown.
     pub async fn run_timers(self: Arc<Self>, period: Duration, shutdown: CancellationToken) {
         let mut ticker = tokio::time::interval(period);
+        let mut last_removal = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -690,6 +746,14 @@ impl TxnCoordinator {
             if self.is_loaded() {
                 self.abort_expired().await;
                 self.finish_ending().await;
+                let every = self.id_expiration.lock().1;
+                if last_removal.elapsed() >= every {
+                    last_removal = tokio::time::Instant::now();
+                    let gone = self.remove_expired_ids().await;
+                    if gone > 0 {
+                        tracing::info!(transactional_ids = gone, "expired idle transactional ids");
+                    }
+                }
             }
         }
     }

@@ -222,3 +222,40 @@ async fn a_v2_end_prepared_before_a_stop_completes_at_start_with_the_fresh_produ
     assert_eq!(txns.end_v2("tx", pid, last, true).await, Ok((pid + 1000, 0)));
     storage.close();
 }
+
+#[tokio::test]
+async fn idle_transactional_ids_expire_with_a_tombstone_and_open_ones_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+    let metrics = Arc::new(Metrics::new());
+    let storage = Storage::open(&config, metrics.clone()).unwrap();
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let groups = GroupCoordinator::new(storage.clone(), &config.groups, metrics, clock.clone());
+    groups.load().await.unwrap();
+    let txns = TxnCoordinator::new(storage.clone(), groups, clock.clone(), 15 * 60 * 1000);
+    txns.load().await.unwrap();
+    txns.set_id_expiration(60_000, std::time::Duration::from_secs(1));
+    storage.create_topic("t", 1, Default::default()).await.unwrap();
+    // "idle" only initialised; "open" has a transaction going on.
+    txns.init_producer_id("idle", 60_000, None).await.unwrap();
+    let (pid, epoch) = txns.init_producer_id("open", 60_000, None).await.unwrap();
+    assert!(txns.add_partitions("open", pid, epoch, vec![("t".into(), 0)]).await.iter().all(|(_, r)| r.is_ok()));
+    clock.advance(59_999);
+    assert_eq!(txns.remove_expired_ids().await, 0, "not idle long enough");
+    clock.advance(1);
+    assert_eq!(txns.remove_expired_ids().await, 1);
+    assert!(txns.txns.get("idle").is_none(), "gone from memory");
+    assert!(txns.txns.get("open").is_some());
+    // The id is unknown now, and a new producer with it starts afresh.
+    assert_eq!(txns.end("idle", 0, 0, true).await, Err(crate::errors::Error::InvalidProducerIdMapping));
+    storage.close();
+    drop((storage, txns));
+
+    // The tombstone is durable: a restart does not bring the id back.
+    let (storage, txns) = open(&config).await;
+    assert!(txns.txns.get("idle").is_none());
+    assert!(txns.txns.get("open").is_some());
+    let (_, epoch) = txns.init_producer_id("idle", 60_000, None).await.unwrap();
+    assert_eq!(epoch, 0, "a fresh producer id at epoch 0");
+    storage.close();
+}

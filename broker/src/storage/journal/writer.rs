@@ -458,7 +458,7 @@ impl Writer {
                 }
                 entry::seal(&mut buf, range.start - HEADER_LEN);
                 if !(a.recovered && base < st.state_through) {
-                    st.record_producer(header, bytes, base);
+                    st.record_producer(header, bytes, base, now);
                 }
                 let last = base + header.last_offset_delta as i64;
                 st.next_offset = last + 1;
