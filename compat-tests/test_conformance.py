@@ -83,6 +83,16 @@ def poll_until(consumer, count, timeout=30):
 
 # --- bad requests, hand-built -------------------------------------------------
 
+def single_partition_error(r):
+    """The error code of a response's only topic's only partition, its fields read
+    up to there (topic array, name, partition array, partition index)."""
+    assert r.i32() == 1
+    r.string()
+    assert r.i32() == 1
+    r.i32()
+    return r.i16()
+
+
 def raw_produce_codes(bootstrap, port):
     t = unique("raw")
     create(bootstrap, t, 1, {"max.message.bytes": "1024"})
@@ -120,12 +130,7 @@ def raw_list_offsets_unknown(bootstrap, port):
         out = {}
         for what, topic, partition in (("unknown topic", unique("none"), 0), ("unknown partition", t, 7)):
             body = struct.pack(">i", -1) + struct.pack(">i", 1) + s16(topic) + struct.pack(">iiq", 1, partition, -1)
-            r = Reader(c.request(2, 1, body))
-            assert r.i32() == 1
-            r.string()
-            assert r.i32() == 1
-            r.i32()
-            out[what] = r.i16()
+            out[what] = single_partition_error(Reader(c.request(2, 1, body)))
         return out
     finally:
         c.close()
@@ -149,12 +154,7 @@ def raw_group_codes(bootstrap, port):
         def commit(generation, member_id):
             body = s16(group) + struct.pack(">i", generation) + s16(member_id) + struct.pack(">q", -1)
             body += struct.pack(">i", 1) + s16(t) + struct.pack(">iiq", 1, 0, 1) + struct.pack(">h", -1)
-            r = Reader(c.request(8, 2, body))
-            assert r.i32() == 1
-            r.string()
-            assert r.i32() == 1
-            r.i32()
-            return r.i16()
+            return single_partition_error(Reader(c.request(8, 2, body)))
 
         return {
             "heartbeat, unknown member": heartbeat(1, "ghost"),
@@ -189,12 +189,8 @@ def raw_transaction_codes(bootstrap, port):
             body = s16(txn_id) + struct.pack(">qh", pid, epoch) + struct.pack(">i", 1) + s16(t)
             body += struct.pack(">ii", 1, 0)
             r = Reader(c.request(24, 0, body))
-            r.i32()
-            assert r.i32() == 1
-            r.string()
-            assert r.i32() == 1
-            r.i32()
-            return r.i16()
+            r.i32()  # throttle
+            return single_partition_error(r)
 
         def coordinator(txn_id):
             """FindCoordinator v1 (transaction), as a client asks before InitProducerId:

@@ -69,6 +69,23 @@ pub(super) enum Access {
 }
 
 impl Access {
+    /// Each topic's access in order: its id unknown (`known` false), READ refused, or
+    /// allowed.
+    pub(super) fn of_topics<'a>(
+        ctx: &RequestCtx,
+        known: Vec<bool>,
+        names: impl Iterator<Item = &'a TopicName>,
+    ) -> Vec<Access> {
+        names
+            .zip(known)
+            .map(|(name, known)| match (known, ctx.allowed(Operation::Read, ResourceType::Topic, name)) {
+                (false, _) => Access::UnknownId,
+                (true, false) => Access::Denied,
+                (true, true) => Access::Allowed,
+            })
+            .collect()
+    }
+
     pub(super) fn code(self) -> Option<i16> {
         match self {
             Access::Allowed => None,
@@ -84,16 +101,7 @@ pub(crate) async fn commit(ctx: &RequestCtx, mut request: OffsetCommitRequest) -
         return refuse_commit(request, Error::GroupAuthorizationFailed);
     }
     let known = name_by_id(ctx, ctx.version >= 10, request.topics.iter_mut().map(|t| (&t.topic_id, &mut t.name)));
-    let access: Vec<Access> = request
-        .topics
-        .iter()
-        .zip(known)
-        .map(|(t, known)| match (known, ctx.allowed(Operation::Read, ResourceType::Topic, &t.name)) {
-            (false, _) => Access::UnknownId,
-            (true, false) => Access::Denied,
-            (true, true) => Access::Allowed,
-        })
-        .collect();
+    let access = Access::of_topics(ctx, known, request.topics.iter().map(|t| &t.name));
     let offsets: Vec<(String, i32, Committed)> = request
         .topics
         .iter()

@@ -209,16 +209,7 @@ pub(crate) async fn offset_commit(ctx: &RequestCtx, mut request: TxnOffsetCommit
     };
     // From v6 (KIP-848's topic ids) topics are named by id.
     let known = name_by_id(ctx, ctx.version >= 6, request.topics.iter_mut().map(|t| (&t.topic_id, &mut t.name)));
-    let access: Vec<Access> = request
-        .topics
-        .iter()
-        .zip(known)
-        .map(|(t, known)| match (known, ctx.allowed(Operation::Read, ResourceType::Topic, &t.name)) {
-            (false, _) => Access::UnknownId,
-            (true, false) => Access::Denied,
-            (true, true) => Access::Allowed,
-        })
-        .collect();
+    let access = Access::of_topics(ctx, known, request.topics.iter().map(|t| &t.name));
     let offsets: Vec<(String, i32, Committed)> = request
         .topics
         .iter()
