@@ -277,8 +277,9 @@ def test_a_paused_broker_acknowledges_nothing_after_its_partitions_are_taken_ove
     # partitions back by placement (taken over from the object store again).
     wait_until(lambda: any(f"etcd lease {w}" in victim.log_tail(400) for w in ("lost", "expired", "deadline passed")),
                timeout=30, what="the resumed broker to notice it lost its lease")
-    everyone = {n.id for n in cluster.nodes}
-    wait_until(lambda: set(leaders(survivors[0], topic).values()) == everyone
+    # (Only the resumed broker's return is asserted: placement weighs brokers by the
+    # load they measured, so which of the others lead what by then may vary.)
+    wait_until(lambda: victim.id in set(leaders(survivors[0], topic).values())
                and served(cluster.bootstrap, topic), timeout=60, what="the resumed broker to own partitions again")
     print(f"broker {victim.id} resumed; owns partitions again after {time.monotonic() - resumed:.2f}s")
     load.join()

@@ -336,14 +336,16 @@ def test_transaction_max_timeout_is_a_setting(make_broker):
 
 
 def test_idle_transactional_and_producer_ids_expire_as_on_kafka(make_broker, kafka_classpath):
-    """transactional.id.expiration.ms and producer.id.expiration.ms (here 3 s, checked
+    """transactional.id.expiration.ms and producer.id.expiration.ms (here 8 s, checked
     every 200 ms): kafka-transactions stops listing an idle transactional id and
     describe-producers stops showing an idle producer, durably across a restart,
-    while a producer that keeps writing stays; an expired id starts afresh."""
+    while a producer that writes every 100 ms stays; an expired id starts afresh."""
+    import threading
+
     b = make_broker(env={**groups.BROKER_ENV,
-                         "TRIBUTARY_TRANSACTIONS_ID_EXPIRATION_MS": "3000",
+                         "TRIBUTARY_TRANSACTIONS_ID_EXPIRATION_MS": "8000",
                          "TRIBUTARY_TRANSACTIONS_REMOVE_EXPIRED_INTERVAL_MS": "200",
-                         "TRIBUTARY_TRANSACTIONS_PRODUCER_ID_EXPIRATION_MS": "3000",
+                         "TRIBUTARY_TRANSACTIONS_PRODUCER_ID_EXPIRATION_MS": "8000",
                          "TRIBUTARY_TRANSACTIONS_PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS": "200"})
     b.start()
 
@@ -367,18 +369,26 @@ def test_idle_transactional_and_producer_ids_expire_as_on_kafka(make_broker, kaf
     assert tx in tool("list")
     idle = producer_ids()
     assert len(idle) == 1, idle
-    # A producer that keeps writing stays known while the idle ones go.
+    # A producer that keeps writing (every 100 ms, whatever the tools take) stays
+    # known while the idle ones go.
     live = Producer({"bootstrap.servers": b.bootstrap, "enable.idempotence": True, "linger.ms": 0})
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (tx in tool("list") or idle & producer_ids()):
-        live.produce(topic, value=b"live")
-        live.flush(10)
-        time.sleep(0.3)
-    assert tx not in tool("list"), "the idle transactional id is still listed"
-    assert not idle & producer_ids(), "the idle producer is still described"
-    live.produce(topic, value=b"live")
-    live.flush(10)
-    assert len(producer_ids()) == 1, "the live producer stays"
+    stop, errors = threading.Event(), []
+
+    def keep_writing():
+        while not stop.is_set():
+            live.produce(topic, value=b"live", on_delivery=lambda err, msg: err and errors.append(err))
+            live.poll(0.1)
+        live.flush(30)
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        wait_until(lambda: tx not in tool("list") and not idle & producer_ids(), timeout=90,
+                   what="the idle transactional id and producer to expire")
+        assert len(producer_ids()) == 1, "the live producer stays"
+    finally:
+        stop.set()
+        writer.join(60)
+    assert not errors, errors
     b.restart()
     assert tx not in tool("list"), "the expired transactional id came back after a restart"
     # The expired id starts afresh and works.
