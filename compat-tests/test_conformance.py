@@ -11,6 +11,7 @@ A listed difference whose answers change fails too, so the list stays true.
 Bad requests go out hand-built (rawkafka) at versions both serve, so the error code
 is the broker's own and not a client library's reading of it."""
 
+import contextlib
 import gzip
 import re
 import struct
@@ -83,6 +84,18 @@ def poll_until(consumer, count, timeout=30):
 
 # --- bad requests, hand-built -------------------------------------------------
 
+@contextlib.contextmanager
+def raw_topic(bootstrap, port, prefix, config=None):
+    """A fresh one-partition topic and a raw connection to the broker, closed after."""
+    t = unique(prefix)
+    create(bootstrap, t, 1, config)
+    c = rawkafka.Conn(port)
+    try:
+        yield t, c
+    finally:
+        c.close()
+
+
 def single_partition_error(r):
     """The error code of a response's only topic's only partition, its fields read
     up to there (topic array, name, partition array, partition index)."""
@@ -94,10 +107,7 @@ def single_partition_error(r):
 
 
 def raw_produce_codes(bootstrap, port):
-    t = unique("raw")
-    create(bootstrap, t, 1, {"max.message.bytes": "1024"})
-    c = rawkafka.Conn(port)
-    try:
+    with raw_topic(bootstrap, port, "raw", {"max.message.bytes": "1024"}) as (t, c):
         ok = rawkafka.records_batch([b"v"])
         big = rawkafka.records_batch([b"x" * 2000])
         small = unique("raw")
@@ -117,23 +127,16 @@ def raw_produce_codes(bootstrap, port):
             "a gzip batch under it": c.produce(small, 0, gz(b"y" * 500))[0],
             "a good batch after them": c.produce(t, 0, ok)[0],
         }
-    finally:
-        c.close()
 
 
 def raw_list_offsets_unknown(bootstrap, port):
     """ListOffsets v1 of an unknown topic and of a partition past the last."""
-    t = unique("lo")
-    create(bootstrap, t, 1)
-    c = rawkafka.Conn(port)
-    try:
+    with raw_topic(bootstrap, port, "lo") as (t, c):
         out = {}
         for what, topic, partition in (("unknown topic", unique("none"), 0), ("unknown partition", t, 7)):
             body = struct.pack(">i", -1) + struct.pack(">i", 1) + s16(topic) + struct.pack(">iiq", 1, partition, -1)
             out[what] = single_partition_error(Reader(c.request(2, 1, body)))
         return out
-    finally:
-        c.close()
 
 
 def raw_group_codes(bootstrap, port):
@@ -171,10 +174,7 @@ def raw_group_codes(bootstrap, port):
 
 def raw_transaction_codes(bootstrap, port):
     """InitProducerId, AddPartitionsToTxn and EndTxn outside the rules."""
-    t = unique("txr")
-    create(bootstrap, t, 1)
-    c = rawkafka.Conn(port)
-    try:
+    with raw_topic(bootstrap, port, "txr") as (t, c):
         def init(txn_id, timeout_ms):
             r = Reader(c.request(22, 0, s16(txn_id) + struct.pack(">i", timeout_ms)))
             r.i32()
@@ -212,8 +212,6 @@ def raw_transaction_codes(bootstrap, port):
         out["end, unknown transactional id"] = end(unique("nobody"), pid, epoch)
         out["end, wrong epoch"] = end(txn, pid, epoch + 5)
         return out
-    finally:
-        c.close()
 
 
 # --- what clients see --------------------------------------------------------

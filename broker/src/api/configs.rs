@@ -110,18 +110,17 @@ fn broker_layers(key: &str, ctx: &RequestCtx, of: For) -> Option<(&'static str, 
     if file != builtin {
         layers.push((d.name.to_string(), file, SOURCE_STATIC_BROKER));
     }
-    // Kafka names the built-in default of the time-based ones in hours.
-    let default = match (d.name, builtin.parse::<i64>()) {
-        ("log.retention.ms", Ok(ms)) if ms > 0 && ms % 3_600_000 == 0 => ("log.retention.hours", ms / 3_600_000),
-        ("log.roll.ms", Ok(ms)) if ms > 0 && ms % 3_600_000 == 0 => ("log.roll.hours", ms / 3_600_000),
-        _ => (d.name, 0),
+    // Kafka names the built-in default of the time-based ones in hours (a broker's
+    // entry); a topic's names none (their ms setting has no default in Kafka).
+    let in_hours = match (d.name, builtin.parse::<i64>()) {
+        ("log.retention.ms", Ok(ms)) if ms > 0 && ms % 3_600_000 == 0 => Some(("log.retention.hours", ms / 3_600_000)),
+        ("log.roll.ms", Ok(ms)) if ms > 0 && ms % 3_600_000 == 0 => Some(("log.roll.hours", ms / 3_600_000)),
+        _ => None,
     };
-    match default {
-        (name, hours) if name != d.name && of == For::Broker => {
-            layers.push((name.to_string(), hours.to_string(), SOURCE_DEFAULT))
-        }
-        (name, _) if name != d.name => {}
-        _ => layers.push((d.name.to_string(), builtin, SOURCE_DEFAULT)),
+    match (in_hours, of) {
+        (Some((name, hours)), For::Broker) => layers.push((name.to_string(), hours.to_string(), SOURCE_DEFAULT)),
+        (Some(_), For::Topic) => {}
+        (None, _) => layers.push((d.name.to_string(), builtin, SOURCE_DEFAULT)),
     }
     Some((d.name, layers))
 }
