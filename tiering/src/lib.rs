@@ -12,7 +12,9 @@
 //! The broker's flusher decides what to seal and records manifests; this crate
 //! knows nothing of partitions beyond object names.
 
+mod local;
 pub mod segment;
+pub use local::remove_gradually;
 pub mod store;
 
 use std::path::Path;
@@ -47,8 +49,7 @@ pub fn operator(config: &StorageConfig, data_dir: &Path) -> Result<Operator, Tie
         .with_jitter();
     let op = match config.backend.as_str() {
         "fs" => {
-            let root =
-                if config.fs_root.is_empty() { data_dir.join("segments") } else { config.fs_root.clone().into() };
+            let root = local_root(config, data_dir).expect("the fs backend has a root");
             Operator::new(Fs::default().root(&root.to_string_lossy()))?.layer(retry).finish()
         }
         "s3" => {
@@ -72,6 +73,18 @@ pub fn operator(config: &StorageConfig, data_dir: &Path) -> Result<Operator, Tie
         other => return Err(TieringError::UnknownBackend(other.to_string())),
     };
     Ok(op)
+}
+
+/// The directory of an `fs` store (objects written there directly, see
+/// [`store::SegmentStore::with_local_writes`]); `None` for any other backend.
+pub fn local_root(config: &StorageConfig, data_dir: &Path) -> Option<std::path::PathBuf> {
+    (config.backend == "fs").then(|| {
+        if config.fs_root.is_empty() {
+            data_dir.join("segments")
+        } else {
+            config.fs_root.clone().into()
+        }
+    })
 }
 
 /// Builds the default operator: a directory on the local file system.

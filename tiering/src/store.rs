@@ -64,10 +64,17 @@ impl Weighter<BlockKey, Bytes> for ByteWeighter {
 /// An object being written in parts; [`close`](Self::close) makes it durable and
 /// visible, [`abort`](Self::abort) (or a failed write) leaves nothing or garbage.
 pub struct ObjectWriter {
-    inner: opendal::Writer,
+    inner: Sink,
     store: Arc<Inner>,
     started: Instant,
     written: u64,
+}
+
+/// Where an object's bytes go: through OpenDAL, or straight to a local file
+/// ([`crate::local`]) when the store is a local directory.
+enum Sink {
+    Opendal(opendal::Writer),
+    Local(crate::local::LocalWriter),
 }
 
 impl std::fmt::Debug for ObjectWriter {
@@ -84,7 +91,11 @@ impl ObjectWriter {
 
     pub async fn write(&mut self, bytes: Bytes) -> Result<(), TieringError> {
         let len = bytes.len() as u64;
-        self.inner.write(bytes).await.inspect_err(|_| {
+        let written = match &mut self.inner {
+            Sink::Opendal(w) => w.write(bytes).await.map_err(TieringError::from),
+            Sink::Local(w) => w.write(bytes).await.map_err(|e| local_error(e, "writing")),
+        };
+        written.inspect_err(|_| {
             self.store.stats.upload_errors.fetch_add(1, Ordering::Relaxed);
         })?;
         self.written += len;
@@ -92,8 +103,12 @@ impl ObjectWriter {
     }
 
     /// Completes the object; returns how long the whole upload took.
-    pub async fn close(mut self) -> Result<Duration, TieringError> {
-        self.inner.close().await.inspect_err(|_| {
+    pub async fn close(self) -> Result<Duration, TieringError> {
+        let closed = match self.inner {
+            Sink::Opendal(mut w) => w.close().await.map(|_| ()).map_err(TieringError::from),
+            Sink::Local(w) => w.close().await.map_err(|e| local_error(e, "closing")),
+        };
+        closed.inspect_err(|_| {
             self.store.stats.upload_errors.fetch_add(1, Ordering::Relaxed);
         })?;
         self.store.stats.uploads.fetch_add(1, Ordering::Relaxed);
@@ -103,10 +118,21 @@ impl ObjectWriter {
 
     /// Gives up the object (parts already uploaded are discarded where the service
     /// allows; what is left is garbage the flusher deletes).
-    pub async fn abort(mut self) {
+    pub async fn abort(self) {
         // Best effort: what an abort leaves behind is garbage the flusher deletes.
-        let _ = self.inner.abort().await;
+        match self.inner {
+            Sink::Opendal(mut w) => {
+                let _ = w.abort().await;
+            }
+            Sink::Local(w) => w.abort().await,
+        }
     }
+}
+
+fn local_error(e: std::io::Error, doing: &str) -> TieringError {
+    TieringError::Store(
+        opendal::Error::new(ErrorKind::Unexpected, format!("{doing} a local segment object")).set_source(e),
+    )
 }
 
 /// The segment store.
@@ -118,6 +144,8 @@ pub struct SegmentStore {
 #[derive(Debug)]
 struct Inner {
     op: Operator,
+    /// The directory of a local (`fs`) store: objects are written there directly.
+    local_root: Option<std::path::PathBuf>,
     block_bytes: u64,
     /// Blocks fetched ahead of a sequential reader.
     read_ahead: u64,
@@ -135,6 +163,7 @@ impl SegmentStore {
         SegmentStore {
             inner: Arc::new(Inner {
                 op,
+                local_root: None,
                 block_bytes,
                 read_ahead,
                 blocks: Cache::with_weighter(blocks_estimate, cache_bytes.max(block_bytes), ByteWeighter),
@@ -142,6 +171,13 @@ impl SegmentStore {
                 stats: StoreStats::default(),
             }),
         }
+    }
+
+    /// Objects written in parts ([`writer`](Self::writer)) go straight to files under
+    /// `root`, the directory the operator's `fs` service maps keys into.
+    pub fn with_local_writes(mut self, root: std::path::PathBuf) -> Self {
+        Arc::get_mut(&mut self.inner).expect("set before the store is shared").local_root = Some(root);
+        self
     }
 
     pub fn stats(&self) -> &StoreStats {
@@ -175,15 +211,40 @@ impl SegmentStore {
     /// the service has one), `concurrent` parts in flight: memory stays about
     /// `(concurrent + 1) × part_bytes` whatever the object's size.
     pub async fn writer(&self, key: &str, part_bytes: usize, concurrent: usize) -> Result<ObjectWriter, TieringError> {
-        let inner =
-            self.inner.op.writer_with(key).chunk(part_bytes).concurrent(concurrent.max(1)).await.inspect_err(|_| {
-                self.inner.stats.upload_errors.fetch_add(1, Ordering::Relaxed);
-            })?;
+        let inner = match &self.inner.local_root {
+            Some(root) => crate::local::LocalWriter::create(root, key)
+                .await
+                .map(Sink::Local)
+                .map_err(|e| local_error(e, "creating")),
+            None => self
+                .inner
+                .op
+                .writer_with(key)
+                .chunk(part_bytes)
+                .concurrent(concurrent.max(1))
+                .await
+                .map(Sink::Opendal)
+                .map_err(TieringError::from),
+        }
+        .inspect_err(|_| {
+            self.inner.stats.upload_errors.fetch_add(1, Ordering::Relaxed);
+        })?;
         Ok(ObjectWriter { inner, store: self.inner.clone(), started: Instant::now(), written: 0 })
     }
 
     /// Deletes an object; one that is already gone counts as deleted.
     pub async fn delete(&self, key: &str) -> Result<(), TieringError> {
+        if let Some(root) = &self.inner.local_root {
+            // A local object goes a few megabytes at a time (see remove_gradually).
+            let path = root.join(key);
+            tokio::task::spawn_blocking(move || crate::local::remove_gradually(&path))
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r)
+                .map_err(|e| local_error(e, "deleting"))?;
+            self.inner.stats.deletes.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
         match self.inner.op.delete(key).await {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => {}

@@ -101,8 +101,7 @@ impl ProducerContext for Ctx {
 
 fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
-        client(bootstrap).create().expect("admin");
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = client(bootstrap).create().expect("admin");
     let topics = [NewTopic::new(topic, partitions, TopicReplication::Fixed(1))];
     // An existing topic is fine: reruns reuse it.
     let _ = futures::executor::block_on(admin.create_topics(&topics, &AdminOptions::new()));
@@ -141,7 +140,13 @@ fn produce(
         if let Some(r) = rate {
             let due = (start.elapsed().as_secs_f64() * r) as u64;
             if sent >= due {
-                producer.poll(Duration::from_micros(200));
+                // Ahead of the rate: serve delivery reports, then sleep until the next
+                // record is due (at most 500 us, the most a report waits). A poll with
+                // a timeout under a millisecond spins in rdkafka (its timeouts are
+                // whole milliseconds), which took a core from the broker.
+                producer.poll(Duration::ZERO);
+                let next = Duration::from_secs_f64((sent + 1) as f64 / r);
+                std::thread::sleep(next.saturating_sub(start.elapsed()).min(Duration::from_micros(500)));
                 continue;
             }
         }
@@ -156,7 +161,7 @@ fn produce(
                 continue;
             }
         }
-        if sent % 1024 == 0 {
+        if sent.is_multiple_of(1024) {
             producer.poll(Duration::ZERO);
         }
     }

@@ -194,12 +194,15 @@ impl Storage {
         }
         let op = tributary_tiering::operator(&config.storage, &data_dir)
             .map_err(|e| StorageError::SegmentStore(e.to_string()))?;
-        let store = SegmentStore::new(
+        let mut store = SegmentStore::new(
             op,
             config.storage.block_cache_bytes,
             config.storage.block_bytes,
             config.storage.read_ahead_blocks,
         );
+        if let Some(root) = tributary_tiering::local_root(&config.storage, &data_dir) {
+            store = store.with_local_writes(root);
+        }
         let mut meta = MetadataLog::open_with(&data_dir.join("meta"), config.metadata_skip_damaged)
             .map_err(StorageError::io("opening metadata log"))?;
         // Uploads a crash interrupted will not be sealed: their objects are garbage.

@@ -87,8 +87,15 @@ impl JournalFiles {
     /// Deletes a file: one found past a corrupt entry at recovery, or one whose
     /// entries are all sealed.
     pub(crate) fn remove(&self, start: u64) -> io::Result<()> {
-        self.files.write().remove(&start);
-        fs::remove_file(self.path(start))?;
+        let held = self.files.write().remove(&start);
+        // Freed a few megabytes at a time so that the writer's fsyncs do not wait
+        // behind the whole file's blocks; but a reader still holding the file gets
+        // it whole (an unlinked file lives on while open).
+        if held.is_none_or(|f| Arc::strong_count(&f) == 1) {
+            tributary_tiering::remove_gradually(&self.path(start))?;
+        } else {
+            fs::remove_file(self.path(start))?;
+        }
         sync_dir(&self.dir)
     }
 
