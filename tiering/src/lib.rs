@@ -14,7 +14,7 @@
 
 mod local;
 pub mod segment;
-pub use local::remove_gradually;
+pub use local::{aligned_buffer, open_direct, remove_gradually, ALIGN};
 pub mod store;
 
 use std::path::Path;

@@ -22,7 +22,7 @@ use bytes::{Bytes, BytesMut};
 pub(crate) const IO_BYTES: usize = 1 << 20;
 
 /// Alignment of direct I/O buffers, offsets and lengths.
-const ALIGN: usize = 4096;
+pub const ALIGN: usize = 4096;
 
 /// Bytes freed per step by [`remove_gradually`], and the pause after each step.
 const REMOVE_STEP: u64 = 4 << 20;
@@ -66,13 +66,24 @@ pub(crate) struct LocalWriter {
     at: u64,
 }
 
-/// An empty buffer of `capacity` bytes whose start is `ALIGN`-aligned.
-fn aligned(capacity: usize) -> BytesMut {
+/// An empty buffer of at least `capacity` bytes whose start is 4 KiB-aligned, for
+/// direct I/O (the journal's group commits too).
+pub fn aligned_buffer(capacity: usize) -> BytesMut {
     let mut buf = BytesMut::with_capacity(capacity + ALIGN);
     let skip = buf.as_ptr().align_offset(ALIGN);
     buf.resize(skip, 0);
     let _ = buf.split_to(skip);
     buf
+}
+
+/// Opens `path` with `options` and `O_DIRECT` where the file system allows it;
+/// buffered where it refuses (tmpfs answers `EINVAL`). Returns whether it is direct.
+pub fn open_direct(options: &OpenOptions, path: &Path) -> std::io::Result<(File, bool)> {
+    match options.clone().custom_flags(libc::O_DIRECT).open(path) {
+        Ok(f) => Ok((f, true)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok((options.open(path)?, false)),
+        Err(e) => Err(e),
+    }
 }
 
 impl LocalWriter {
@@ -85,19 +96,13 @@ impl LocalWriter {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
-                let mut options = OpenOptions::new();
-                options.create(true).write(true).truncate(true);
-                match options.clone().custom_flags(libc::O_DIRECT).open(&path) {
-                    Ok(f) => Ok((f, true)),
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok((options.open(&path)?, false)),
-                    Err(e) => Err(e),
-                }
+                open_direct(OpenOptions::new().create(true).write(true).truncate(true), &path)
             })
             .await
             .map_err(std::io::Error::other)?
         };
         let (file, direct) = opened?;
-        Ok(LocalWriter { path, file: Arc::new(file), direct, buf: aligned(IO_BYTES), pending: None, at: 0 })
+        Ok(LocalWriter { path, file: Arc::new(file), direct, buf: aligned_buffer(IO_BYTES), pending: None, at: 0 })
     }
 
     pub(crate) async fn write(&mut self, mut bytes: Bytes) -> std::io::Result<()> {
@@ -125,7 +130,7 @@ impl LocalWriter {
     async fn submit(&mut self) -> std::io::Result<()> {
         let next = match self.wait().await? {
             Some(buf) => buf,
-            None => aligned(IO_BYTES),
+            None => aligned_buffer(IO_BYTES),
         };
         let full = std::mem::replace(&mut self.buf, next);
         let (file, at) = (self.file.clone(), self.at);
@@ -145,14 +150,13 @@ impl LocalWriter {
         let (file, at, direct, path) = (self.file.clone(), self.at, self.direct, self.path.clone());
         tokio::task::spawn_blocking(move || {
             let len = at + tail.len() as u64;
-            if !tail.is_empty() {
-                if direct {
-                    // Direct I/O writes whole blocks: pad, then cut the file back.
-                    tail.resize(tail.len().div_ceil(ALIGN) * ALIGN, 0);
-                }
-                file.write_all_at(&tail, at)?;
+            let padded = direct && !tail.len().is_multiple_of(ALIGN);
+            if padded {
+                // Direct I/O writes whole blocks: pad, then cut the file back.
+                tail.resize(tail.len().next_multiple_of(ALIGN), 0);
             }
-            if file.metadata()?.len() != len {
+            file.write_all_at(&tail, at)?;
+            if padded {
                 file.set_len(len)?;
             }
             file.sync_all()?;

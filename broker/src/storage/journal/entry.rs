@@ -28,13 +28,8 @@ pub(crate) const KIND_PAD: u8 = 3;
 pub(crate) const BLOCK: usize = 4096;
 
 /// An empty buffer of at least `capacity` bytes whose start is `BLOCK`-aligned.
-pub(crate) fn aligned_buffer(capacity: usize) -> BytesMut {
-    let mut buf = BytesMut::with_capacity(capacity + BLOCK);
-    let skip = buf.as_ptr().align_offset(BLOCK);
-    buf.resize(skip, 0);
-    let _ = buf.split_to(skip);
-    buf
-}
+pub(crate) use tributary_tiering::aligned_buffer;
+const _: () = assert!(tributary_tiering::ALIGN == BLOCK, "journal blocks are direct I/O blocks");
 
 /// Appends a pad entry so that `buf.len()` becomes a multiple of `BLOCK`.
 pub(crate) fn pad(buf: &mut BytesMut) {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -61,15 +61,9 @@ impl JournalFiles {
     pub(crate) fn open_for_writing(&self, start: u64) -> io::Result<(File, bool)> {
         let path = self.path(start);
         let created = !path.exists();
-        let mut options = OpenOptions::new();
-        options.create(true).write(true);
-        let (file, direct) = match options.clone().custom_flags(libc::O_DIRECT).open(&path) {
-            Ok(f) => (f, true),
-            // tmpfs and some others refuse O_DIRECT: buffered writes plus fdatasync
-            // give the same durability, at the cost of a page-cache copy.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (options.open(&path)?, false),
-            Err(e) => return Err(e),
-        };
+        // tmpfs and some others refuse O_DIRECT: buffered writes plus fdatasync give
+        // the same durability, at the cost of a page-cache copy.
+        let (file, direct) = tributary_tiering::open_direct(OpenOptions::new().create(true).write(true), &path)?;
         if created {
             sync_dir(&self.dir)?;
         }
