@@ -56,6 +56,14 @@ pub(crate) fn pad_block(buf: &mut BytesMut) {
 
 /// Appends one entry to `buf` and returns the payload's range inside `buf`.
 pub(crate) fn encode(buf: &mut BytesMut, kind: u8, partition: u64, payload: &[u8]) -> std::ops::Range<usize> {
+    let range = append_unsealed(buf, kind, partition, payload);
+    seal(buf, range.start - HEADER_LEN);
+    range
+}
+
+/// Appends one entry without its CRC (to be [`seal`]ed once the payload is final)
+/// and returns the payload's range inside `buf`.
+pub(crate) fn append_unsealed(buf: &mut BytesMut, kind: u8, partition: u64, payload: &[u8]) -> std::ops::Range<usize> {
     let start = buf.len();
     let len = (4 + 1 + 8 + payload.len()) as u32;
     buf.put_u32(len);
@@ -63,9 +71,7 @@ pub(crate) fn encode(buf: &mut BytesMut, kind: u8, partition: u64, payload: &[u8
     buf.put_u8(kind);
     buf.put_u64(partition);
     buf.put_slice(payload);
-    let payload_start = start + HEADER_LEN;
-    seal(buf, start);
-    payload_start..buf.len()
+    start + HEADER_LEN..buf.len()
 }
 
 /// Recomputes the CRC of the entry starting at `start` (after its payload changed).
@@ -73,6 +79,32 @@ pub(crate) fn seal(buf: &mut [u8], start: usize) {
     let len = u32::from_be_bytes(buf[start..start + 4].try_into().expect("invariant: 4 bytes")) as usize;
     let end = start + 4 + len;
     let crc = crc32c::crc32c(&buf[start + 8..end]);
+    buf[start + 4..start + 8].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Where a record batch keeps its own CRC, and where the bytes it covers begin
+/// (attributes to the end: the base offset, length, leader epoch and magic before it
+/// are not covered).
+const BATCH_CRC: std::ops::Range<usize> = 17..21;
+
+/// [`seal`] for a record-batch entry whose batch CRC is right (checked on produce,
+/// computed when the broker built or rewrote the batch): the entry's CRC is the CRC
+/// of the bytes up to the batch CRC combined with the batch CRC, which already is the
+/// CRC of the rest, so the payload is not read again. The same value as [`seal`]; the
+/// journal writer paid two full passes over every batch for it before (a sixth of
+/// its CPU at 1 KiB records).
+pub(crate) fn seal_batch(buf: &mut [u8], start: usize) {
+    let len = u32::from_be_bytes(buf[start..start + 4].try_into().expect("invariant: 4 bytes")) as usize;
+    let end = start + 4 + len;
+    let covered = start + HEADER_LEN + BATCH_CRC.end;
+    if covered > end {
+        return seal(buf, start);
+    }
+    let head = crc32c::crc32c(&buf[start + 8..covered]);
+    let at = start + HEADER_LEN + BATCH_CRC.start;
+    let body = u32::from_be_bytes(buf[at..at + 4].try_into().expect("invariant: 4 bytes"));
+    let crc = crc32c::crc32c_combine(head, body, end - covered);
+    debug_assert_eq!(crc, crc32c::crc32c(&buf[start + 8..end]), "a batch with a wrong CRC reached the journal");
     buf[start + 4..start + 8].copy_from_slice(&crc.to_be_bytes());
 }
 
@@ -212,6 +244,32 @@ mod tests {
         assert_eq!(entries[2].partition, 2);
         assert_eq!(&entries[2].payload[..], b"three");
         assert_eq!(valid, 3 * HEADER_LEN + 8);
+    }
+
+    proptest! {
+        /// The combined CRC of a batch entry is the CRC a full pass computes, for any
+        /// payload whose bytes 17..21 hold the CRC of the bytes from 21 on (a record
+        /// batch's own CRC), with whatever is before it.
+        #[test]
+        fn sealing_a_batch_from_its_own_crc_equals_a_full_pass(
+            mut payload in proptest::collection::vec(any::<u8>(), 0..3000),
+            partition in any::<u64>(),
+            before in 0usize..100,
+        ) {
+            if payload.len() >= BATCH_CRC.end {
+                let crc = crc32c::crc32c(&payload[BATCH_CRC.end..]);
+                payload[BATCH_CRC].copy_from_slice(&crc.to_be_bytes());
+            }
+            let mut full = BytesMut::new();
+            full.put_slice(&vec![9u8; before]);
+            encode(&mut full, KIND_BATCH, partition, &payload);
+            let mut combined = BytesMut::new();
+            combined.put_slice(&vec![9u8; before]);
+            let range = append_unsealed(&mut combined, KIND_BATCH, partition, &payload);
+            seal_batch(&mut combined, range.start - HEADER_LEN);
+            prop_assert_eq!(&full[..], &combined[..]);
+            prop_assert_eq!(scan(&full.freeze().slice(before..)).0.len(), 1);
+        }
     }
 
     #[test]

@@ -99,7 +99,7 @@ impl Journal {
             durable,
             metrics,
             health.clone(),
-        );
+        )?;
         let (tx, rx) = mpsc::channel(queue_depth);
         let handle = std::thread::Builder::new().name("journal-writer".into()).spawn(move || writer.run(rx))?;
         Ok(Journal { tx: Mutex::new(Some(tx)), writer: Mutex::new(Some(handle)), files, health })

@@ -2,7 +2,9 @@
 //! append that is waiting, assigns offsets (the sequencer of every partition), writes
 //! them in one `write`, and in `fsync` durability makes them durable with one
 //! `fdatasync` before any of them is acknowledged: group commit falls out of draining
-//! the queue while the previous fsync ran.
+//! the queue while the previous fsync ran. A second thread publishes each durable
+//! group (high watermarks, the cache, the answers) in journal order while the writer
+//! goes on with the next one; in cluster mode the shipper publishes instead.
 //!
 //! Written and durable are kept apart: a partition's high watermark moves only to
 //! what is durable under the configured policy, and only then do consumers see it.
@@ -220,10 +222,17 @@ pub(crate) struct Writer {
     pub(crate) file_start: u64,
     pub(crate) position: u64,
     publisher: Arc<Publisher>,
+    /// Single node: the thread that publishes written groups, in order, while this
+    /// one writes the next (copies into the cache and answers off the write path).
+    publishing: Option<(std::sync::mpsc::SyncSender<Written>, std::thread::JoinHandle<()>)>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) health: Arc<WriterHealth>,
     unwritten: Option<Unwritten>,
 }
+
+/// Written groups waiting for the publishing thread at most: past that the writer
+/// waits for it (each holds a group commit's buffer).
+const PUBLISH_QUEUE: usize = 4;
 
 /// Backoff between retries of a failed write: first, and at most.
 const RETRY_FIRST: Duration = Duration::from_millis(50);
@@ -241,10 +250,35 @@ impl Writer {
         durable: watch::Sender<u64>,
         metrics: Arc<Metrics>,
         health: Arc<WriterHealth>,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         let publisher =
             Arc::new(Publisher { files: files.clone(), cache: Mutex::new(cache), durable, metrics: metrics.clone() });
-        Writer { settings, files, current, file_start, position, publisher, metrics, health, unwritten: None }
+        let publishing = match &settings.shipper {
+            // Cluster mode: the shipper publishes, once the object store has the group.
+            Some(_) => None,
+            None => {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Written>(PUBLISH_QUEUE);
+                let p = publisher.clone();
+                let handle = std::thread::Builder::new().name("journal-publish".into()).spawn(move || {
+                    for written in rx {
+                        p.publish(written);
+                    }
+                })?;
+                Some((tx, handle))
+            }
+        };
+        Ok(Writer {
+            settings,
+            files,
+            current,
+            file_start,
+            position,
+            publisher,
+            publishing,
+            metrics,
+            health,
+            unwritten: None,
+        })
     }
 
     /// Runs until every sender is gone, then syncs the file one last time.
@@ -295,6 +329,12 @@ impl Writer {
         if let Some(file) = self.current.lock().as_ref() {
             if let Err(e) = file.sync_data() {
                 tracing::error!(error = %e, "final journal fsync failed");
+            }
+        }
+        if let Some((tx, handle)) = self.publishing.take() {
+            drop(tx);
+            if handle.join().is_err() {
+                tracing::error!("journal publishing thread panicked");
             }
         }
     }
@@ -445,7 +485,7 @@ impl Writer {
             let first_offset = st.next_offset;
             for (header, bytes) in &a.batches {
                 let base = if a.recovered { header.base_offset } else { st.next_offset };
-                let range = entry::encode(&mut buf, KIND_BATCH, a.partition.id, bytes);
+                let range = entry::append_unsealed(&mut buf, KIND_BATCH, a.partition.id, bytes);
                 let payload = &mut buf[range.clone()];
                 if !a.recovered {
                     batch::set_base_offset(payload, base);
@@ -456,7 +496,12 @@ impl Writer {
                     batch::set_log_append_time(payload, now);
                     max_timestamp = now;
                 }
-                entry::seal(&mut buf, range.start - HEADER_LEN);
+                if a.recovered {
+                    // Read back from the object store: its batch CRC is not vouched for.
+                    entry::seal(&mut buf, range.start - HEADER_LEN);
+                } else {
+                    entry::seal_batch(&mut buf, range.start - HEADER_LEN);
+                }
                 if !(a.recovered && base < st.state_through) {
                     st.record_producer(header, bytes, base, now);
                 }
@@ -542,7 +587,15 @@ impl Writer {
         let written = Written { base_position, data: buf.freeze(), placed, now };
         match self.settings.shipper.as_ref().and_then(|s| s.get()) {
             Some(shipper) => shipper.ship(Shipment { written, publisher: self.publisher.clone() }),
-            None => self.publisher.publish(written),
+            None => match &self.publishing {
+                Some((tx, _)) => {
+                    if let Err(std::sync::mpsc::SendError(written)) = tx.send(written) {
+                        // The publishing thread is gone (it panicked): publish here.
+                        self.publisher.publish(written);
+                    }
+                }
+                None => self.publisher.publish(written),
+            },
         }
         if self.position - self.file_start >= self.settings.file_bytes {
             if let Err(e) = self.roll() {
