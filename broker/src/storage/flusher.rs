@@ -311,7 +311,7 @@ impl Storage {
             if run.is_empty() {
                 break;
             }
-            for b in self.load(run).await? {
+            for b in self.load_for_sealing(run).await? {
                 let loc = locs.next().ok_or_else(|| StorageError::SegmentStore("batch without a location".into()))?;
                 // Log-append-time batches carry the broker's time in the bytes; the
                 // index entry has the same value.

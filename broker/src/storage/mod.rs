@@ -881,6 +881,41 @@ impl Storage {
         Ok(self.load_journal(chunks).await?.0)
     }
 
+    /// Reads a run of batches to seal: cached ones as they are, the rest from the
+    /// journal with direct I/O where that pays ([`JournalFiles::read_ranges`]).
+    pub(crate) async fn load_for_sealing(&self, chunks: Vec<Chunk>) -> Result<Vec<Bytes>, StorageError> {
+        let ranges: Vec<(u64, usize)> = chunks
+            .iter()
+            .filter_map(|c| match c {
+                Chunk::Journal { position, len } => Some((*position, *len as usize)),
+                _ => None,
+            })
+            .collect();
+        let mut read = if ranges.is_empty() {
+            Vec::new().into_iter()
+        } else {
+            let files = self.journal.files.clone();
+            let first = ranges[0].0;
+            tokio::task::spawn_blocking(move || files.read_ranges(&ranges))
+                .await
+                .map_err(|_| StorageError::ShuttingDown)?
+                .map_err(StorageError::io(format!("reading journal from position {first} to seal it")))?
+                .into_iter()
+        };
+        chunks
+            .into_iter()
+            .map(|c| match c {
+                Chunk::Cached(b) => Ok(b),
+                Chunk::Journal { .. } => {
+                    read.next().ok_or_else(|| StorageError::SegmentStore("a journal range read short".into()))
+                }
+                Chunk::Sealed { .. } | Chunk::SealedAtTime { .. } => {
+                    Err(StorageError::SegmentStore("a sealed read planned with journal reads".into()))
+                }
+            })
+            .collect()
+    }
+
     /// Reads planned journal chunks (with cached ones among them) into one buffer:
     /// one allocation, and the batches are slices of it. Returns the batches and,
     /// when every one came from the journal, the buffer itself: their concatenation,
