@@ -207,6 +207,13 @@ def producer_perf_test(classpath, bootstrap, records=300_000, size=1024):
     return {k: float(v) for k, v in zip(keys, m.groups())}
 
 
+def peak_rss_mib(pid):
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=10.0, help="length of each produce run")
@@ -239,6 +246,9 @@ def main():
     try:
         results["produce"], results["consume"] = matrix(f"127.0.0.1:{port}", args,
                                                         f"http://127.0.0.1:{http_port}/metrics")
+        # Peak memory over the fill and the consume from the start (the Kafka
+        # producer perf test after it is left out).
+        results["peak_rss_mib"] = peak_rss_mib(proc.pid)
         if classpath:
             time.sleep(args.settle)
             results["perf_test"] = producer_perf_test(classpath, f"127.0.0.1:{port}")
@@ -296,6 +306,8 @@ def main():
     c = results["consume"]
     print(f"\nConsume from start (bench-1024-8, {c['records']:,} records): "
           f"{c['records_per_sec']:,.0f} records/s, {c['mb_per_sec']:.1f} MB/s")
+    print(f"\nBroker peak RSS over the fill and the consume: {results['peak_rss_mib']:.0f} MiB (its caches may "
+          "hold up to cache.total_bytes + storage.block_cache_bytes, 512 + 256 MiB by default)")
     if args.kafka:
         k = results["kafka"]
         print("\n## Beside Apache Kafka 4.4 (same machine, same loadgen, acks=all, one replica)\n")

@@ -11,7 +11,11 @@ the topic from the start while every byte is still in the journal (journal read,
 what tailing consumers are served from). Then restarts the broker with `segment.ms`
 at 100 ms so the flusher seals everything, waits until no byte is left only in the
 journal, restarts it once more (cold block cache) and consumes from the start
-again: every byte now comes from sealed segments (catch-up read). Servers are stopped by their PIDs. Not part of the
+again: every byte now comes from sealed segments (catch-up read). The sealing phase
+also gives the flusher's cost: sealed MB/s and the broker's CPU seconds per sealed
+GB from its /proc entry (from ready to nothing left unsealed: recovery's replay is
+before ready, so the CPU is the flusher's). --binary compares another build (an
+older one for a before/after). Servers are stopped by their PIDs. Not part of the
 test suite. s3s-fs is taken from .tools/bin (scripts/test installs it)."""
 
 import argparse
@@ -33,10 +37,18 @@ from run import BROKER, LOADGEN_DIR, build, free_port, run_json  # noqa: E402
 S3S_FS = ROOT / ".tools" / "bin" / "s3s-fs"
 
 
+BINARY = [BROKER]
+
+
+def cpu_seconds(pid):
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start(data_dir, port, http_port, config_path, env_extra):
     env = dict(os.environ, RUST_LOG="info", **env_extra)
     log = open(data_dir.parent / "broker.log", "ab")
-    proc = subprocess.Popen([str(BROKER), "--config", str(config_path), "--data-dir", str(data_dir),
+    proc = subprocess.Popen([str(BINARY[0]), "--config", str(config_path), "--data-dir", str(data_dir),
                              "--listen", f"127.0.0.1:{port}", "--http-listen", f"127.0.0.1:{http_port}"],
                             stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 120
@@ -112,11 +124,13 @@ def one_store(store, args, base):
         # Seal everything, then read it back with a cold block cache.
         proc = start(data_dir, port, http_port, config, {"TRIBUTARY_TOPICS_SEGMENT_MS": "100",
                                                           "TRIBUTARY_JOURNAL_MAX_BYTES": str(1 << 38)})
-        deadline = time.monotonic() + 600
+        began, cpu_began = time.monotonic(), cpu_seconds(proc.pid)
+        deadline = began + 600
         while metric_sum(http_port, "tributary_flush_lag_bytes") > 0:
             if time.monotonic() > deadline:
                 sys.exit("data not sealed within 600 s")
-            time.sleep(0.5)
+            time.sleep(0.1)
+        seal_seconds, seal_cpu = time.monotonic() - began, cpu_seconds(proc.pid) - cpu_began
         sealed = metric_sum(http_port, "tributary_sealed_bytes")
         stop(proc)
         proc = start(data_dir, port, http_port, config, {})
@@ -130,6 +144,7 @@ def one_store(store, args, base):
             s3.send_signal(signal.SIGKILL)
             s3.wait()
     return {"store": store, "records": count, "sealed_bytes": sealed, "tail": tail, "catchup": catchup,
+            "seal_mb_per_sec": sealed / 1e6 / seal_seconds, "seal_cpu_s_per_gb": seal_cpu / (sealed / 1e9),
             "block_hits": hits, "block_misses": misses}
 
 
@@ -139,7 +154,10 @@ def main():
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--stores", default="fs,s3")
+    ap.add_argument("--binary", help="the broker to run (default: the release build)")
     args = ap.parse_args()
+    if args.binary:
+        BINARY[0] = pathlib.Path(args.binary).resolve()
     if not args.no_build:
         build()
     if "s3" in args.stores and not S3S_FS.exists():
@@ -152,10 +170,12 @@ def main():
             results.append(one_store(store, args, pathlib.Path(base)))
             print(f"  {store} done", file=sys.stderr)
     print(f"\n## Catch-up from sealed segments vs journal reads ({args.partitions} partitions, 1 KiB records)\n")
-    print("| store | records | sealed MB | journal read MB/s | catch-up MB/s (sealed) | block hits / misses |")
-    print("|---|---|---|---|---|---|")
+    print("| store | records | sealed MB | sealing MB/s | sealing CPU s per GB | journal read MB/s | "
+          "catch-up MB/s (sealed) | block hits / misses |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['store']} | {r['records']:,} | {r['sealed_bytes'] / 1e6:.0f} | {r['tail']['mb_per_sec']:.1f} | "
+        print(f"| {r['store']} | {r['records']:,} | {r['sealed_bytes'] / 1e6:.0f} | {r['seal_mb_per_sec']:.0f} | "
+              f"{r['seal_cpu_s_per_gb']:.2f} | {r['tail']['mb_per_sec']:.1f} | "
               f"{r['catchup']['mb_per_sec']:.1f} | {r['block_hits']:.0f} / {r['block_misses']:.0f} |")
     out = ROOT / "target" / "bench-segments.json"
     out.write_text(json.dumps(results, indent=2))
