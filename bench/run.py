@@ -16,8 +16,11 @@ to separate halves of them (said in the output either way). Stops the broker by 
 PID. With --kafka, runs the same matrix against Apache Kafka 4.4 (the
 jars of compat-tests/kafka, fetched by Maven), once fsyncing every append and once
 with its default page-cache durability, and prints the three side by side, with
-Kafka's own kafka-producer-perf-test run against each of the three as well. Not part
-of the test suite."""
+Kafka's own kafka-producer-perf-test run against each of the three as well; and,
+since each broker's half rate is its own, it compares them at the same rates too:
+Kafka with its default durability and Tributary (on a fresh broker) each run once
+more at the half rate of Kafka with an fsync per append. Not part of the test
+suite."""
 
 import argparse
 import json
@@ -146,6 +149,20 @@ def stages_between(before, after):
             for stage in after}
 
 
+def at_rates(bootstrap, args, rates, metrics_url=None):
+    """One latency run per (size, partitions) at the given records/s."""
+    out = []
+    for (size, partitions), rate in rates.items():
+        time.sleep(args.settle)
+        before = scrape(metrics_url)
+        run = run_json(["produce", "--bootstrap", bootstrap, "--topic", f"rate-{size}-{partitions}", "--partitions",
+                        partitions, "--size", size, "--seconds", args.seconds, "--rate", rate])
+        if metrics_url:
+            run["broker_stages"] = stages_between(before, scrape(metrics_url))
+        out.append(run)
+    return out
+
+
 def matrix(bootstrap, args, metrics_url=None):
     """The produce matrix (peak, then a quarter, half and three quarters of it for
     latency, with the broker's stage percentiles where it has /metrics) and a consume
@@ -272,6 +289,20 @@ def main():
             finally:
                 kafka.stop()
             results["kafka"][name] = {"produce": produce, "consume": consume, "perf_test": perf}
+            if name == "fsync":
+                same_rates = {(r["size"], r["partitions"]): round(r["peak"]["records_per_sec"] / 2) for r in produce}
+            else:
+                results["kafka"][name]["same_rate"] = at_rates(kafka.bootstrap, args, same_rates)
+        # Tributary at the same rates, on a fresh broker and data directory.
+        same_dir = base / "data-same-rate"
+        same_dir.mkdir()
+        port, http_port = free_port(), free_port()
+        proc = start_broker(same_dir, port, http_port, {"TRIBUTARY_JOURNAL_DURABILITY": args.durability})
+        try:
+            results["same_rate"] = at_rates(f"127.0.0.1:{port}", args, same_rates, f"http://127.0.0.1:{http_port}/metrics")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
 
     raw = max(d["mb_per_sec"] for d in results["disk"])
     print(f"\n## Tributary benchmark ({args.durability} durability, {args.seconds:.0f} s per run, 2-core machine)\n")
@@ -319,6 +350,16 @@ def main():
             print(f"| {r['size']} B | {r['partitions']} | {r['peak']['mb_per_sec']:.1f} | {f['peak']['mb_per_sec']:.1f} | "
                   f"{c['peak']['mb_per_sec']:.1f} | {r['half']['p99_ms']:.2f} / {f['half']['p99_ms']:.2f} / "
                   f"{c['half']['p99_ms']:.2f} |")
+        print("\nAt the same rate, half of Kafka fsync's peak: client p50 / p99 / p99.9 ms (Tributary's "
+              "whole-request p99 from its /metrics)\n")
+        print("| record | partitions | MB/s | Tributary | Tributary broker p99 | Kafka fsync | Kafka page cache |")
+        print("|---|---|---|---|---|---|---|")
+        pct = lambda r: f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f} / {r['p999_ms']:.2f}"
+        for i, r in enumerate(results["same_rate"]):
+            f, c = k["fsync"]["produce"][i], k["page cache"]["same_rate"][i]
+            whole = r.get("broker_stages", {}).get("whole request", {}).get("p99")
+            print(f"| {r['size']} B | {r['partitions']} | {r['mb_per_sec']:.1f} | {pct(r)} | {fmt(whole)} | "
+                  f"{pct(f['half'])} | {pct(c)} |")
         print("\nConsume from start (bench-1024-8), MB/s: Tributary {:.1f}, Kafka fsync {:.1f}, Kafka page cache {:.1f}"
               .format(results["consume"]["mb_per_sec"], k["fsync"]["consume"]["mb_per_sec"],
                       k["page cache"]["consume"]["mb_per_sec"]))
