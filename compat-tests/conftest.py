@@ -55,6 +55,8 @@ class Broker:
             self.config_path.write_text(config_text)
         self.proc = None
         self.log_path = workdir / "broker.log"
+        # Whether it has been up once: from then on its ports are its own.
+        self.started = False
 
     @property
     def bootstrap(self):
@@ -63,6 +65,19 @@ class Broker:
     def start(self, timeout=60, ready=True):
         """Starts the process and waits for /health/ready, or with ready=False only
         for the Kafka port and /health/live (readiness may rightly be 503)."""
+        for attempt in range(3):
+            try:
+                self._start(timeout, ready)
+                self.started = True
+                return
+            except AssertionError:
+                if self.started or attempt == 2 or "Address already in use" not in self.log_tail(5):
+                    raise
+                # A port is free only when it is picked: another process took one
+                # before the broker bound it. Its first start takes others.
+                self.port, self.http_port = free_port(), free_port()
+
+    def _start(self, timeout, ready):
         args = [
             BINARY,
             "--data-dir", str(self.data_dir),
