@@ -358,32 +358,22 @@ impl SegmentStore {
     }
 
     async fn raw_read(&self, key: &str, from: u64, to: u64) -> Result<Bytes, TieringError> {
-        if let Some(root) = &self.inner.local_root {
+        let read = match &self.inner.local_root {
             // A local object is read into a buffer of exactly the range: OpenDAL's fs
             // reader hands out 1 MiB blocks that pin 2 MiB buffers each (so a block
             // cache of 256 MiB held 512), after a copy through tokio's file buffer.
-            let path = root.join(key);
-            let read = tokio::task::spawn_blocking(move || read_exact_range(&path, from, to))
-                .await
-                .map_err(std::io::Error::other)
-                .and_then(|r| r);
-            return match read {
-                Ok(bytes) => {
-                    self.inner.stats.bytes_read.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                    if bytes.len() as u64 != to - from {
-                        return Err(TieringError::ShortRead { key: key.to_string(), from, to, got: bytes.len() });
-                    }
-                    Ok(bytes)
-                }
-                Err(e) => {
-                    self.inner.stats.read_errors.fetch_add(1, Ordering::Relaxed);
-                    Err(local_error(e, "reading"))
-                }
-            };
-        }
-        match self.inner.op.read_with(key).range(from..to).await {
-            Ok(buf) => {
-                let bytes = buf.to_bytes();
+            Some(root) => {
+                let path = root.join(key);
+                tokio::task::spawn_blocking(move || read_exact_range(&path, from, to))
+                    .await
+                    .map_err(std::io::Error::other)
+                    .and_then(|r| r)
+                    .map_err(|e| local_error(e, "reading"))
+            }
+            None => self.inner.op.read_with(key).range(from..to).await.map(|buf| buf.to_bytes()).map_err(Into::into),
+        };
+        match read {
+            Ok(bytes) => {
                 self.inner.stats.bytes_read.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 if bytes.len() as u64 != to - from {
                     return Err(TieringError::ShortRead { key: key.to_string(), from, to, got: bytes.len() });
@@ -392,7 +382,7 @@ impl SegmentStore {
             }
             Err(e) => {
                 self.inner.stats.read_errors.fetch_add(1, Ordering::Relaxed);
-                Err(e.into())
+                Err(e)
             }
         }
     }
