@@ -13,6 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::RwLock;
 
+use super::buffers::BufferPool;
 use super::entry::BLOCK;
 
 /// Bytes of other entries a direct read for sealing reads through rather than
@@ -30,6 +31,8 @@ pub(crate) struct JournalFiles {
     /// watermarks moved): a checkpoint taken after reading it covers everything
     /// before it.
     published: AtomicU64,
+    /// The aligned buffers of group commits and sealing reads, reused.
+    pub(crate) buffers: Arc<BufferPool>,
 }
 
 impl JournalFiles {
@@ -40,6 +43,7 @@ impl JournalFiles {
             files: RwLock::new(BTreeMap::new()),
             end: AtomicU64::new(0),
             published: AtomicU64::new(0),
+            buffers: Arc::default(),
         })
     }
 
@@ -166,9 +170,8 @@ impl JournalFiles {
                 None
             };
             let read = direct.map(|direct| {
-                let mut buf = tributary_tiering::aligned_buffer((to - from) as usize);
-                buf.resize((to - from) as usize, 0);
-                direct.read_exact_at(&mut buf, from).map(|()| buf.freeze())
+                let mut buf = self.buffers.take_filled((to - from) as usize);
+                direct.read_exact_at(&mut buf, from).map(|()| self.buffers.share(buf))
             });
             match read {
                 Some(Ok(buf)) => {

@@ -149,6 +149,8 @@ impl Shipment {
 struct Written {
     base_position: u64,
     data: Bytes,
+    /// The capacity of the buffer `data` is in (all of it pinned by any slice).
+    capacity: usize,
     placed: Vec<Placed>,
     now: i64,
 }
@@ -404,7 +406,8 @@ impl Writer {
     }
 
     fn commit(&mut self, group: Vec<Append>, bytes: usize) {
-        let mut buf = entry::aligned_buffer(bytes + group.len() * HEADER_LEN + BLOCK + HEADER_LEN);
+        let mut buf = self.files.buffers.take(bytes + group.len() * HEADER_LEN + BLOCK + HEADER_LEN);
+        buf.clear();
         let now = crate::clock::now_ms();
         let mut placed = Vec::with_capacity(group.len());
         let shipper = self.settings.shipper.as_ref().map(|s| s.get().cloned());
@@ -544,7 +547,8 @@ impl Writer {
         entry::pad(&mut buf);
         if buf.as_ptr().align_offset(BLOCK) != 0 {
             // The capacity estimate fell short and the buffer moved: realign.
-            let mut aligned = entry::aligned_buffer(buf.len());
+            let mut aligned = self.files.buffers.take(buf.len());
+            aligned.clear();
             aligned.extend_from_slice(&buf);
             buf = aligned;
         }
@@ -584,7 +588,9 @@ impl Writer {
         self.files.set_end(self.position);
         self.metrics.journal_bytes.inc_by(buf.len() as u64);
         self.metrics.journal_commits.inc();
-        let written = Written { base_position, data: buf.freeze(), placed, now };
+        // Back to the pool once published and every cached slice of it is gone.
+        let capacity = buf.capacity();
+        let written = Written { base_position, data: self.files.buffers.share(buf), capacity, placed, now };
         match self.settings.shipper.as_ref().and_then(|s| s.get()) {
             Some(shipper) => shipper.ship(Shipment { written, publisher: self.publisher.clone() }),
             None => match &self.publishing {
@@ -666,10 +672,10 @@ impl Publisher {
     /// Makes a written group visible: high watermarks, the cache, the answers to its
     /// appends (those not answered already). Groups are published in journal order.
     fn publish(&self, written: Written) {
-        let Written { base_position, data, placed, now } = written;
+        let Written { base_position, data, capacity, placed, now } = written;
         let durable_at = std::time::Instant::now();
         // A cached batch that slices the group buffer keeps all of it alive. Share the
-        // buffer only with a partition that owns at least half of it, so memory pinned
+        // buffer (its whole capacity) only with a partition that owns at least half of it, so memory pinned
         // by the cache stays within twice what the cache budget counts; copy the
         // batches of partitions that had a small part of the group.
         let mut owned: HashMap<u64, usize> = HashMap::with_capacity(placed.len());
@@ -678,7 +684,7 @@ impl Publisher {
         }
         let mut cache = self.cache.lock();
         for p in placed {
-            let share = owned.get(&p.partition.id).is_some_and(|&n| n * 2 >= data.len());
+            let share = owned.get(&p.partition.id).is_some_and(|&n| n * 2 >= capacity);
             let mut st = p.partition.state.lock();
             if p.generation != p.partition.generation() {
                 // The log was rebuilt after this was placed (cluster mode): not ours.
