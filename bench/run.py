@@ -68,7 +68,11 @@ def run_json(args, timeout=600):
                        preexec_fn=pinned("loadgen"))
     if r.returncode != 0:
         sys.exit(f"loadgen {args[0]} failed:\n{r.stderr.decode(errors='replace')}")
-    return json.loads(r.stdout.decode().strip().splitlines()[-1])
+    out = json.loads(r.stdout.decode().strip().splitlines()[-1])
+    if not out.get("delivered", 1):
+        # A broker that took nothing (gone, or the topic missing) is no figure.
+        sys.exit(f"loadgen {' '.join(map(str, args))} delivered nothing:\n{r.stderr.decode(errors='replace')[-2000:]}")
+    return out
 
 
 def build():
@@ -286,13 +290,14 @@ def main():
                 produce, consume = matrix(kafka.bootstrap, args)
                 time.sleep(args.settle)
                 perf = producer_perf_test(classpath, kafka.bootstrap)
+                results["kafka"][name] = {"produce": produce, "consume": consume, "perf_test": perf}
+                if name == "fsync":
+                    same_rates = {(r["size"], r["partitions"]): round(r["peak"]["records_per_sec"] / 2)
+                                  for r in produce}
+                else:
+                    results["kafka"][name]["same_rate"] = at_rates(kafka.bootstrap, args, same_rates)
             finally:
                 kafka.stop()
-            results["kafka"][name] = {"produce": produce, "consume": consume, "perf_test": perf}
-            if name == "fsync":
-                same_rates = {(r["size"], r["partitions"]): round(r["peak"]["records_per_sec"] / 2) for r in produce}
-            else:
-                results["kafka"][name]["same_rate"] = at_rates(kafka.bootstrap, args, same_rates)
         # Tributary at the same rates, on a fresh broker and data directory.
         same_dir = base / "data-same-rate"
         same_dir.mkdir()

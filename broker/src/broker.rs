@@ -50,7 +50,15 @@ pub struct Broker {
     single: Arc<Topology>,
     /// Single node: read-modify-write changes of users and ACLs, one at a time.
     meta_changes: tokio::sync::Mutex<()>,
+    /// Buffers of large response frames (fetch answers), reused once written.
+    pub(crate) responses: Arc<crate::buffers::BufferPool>,
 }
+
+/// The response pool keeps at most this many buffers and bytes: a fetch answer
+/// is at most `fetch.max.bytes` (a consumer's default is 50 MiB, of 1 MiB per
+/// partition); one larger than 16 MiB is never kept.
+const RESPONSE_BUFFERS: usize = 16;
+const RESPONSE_BUFFER_BYTES: usize = 32 << 20;
 
 impl Broker {
     pub fn new(
@@ -103,6 +111,7 @@ impl Broker {
             broker_configs,
             single,
             meta_changes: Default::default(),
+            responses: Arc::new(crate::buffers::BufferPool::new(RESPONSE_BUFFERS, RESPONSE_BUFFER_BYTES)),
         }
     }
 

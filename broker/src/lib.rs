@@ -37,6 +37,7 @@
 mod api;
 pub mod broker;
 pub mod broker_configs;
+pub(crate) mod buffers;
 pub mod clock;
 pub mod cluster;
 pub mod coordinator;

@@ -56,21 +56,39 @@ pub fn encode_response(
     response: &Response,
 ) -> Result<Bytes, CodecError> {
     // Sized once: a fetch response of megabytes would otherwise grow by doubling,
-    // copying and faulting in fresh pages at every step. (Header: length, correlation
-    // id, and at most a tagged-field count.)
-    let mut buf = BytesMut::with_capacity(4 + 8 + response.encoded_size(version)?);
+    // copying and faulting in fresh pages at every step.
+    let mut buf = BytesMut::with_capacity(response_frame_size(version, response)?);
+    encode_response_into(&mut buf, key, version, correlation_id, response)?;
+    Ok(buf.freeze())
+}
+
+/// The bytes a response frame takes at most (header: length, correlation id, and
+/// at most a tagged-field count).
+pub fn response_frame_size(version: i16, response: &Response) -> Result<usize, CodecError> {
+    Ok(4 + 8 + response.encoded_size(version)?)
+}
+
+/// Appends a complete response frame to `buf` (a buffer the caller reuses).
+pub fn encode_response_into(
+    buf: &mut BytesMut,
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &Response,
+) -> Result<(), CodecError> {
+    let start = buf.len();
     buf.put_i32(0);
     // ApiVersions answers always use header v0 so that a client that sent a version we
     // do not know can still read the answer (KIP-511).
     let header_version = if key == ApiKey::ApiVersions { 0 } else { key.response_header_version(version) };
     ResponseHeader::default()
         .with_correlation_id(correlation_id)
-        .encode(&mut buf, header_version)
+        .encode(buf, header_version)
         .map_err(|e| CodecError::Encode { what: "response header", version, reason: e.to_string() })?;
-    response.encode(version, &mut buf)?;
-    let len = (buf.len() - 4) as i32;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
-    Ok(buf.freeze())
+    response.encode(version, buf)?;
+    let len = (buf.len() - start - 4) as i32;
+    buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
 }
 
 /// Encodes a complete request frame: length prefix, request header, body (what a

@@ -136,19 +136,13 @@ fn local_error(e: std::io::Error, doing: &str) -> TieringError {
 
 /// Bytes `[from, to)` of a local file, fewer if it ends before `to`. Blocking.
 fn read_exact_range(path: &std::path::Path, from: u64, to: u64) -> std::io::Result<Bytes> {
-    use std::os::unix::fs::FileExt;
-    let file = std::fs::File::open(path)?;
-    let mut buf = vec![0u8; (to - from) as usize];
-    let mut got = 0;
-    while got < buf.len() {
-        match file.read_at(&mut buf[got..], from + got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    buf.truncate(got);
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(from))?;
+    // Read into the buffer's spare capacity: no zeroing of a block about to be
+    // overwritten (a short file gives a short buffer, as a ranged read would).
+    let mut buf = Vec::with_capacity((to - from) as usize);
+    file.take(to - from).read_to_end(&mut buf)?;
     Ok(Bytes::from(buf))
 }
 
@@ -305,7 +299,8 @@ impl SegmentStore {
         let bs = self.inner.block_bytes;
         let (first, last) = (from / bs, (to - 1) / bs);
         let blocks = futures::future::try_join_all((first..=last).map(|b| self.block(loc, b))).await?;
-        let mut out = BytesMut::new();
+        // Sized once: growing by doubling copied a multi-block range over and over.
+        let mut out = BytesMut::with_capacity(if first == last { 0 } else { (to - from) as usize });
         let mut single = None;
         for (block, data) in (first..=last).zip(blocks) {
             let block_start = block * bs;

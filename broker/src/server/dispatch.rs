@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tributary_protocol::header;
 use tributary_protocol::kafka_protocol::messages::ApiKey;
 use tributary_protocol::message::Response;
@@ -15,6 +15,7 @@ use tributary_protocol::message::Response;
 use super::connection::{Outcome, Pending};
 use crate::api::{self, Reply, RequestCtx};
 use crate::broker::Broker;
+use crate::buffers::BufferPool;
 use crate::security::session::Session;
 
 /// Dispatches one request; the answer to come, with its API's metrics label. `Err`
@@ -36,7 +37,7 @@ pub(super) async fn dispatch(
         if key == ApiKey::ApiVersions {
             // KIP-511: a client newer than us gets our versions at v0 and retries.
             let resp = api::api_versions::unsupported_version();
-            return Ok((ready(encode(key, 0, correlation_id, &resp)), api_label(key)));
+            return Ok((ready(encode(&broker.responses, key, 0, correlation_id, &resp)), api_label(key)));
         }
         return Err(format!("{key:?} v{version} is not supported (supported: v{}..=v{})", range.start(), range.end()));
     }
@@ -61,6 +62,7 @@ pub(super) async fn dispatch(
     };
     let reply = api::handle(&ctx, request).await;
     let metrics = broker.metrics.clone();
+    let responses = broker.responses.clone();
     metrics.request_stage_seconds.with_label_values(&[api_name, "handle"]).observe(started.elapsed().as_secs_f64());
     let finish = move |response: Option<Response>| {
         metrics.request_seconds.with_label_values(&[api_name]).observe(started.elapsed().as_secs_f64());
@@ -70,7 +72,7 @@ pub(super) async fn dispatch(
                     api::scoped::out_of_scope(&mut r, scope);
                 }
                 r.for_each_error(|code| metrics.request_errors.with_label_values(&[api_name, error_name(code)]).inc());
-                encode(key, version, correlation_id, &r)
+                encode(&responses, key, version, correlation_id, &r)
             }
             None => Outcome::Nothing,
         }
@@ -83,8 +85,19 @@ pub(super) async fn dispatch(
     Ok((pending, api_name))
 }
 
-fn encode(key: ApiKey, version: i16, correlation_id: i32, response: &Response) -> Outcome {
-    match header::encode_response(key, version, correlation_id, response) {
+/// A response frame of at least this many bytes (a fetch answer) is encoded into a
+/// buffer of the broker's response pool, given back once it is written.
+const POOLED_RESPONSE: usize = crate::buffers::SMALLEST;
+
+fn encode(responses: &Arc<BufferPool>, key: ApiKey, version: i16, correlation_id: i32, response: &Response) -> Outcome {
+    let frame = header::response_frame_size(version, response).and_then(|size| {
+        let pooled = size >= POOLED_RESPONSE;
+        let mut buf = if pooled { responses.take(size) } else { BytesMut::with_capacity(size) };
+        buf.clear();
+        header::encode_response_into(&mut buf, key, version, correlation_id, response)?;
+        Ok(if pooled { responses.share(buf) } else { buf.freeze() })
+    });
+    match frame {
         Ok(frame) => Outcome::Frame(frame, api_label(key)),
         Err(e) => {
             tracing::error!(api = ?key, version, error = %e, "cannot encode response; closing connection");

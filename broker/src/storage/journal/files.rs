@@ -13,8 +13,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::RwLock;
 
-use super::buffers::BufferPool;
 use super::entry::BLOCK;
+use crate::buffers::BufferPool;
 
 /// Bytes of other entries a direct read for sealing reads through rather than
 /// starting another read.
@@ -43,7 +43,7 @@ impl JournalFiles {
             files: RwLock::new(BTreeMap::new()),
             end: AtomicU64::new(0),
             published: AtomicU64::new(0),
-            buffers: Arc::default(),
+            buffers: Arc::new(BufferPool::new(JOURNAL_BUFFERS, JOURNAL_BUFFER_BYTES)),
         })
     }
 
@@ -211,6 +211,12 @@ impl JournalFiles {
         file.read_exact_at(buf, position - start)
     }
 }
+
+/// The journal's buffer pool keeps at most this many buffers and bytes (group
+/// commits are up to `group_commit_bytes`, 8 MiB by default; sealing reads a part
+/// of a segment, about 1 MiB, per partition at a time).
+const JOURNAL_BUFFERS: usize = 16;
+const JOURNAL_BUFFER_BYTES: usize = 64 << 20;
 
 /// Makes a file creation or rename durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {

@@ -4,7 +4,6 @@
 //! configured policy, and that recovery ([`entry::scan`]) finds every acknowledged
 //! entry. It never interprets payloads beyond the batch header.
 
-pub(crate) mod buffers;
 pub(crate) mod entry;
 pub mod faults;
 pub(crate) mod files;

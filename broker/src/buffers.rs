@@ -1,15 +1,15 @@
-//! A pool of 4 KiB-aligned buffers for the journal's large, short-lived buffers: the
-//! group commits the writer fills and the blocks sealing reads back with direct I/O.
-//! Allocating each afresh had the kernel map and zero new pages for a large share of
-//! them (the allocator returns freed memory to the system and takes fresh memory
-//! for the next); a buffer handed back once the last slice of it is dropped is
-//! already mapped.
+//! Pools of 4 KiB-aligned buffers for large, short-lived buffers: the journal's
+//! group commits and the blocks sealing reads back with direct I/O (one pool), and
+//! large response frames (another). Allocating each afresh had the kernel map and
+//! zero new pages for a large share of them (the allocator returns freed memory to
+//! the system and takes fresh memory for the next); a buffer handed back once the
+//! last slice of it is dropped is already mapped.
 //!
 //! A buffer leaves the pool as a `BytesMut` and comes back through the owner of the
 //! `Bytes` made of it ([`BufferPool::share`]): slices of it (cached batches, the
 //! ranges a sealing read returns) keep it out until the last one is dropped. The pool
-//! keeps the buffers given back last, each at most [`KEEP_LARGEST`] and together
-//! at most [`KEEP_TOTAL`]; what it does not keep is freed.
+//! keeps the buffers given back last, each at most [`KEEP_LARGEST`], at most as many
+//! and as many bytes as it was made for; what it does not keep is freed.
 
 use std::sync::Arc;
 
@@ -19,19 +19,23 @@ use parking_lot::Mutex;
 /// The largest buffer kept (a group commit is at most `group_commit_bytes` plus one
 /// append; larger ones are rare and freed).
 const KEEP_LARGEST: usize = 16 << 20;
-/// Bytes kept in all, and buffers kept at most.
-const KEEP_TOTAL: usize = 64 << 20;
-const KEEP_COUNT: usize = 16;
 /// Buffers are allocated in powers of two from this size, so that one serves the
-/// next group of a similar size.
-const SMALLEST: usize = 64 << 10;
+/// next of a similar size.
+pub(crate) const SMALLEST: usize = 64 << 10;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct BufferPool {
     kept: Mutex<std::collections::VecDeque<BytesMut>>,
+    /// Buffers and bytes kept at most.
+    keep_count: usize,
+    keep_total: usize,
 }
 
 impl BufferPool {
+    pub(crate) fn new(keep_count: usize, keep_total: usize) -> Self {
+        BufferPool { kept: Mutex::default(), keep_count, keep_total }
+    }
+
     /// An aligned buffer of at least `capacity` bytes. Its length is whatever it held
     /// before (initialized bytes a reader may overwrite without zeroing them first);
     /// a writer clears it.
@@ -81,7 +85,7 @@ impl BufferPool {
         // Over the bounds: free the buffers given back longest ago (the sizes in use
         // now are those given back last).
         let mut total: usize = kept.iter().map(BytesMut::capacity).sum();
-        while kept.len() > KEEP_COUNT || total > KEEP_TOTAL {
+        while kept.len() > self.keep_count || total > self.keep_total {
             let Some(oldest) = kept.pop_front() else { break };
             total -= oldest.capacity();
         }
@@ -116,9 +120,12 @@ impl Drop for Pooled {
 mod tests {
     use super::*;
 
+    const KEEP_COUNT: usize = 16;
+    const KEEP_TOTAL: usize = 64 << 20;
+
     #[test]
     fn a_buffer_comes_back_when_its_last_slice_is_dropped() {
-        let pool = Arc::new(BufferPool::default());
+        let pool = Arc::new(BufferPool::new(KEEP_COUNT, KEEP_TOTAL));
         let mut buf = pool.take(100_000);
         assert!(buf.capacity() >= 100_000);
         assert_eq!(buf.as_ptr().align_offset(tributary_tiering::ALIGN), 0);
@@ -148,7 +155,7 @@ mod tests {
 
     #[test]
     fn the_pool_stays_within_its_bounds() {
-        let pool = Arc::new(BufferPool::default());
+        let pool = Arc::new(BufferPool::new(KEEP_COUNT, KEEP_TOTAL));
         let held: Vec<Bytes> = (0..20).map(|_| pool.share(pool.take(1 << 20))).collect();
         drop(held);
         let (count, total) = pool.kept();
