@@ -304,6 +304,9 @@ def main():
         port, http_port = free_port(), free_port()
         proc = start_broker(same_dir, port, http_port, {"TRIBUTARY_JOURNAL_DURABILITY": args.durability})
         try:
+            # Warmed up first, as Kafka was by its whole matrix: a fresh broker's
+            # first seconds (first journal files, caches filling) are not its tail.
+            at_rates(f"127.0.0.1:{port}", args, same_rates)
             results["same_rate"] = at_rates(f"127.0.0.1:{port}", args, same_rates, f"http://127.0.0.1:{http_port}/metrics")
         finally:
             proc.send_signal(signal.SIGTERM)
