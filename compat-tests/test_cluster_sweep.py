@@ -33,8 +33,16 @@ def store_files(cluster, prefix):
     base = root / prefix
     if not base.exists():
         return {}
-    return {str(p.relative_to(root)): p.stat().st_size for p in base.rglob("*")
-            if p.is_file() and not p.name.startswith(".")}
+    out = {}
+    for p in base.rglob("*"):
+        if p.name.startswith("."):
+            continue
+        try:
+            if p.is_file():
+                out[str(p.relative_to(root))] = p.stat().st_size
+        except FileNotFoundError:  # swept between the listing and the stat: gone
+            pass
+    return out
 
 
 def streams(cluster):
