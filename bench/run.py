@@ -228,6 +228,15 @@ def producer_perf_test(classpath, bootstrap, records=300_000, size=1024):
     return {k: float(v) for k, v in zip(keys, m.groups())}
 
 
+def split_of(run):
+    """Where a client's delivery time went, from librdkafka's statistics: the p99 of
+    a record's wait in the client's queue (linger included) and of a request's round
+    trip to the broker (sent to answered; the broker's time plus the sockets')."""
+    if run.get("rtt_p99_ms") is None:
+        return "-"
+    return f"{run['client_queue_p99_ms']:.2f} / {run['rtt_p99_ms']:.2f}"
+
+
 def peak_rss_mib(pid):
     for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -330,14 +339,14 @@ def main():
     names = [stage for stage, _, _ in STAGES]
     print("\nBroker-side produce stages at half the peak rate, p50 / p99 ms (from its /metrics histograms, "
           "interpolated within buckets):\n")
-    print("| record | partitions | " + " | ".join(names) + " | client p50 / p99 |")
-    print("|---|---|" + "---|" * (len(names) + 1))
+    print("| record | partitions | " + " | ".join(names) + " | client p50 / p99 | client queue / round trip p99 |")
+    print("|---|---|" + "---|" * (len(names) + 2))
     fmt = lambda v: "-" if v is None else f"{v:.2f}"
     for r in results["produce"]:
         st = r["half"].get("broker_stages", {})
         cells = [f"{fmt(st.get(n, {}).get('p50'))} / {fmt(st.get(n, {}).get('p99'))}" for n in names]
         print(f"| {r['size']} B | {r['partitions']} | " + " | ".join(cells) +
-              f" | {r['half']['p50_ms']:.2f} / {r['half']['p99_ms']:.2f} |")
+              f" | {r['half']['p50_ms']:.2f} / {r['half']['p99_ms']:.2f} | {split_of(r['half'])} |")
     split = cores()
     print("\n" + (f"Broker pinned to cores {sorted(split[0])}, load generator to {sorted(split[1])}." if split else
                   f"Not pinned: {os.cpu_count()} cores are too few to give the broker and the load generator "
@@ -360,14 +369,16 @@ def main():
                   f"{c['half']['p99_ms']:.2f} |")
         print("\nAt the same rate, half of Kafka fsync's peak: client p50 / p99 / p99.9 ms (Tributary's "
               "whole-request p99 from its /metrics)\n")
-        print("| record | partitions | MB/s | Tributary | Tributary broker p99 | Kafka fsync | Kafka page cache |")
-        print("|---|---|---|---|---|---|---|")
+        print("| record | partitions | MB/s | Tributary | Tributary broker p99 | Kafka fsync | Kafka page cache | "
+              "round trip p99: Tributary / Kafka fsync / Kafka page cache |")
+        print("|---|---|---|---|---|---|---|---|")
         pct = lambda r: f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f} / {r['p999_ms']:.2f}"
         for i, r in enumerate(results["same_rate"]):
             f, c = k["fsync"]["produce"][i], k["page cache"]["same_rate"][i]
             whole = r.get("broker_stages", {}).get("whole request", {}).get("p99")
             print(f"| {r['size']} B | {r['partitions']} | {r['mb_per_sec']:.1f} | {pct(r)} | {fmt(whole)} | "
-                  f"{pct(f['half'])} | {pct(c)} |")
+                  f"{pct(f['half'])} | {pct(c)} | {fmt(r.get('rtt_p99_ms'))} / {fmt(f['half'].get('rtt_p99_ms'))} / "
+                  f"{fmt(c.get('rtt_p99_ms'))} |")
         print("\nConsume from start (bench-1024-8), MB/s: Tributary {:.1f}, Kafka fsync {:.1f}, Kafka page cache {:.1f}"
               .format(results["consume"]["mb_per_sec"], k["fsync"]["consume"]["mb_per_sec"],
                       k["page cache"]["consume"]["mb_per_sec"]))

@@ -76,13 +76,30 @@ struct Stats {
     latency: Histogram<u64>,
     delivered: u64,
     failed: u64,
+    /// From librdkafka's statistics (one window a second): the largest p99, in
+    /// microseconds, of a record's wait in the client's queue before it is sent
+    /// (linger included), of a request's wait in the send buffer, and of a request's
+    /// round trip to the broker (sent to answered): where a delivery's time went.
+    queue_p99: i64,
+    outbuf_p99: i64,
+    rtt_p99: i64,
 }
 
 struct Ctx {
     stats: Arc<Mutex<Stats>>,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut s = self.stats.lock().unwrap();
+        for b in statistics.brokers.values() {
+            let p99 = |w: &Option<rdkafka::statistics::Window>| w.as_ref().filter(|w| w.cnt > 0).map_or(0, |w| w.p99);
+            s.queue_p99 = s.queue_p99.max(p99(&b.int_latency));
+            s.outbuf_p99 = s.outbuf_p99.max(p99(&b.outbuf_latency));
+            s.rtt_p99 = s.rtt_p99.max(p99(&b.rtt));
+        }
+    }
+}
 
 impl ProducerContext for Ctx {
     type DeliveryOpaque = Box<Instant>;
@@ -121,6 +138,9 @@ fn produce(
         latency: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),
         delivered: 0,
         failed: 0,
+        queue_p99: 0,
+        outbuf_p99: 0,
+        rtt_p99: 0,
     }));
     let producer: BaseProducer<Ctx> = client(bootstrap)
         .set("acks", "all")
@@ -130,6 +150,7 @@ fn produce(
         .set("queue.buffering.max.kbytes", "2000000")
         .set("compression.type", "none")
         .set("enable.idempotence", "false")
+        .set("statistics.interval.ms", "1000")
         .create_with_context(Ctx { stats: stats.clone() })
         .expect("producer");
     let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
@@ -177,6 +198,8 @@ fn produce(
             "records_per_sec": s.delivered as f64 / elapsed,
             "mb_per_sec": s.delivered as f64 * size as f64 / elapsed / 1e6,
             "p50_ms": q(0.50), "p99_ms": q(0.99), "p999_ms": q(0.999), "max_ms": s.latency.max() as f64 / 1000.0,
+            "client_queue_p99_ms": s.queue_p99 as f64 / 1000.0, "send_buffer_p99_ms": s.outbuf_p99 as f64 / 1000.0,
+            "rtt_p99_ms": s.rtt_p99 as f64 / 1000.0,
         })
     );
 }
