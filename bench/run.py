@@ -75,6 +75,13 @@ def run_json(args, timeout=600):
     return out
 
 
+def discard(path, args):
+    """A broker's data once its figures are taken: the matrix writes tens of GB, and
+    three brokers' worth at once filled a disk here. Kept when --data-dir is given."""
+    if not args.data_dir:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def build():
     subprocess.run(["cargo", "build", "--release", "--bin", "tributary"], cwd=ROOT, check=True)
     subprocess.run(["cargo", "build", "--release"], cwd=LOADGEN_DIR, check=True)
@@ -259,6 +266,13 @@ def main():
         build()
     base = pathlib.Path(args.data_dir) if args.data_dir else pathlib.Path(tempfile.mkdtemp(dir=ROOT / "target"))
     base.mkdir(parents=True, exist_ok=True)
+    try:
+        measure_and_print(args, base)
+    finally:
+        discard(base, args)
+
+
+def measure_and_print(args, base):
     data_dir = base / "data"
     data_dir.mkdir(exist_ok=True)
 
@@ -285,6 +299,7 @@ def main():
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
+        discard(data_dir, args)
     if args.kafka:
         results["kafka"] = {}
         # Kafka acknowledges acks=all once the in-sync replicas have the batch in
@@ -307,6 +322,7 @@ def main():
                     results["kafka"][name]["same_rate"] = at_rates(kafka.bootstrap, args, same_rates)
             finally:
                 kafka.stop()
+                discard(workdir, args)
         # Tributary at the same rates, on a fresh broker and data directory.
         same_dir = base / "data-same-rate"
         same_dir.mkdir()
@@ -320,6 +336,7 @@ def main():
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
+            discard(same_dir, args)
 
     raw = max(d["mb_per_sec"] for d in results["disk"])
     print(f"\n## Tributary benchmark ({args.durability} durability, {args.seconds:.0f} s per run, 2-core machine)\n")
@@ -392,8 +409,6 @@ def main():
     out = ROOT / "target" / "bench-results.json"
     out.write_text(json.dumps(results, indent=2))
     print(f"\nRaw results: {out.relative_to(ROOT)}")
-    if not args.data_dir:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":
