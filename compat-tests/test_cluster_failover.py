@@ -29,8 +29,10 @@ def make_topic(cluster, topic):
     admin_of(cluster.nodes[0]).create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(timeout=15)
     wait_until(lambda: len(leaders(cluster.nodes[0], topic)) == PARTITIONS and served(cluster.bootstrap, topic),
                timeout=30, what="a served leader for every partition")
-    spread = list(leaders(cluster.nodes[0], topic).values())
+    placed = leaders(cluster.nodes[0], topic)
+    spread = list(placed.values())
     print(f"{topic}: partitions per broker {dict((b, spread.count(b)) for b in sorted(set(spread)))}")
+    return placed
 
 
 def served(bootstrap, topic, partitions=PARTITIONS):
@@ -187,16 +189,23 @@ def takeover_time(cluster, victim, topic, since):
 
 
 def test_a_killed_broker_loses_nothing_acknowledged_and_its_partitions_are_served_again(cluster):
-    topic = f"failover-{int(time.time() * 1000)}"
-    make_topic(cluster, topic)
-
-    # Offsets committed by a group before the failure, on the broker that is killed.
-    group = f"g-{topic}"
-    c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group, "enable.auto.commit": False})
-    committed = [TopicPartition(topic, p, 10 + p) for p in range(PARTITIONS)]
-    c.commit(offsets=committed, asynchronous=False)
-    c.close()
-    coordinator = admin_of(cluster.nodes[0]).describe_consumer_groups([group])[group].result(timeout=15).coordinator.id
+    # The victim coordinates a group with offsets committed before the failure and
+    # leads at least two of the topic's partitions. Placement balances every partition
+    # of the cluster, not each topic (a topic of 12 can give a broker one or none), so
+    # take the first topic where the group's coordinator leads two.
+    for attempt in range(8):
+        topic = f"failover-{int(time.time() * 1000)}-{attempt}"
+        placed = make_topic(cluster, topic)
+        group = f"g-{topic}"
+        c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group, "enable.auto.commit": False})
+        committed = [TopicPartition(topic, p, 10 + p) for p in range(PARTITIONS)]
+        c.commit(offsets=committed, asynchronous=False)
+        c.close()
+        admin = admin_of(cluster.nodes[0])
+        coordinator = admin.describe_consumer_groups([group])[group].result(timeout=15).coordinator.id
+        if list(placed.values()).count(coordinator) >= 2:
+            break
+    assert list(placed.values()).count(coordinator) >= 2, f"the coordinator {coordinator} leads two of {placed}"
     victim = next(n for n in cluster.nodes if n.id == coordinator)
 
     load = Load(cluster.bootstrap, topic)
@@ -253,9 +262,14 @@ def _committed(c, topic):
 
 
 def test_a_paused_broker_acknowledges_nothing_after_its_partitions_are_taken_over(cluster):
-    topic = f"paused-{int(time.time() * 1000)}"
-    make_topic(cluster, topic)
     controller = admin_of(cluster.nodes[0]).list_topics(timeout=10).controller_id
+    # The paused broker must lead some of the topic's partitions (see the test above).
+    for attempt in range(8):
+        topic = f"paused-{int(time.time() * 1000)}-{attempt}"
+        placed = make_topic(cluster, topic)
+        if list(placed.values()).count(controller) >= 2:
+            break
+    assert list(placed.values()).count(controller) >= 2, f"the controller {controller} leads two of {placed}"
     victim = next(n for n in cluster.nodes if n.id == controller)
     survivors = [n for n in cluster.nodes if n is not victim]
 
