@@ -140,6 +140,32 @@ def scrape(url):
     return out
 
 
+SEGMENT_BYTES = 64 * 1024 * 1024  # the broker's default segment.bytes, which the bench keeps
+
+
+def await_sealing(url, deadline_s=120.0):
+    """Waits until the broker has sealed what a run left sealable, so that a latency
+    run measures its rate and not the catch-up after a saturating run (bench topics
+    end in their partition count; a partition seals at SEGMENT_BYTES). Returns the
+    seconds waited (None without /metrics)."""
+    if url is None:
+        return None
+    started = time.monotonic()
+    while True:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            text = r.read().decode()
+        behind = False
+        for line in text.splitlines():
+            if line.startswith('tributary_flush_lag_bytes{topic="'):
+                topic = line.split('"')[1]
+                partitions = int(topic.rsplit("-", 1)[1]) if topic.rsplit("-", 1)[-1].isdigit() else 1
+                behind |= float(line.rsplit(" ", 1)[1]) > partitions * SEGMENT_BYTES
+        waited = time.monotonic() - started
+        if not behind or waited > deadline_s:
+            return round(waited, 1)
+        time.sleep(0.25)
+
+
 def quantile(before, after, q):
     """q of the observations between two scrapes, interpolated in its bucket (ms)."""
     delta = [(le, a - b) for (le, a), (_, b) in zip(after, before or [(le, 0.0) for le, _ in after])]
@@ -165,11 +191,13 @@ def at_rates(bootstrap, args, rates, metrics_url=None):
     out = []
     for (size, partitions), rate in rates.items():
         time.sleep(args.settle)
+        sealing_wait = await_sealing(metrics_url)
         before = scrape(metrics_url)
         run = run_json(["produce", "--bootstrap", bootstrap, "--topic", f"rate-{size}-{partitions}", "--partitions",
                         partitions, "--size", size, "--seconds", args.seconds, "--rate", rate])
         if metrics_url:
             run["broker_stages"] = stages_between(before, scrape(metrics_url))
+            run["sealing_wait_s"] = sealing_wait
         out.append(run)
     return out
 
@@ -186,16 +214,19 @@ def matrix(bootstrap, args, metrics_url=None):
             peak = run_json(["produce", "--bootstrap", bootstrap, "--topic", topic, "--partitions", partitions,
                              "--size", size, "--seconds", args.seconds])
             # A saturating run leaves the client's multi-GB queue and the machine
-            # busy for seconds after it ends; latency is a steady-state figure.
+            # busy for seconds after it ends, and sealing behind by gigabytes;
+            # latency is a steady-state figure (await_sealing's wait is reported).
             at = {}
             for share in (0.25, 0.5, 0.75):
                 time.sleep(args.settle)
+                sealing_wait = await_sealing(metrics_url)
                 before = scrape(metrics_url)
                 run = run_json(["produce", "--bootstrap", bootstrap, "--topic", topic, "--partitions", partitions,
                                 "--size", size, "--seconds", args.seconds,
                                 "--rate", round(peak["records_per_sec"] * share)])
                 if metrics_url:
                     run["broker_stages"] = stages_between(before, scrape(metrics_url))
+                    run["sealing_wait_s"] = sealing_wait
                 at[share] = run
             half = at[0.5]
             delivered[topic] = (partitions, peak["delivered"] + sum(r["delivered"] for r in at.values()))
@@ -368,6 +399,12 @@ def measure_and_print(args, base):
     print("\n" + (f"Broker pinned to cores {sorted(split[0])}, load generator to {sorted(split[1])}." if split else
                   f"Not pinned: {os.cpu_count()} cores are too few to give the broker and the load generator "
                   "their own (the client shares the broker's cores; its figures include that)."))
+    waits = [(r["size"], r["partitions"], r[k].get("sealing_wait_s") or 0)
+             for r in results["produce"] for k in ("quarter", "half", "three_quarters")]
+    if waits:
+        size, partitions, longest = max(waits, key=lambda w: w[2])
+        print(f"\nEach latency run started once sealing had caught up with the runs before it: the longest wait "
+              f"was {longest:.1f} s, at {size} B x {partitions}.")
     c = results["consume"]
     print(f"\nConsume from start (bench-1024-8, {c['records']:,} records): "
           f"{c['records_per_sec']:,.0f} records/s, {c['mb_per_sec']:.1f} MB/s")
